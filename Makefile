@@ -1,0 +1,34 @@
+# Two commands do all the set-up on a fresh machine:
+#   make train   create .venv, install the pinned environment, run the default job
+#   make test    create .venv (if needed), install, run the whole test suite
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip install --quiet --constraint constraints.txt
+
+.PHONY: install train test test-fast lint format
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml constraints.txt
+	python3 -m venv $(VENV)
+	# torch first and pinned: the local CPU wheel, never the multi-GB CUDA build.
+	$(PIP) torch==2.13.0
+	$(PIP) --editable ".[examples,dev,bench]"
+	touch $@
+
+train: install
+	$(PY) scripts/demo.py
+
+test: install
+	$(PY) -m pytest
+
+test-fast: install
+	$(PY) -m pytest -m "not slow"
+
+lint: install
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+format: install
+	$(VENV)/bin/ruff format .
+	$(VENV)/bin/ruff check --fix .

@@ -1,0 +1,258 @@
+"""Input and option checks shared by every loss.
+
+Every error names the loss, the argument, what was expected and what came, so a user sees
+``focal: option 'gamma' must be a finite number >= 0, got -1.0`` instead of a failure deep
+inside torch.
+
+Checks on tensor *metadata* (shape, dtype) are free and always run. Checks on tensor *values*
+(class indices in range, targets in {0, 1}) read the tensor on the host, which costs a device
+synchronisation; they run by default, are skipped inside ``torch.compile``, and can be turned
+off with :func:`value_checks` once the data pipeline is trusted.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Literal
+
+import torch
+from torch import Tensor
+
+Reduction = Literal["mean", "sum", "none"]
+REDUCTIONS: tuple[str, ...] = ("mean", "sum", "none")
+
+_value_checks_enabled = True
+
+
+@contextmanager
+def value_checks(enabled: bool) -> Iterator[None]:
+    """Turn the value checks (which synchronise with the device) on or off in a block.
+
+    Args:
+        enabled: whether losses may read tensor values to validate them.
+
+    Yields:
+        Nothing; the previous setting is restored on exit.
+    """
+    global _value_checks_enabled
+    previous = _value_checks_enabled
+    _value_checks_enabled = enabled
+    try:
+        yield
+    finally:
+        _value_checks_enabled = previous
+
+
+def value_checks_enabled() -> bool:
+    """Whether value checks run now: enabled and not being traced by ``torch.compile``."""
+    return _value_checks_enabled and not torch.compiler.is_compiling()
+
+
+def check_reduction(loss: str, reduction: str, allowed: tuple[str, ...] = REDUCTIONS) -> str:
+    """Validate a ``reduction`` option.
+
+    Args:
+        loss: the loss's name, used in the message.
+        reduction: the value to check.
+        allowed: the accepted values.
+
+    Returns:
+        The reduction, unchanged.
+
+    Raises:
+        ValueError: if ``reduction`` is not one of ``allowed``.
+    """
+    if reduction not in allowed:
+        raise ValueError(
+            f"{loss}: option 'reduction' must be one of {', '.join(map(repr, allowed))}, "
+            f"got {reduction!r}"
+        )
+    return reduction
+
+
+def check_choice(loss: str, option: str, value: object, allowed: tuple[object, ...]) -> None:
+    """Validate that an option is one of a fixed set of values.
+
+    Raises:
+        ValueError: if ``value`` is not in ``allowed``.
+    """
+    if value not in allowed:
+        raise ValueError(
+            f"{loss}: option {option!r} must be one of {', '.join(map(repr, allowed))}, "
+            f"got {value!r}"
+        )
+
+
+def check_number(
+    loss: str,
+    option: str,
+    value: float,
+    *,
+    minimum: float | None = None,
+    maximum: float | None = None,
+    exclusive_minimum: bool = False,
+) -> float:
+    """Validate a scalar option: a real, finite number within bounds.
+
+    Args:
+        loss: the loss's name, used in the message.
+        option: the option's name, used in the message.
+        value: the value to check.
+        minimum: the smallest allowed value, if any.
+        maximum: the largest allowed value, if any.
+        exclusive_minimum: whether ``minimum`` itself is excluded.
+
+    Returns:
+        The value as a ``float``.
+
+    Raises:
+        TypeError: if ``value`` is not a real number.
+        ValueError: if it is NaN, infinite or out of bounds.
+    """
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{loss}: option {option!r} must be a number, got {value!r}")
+    bounds = []
+    if minimum is not None:
+        bounds.append(f"{'>' if exclusive_minimum else '>='} {minimum}")
+    if maximum is not None:
+        bounds.append(f"<= {maximum}")
+    expected = "a finite number" + (" " + " and ".join(bounds) if bounds else "")
+    too_small = minimum is not None and (value <= minimum if exclusive_minimum else value < minimum)
+    too_large = maximum is not None and value > maximum
+    if not math.isfinite(value) or too_small or too_large:
+        raise ValueError(f"{loss}: option {option!r} must be {expected}, got {value!r}")
+    return float(value)
+
+
+def check_weight_tensor(
+    loss: str, option: str, weight: Tensor | list[float] | tuple[float, ...] | None
+) -> Tensor | None:
+    """Validate a 1-D tensor of non-negative, finite weights (class weights, per-class alpha).
+
+    Args:
+        loss: the loss's name, used in the message.
+        option: the option's name, used in the message.
+        weight: a sequence or tensor of weights, or ``None``.
+
+    Returns:
+        The weights as a float tensor, or ``None``.
+
+    Raises:
+        ValueError: if the weights are not 1-D, not finite, or negative.
+    """
+    if weight is None:
+        return None
+    tensor = torch.as_tensor(weight, dtype=torch.get_default_dtype())
+    if tensor.ndim != 1 or tensor.numel() == 0:
+        raise ValueError(
+            f"{loss}: option {option!r} must be a non-empty 1-D sequence of per-class values, "
+            f"got shape {tuple(tensor.shape)}"
+        )
+    if not bool(torch.isfinite(tensor).all()) or bool((tensor < 0).any()):
+        raise ValueError(
+            f"{loss}: option {option!r} must hold finite values >= 0, got {tensor.tolist()}"
+        )
+    return tensor
+
+
+def check_floating(loss: str, name: str, tensor: Tensor, meaning: str) -> None:
+    """Require a floating-point tensor.
+
+    Args:
+        loss: the loss's name.
+        name: the argument's name (``pred``, ``target``, ``embeddings``).
+        tensor: the argument.
+        meaning: what the tensor should hold, e.g. ``"logits"``.
+
+    Raises:
+        TypeError: if ``tensor`` is not a floating-point tensor.
+    """
+    if not isinstance(tensor, Tensor):
+        raise TypeError(f"{loss}: {name!r} must be a torch.Tensor of {meaning}, got {tensor!r}")
+    if not tensor.is_floating_point():
+        raise TypeError(
+            f"{loss}: {name!r} must be a floating-point tensor of {meaning}, got {tensor.dtype}"
+        )
+
+
+def check_same_shape(loss: str, pred: Tensor, target: Tensor) -> None:
+    """Require ``pred`` and ``target`` to have the same shape (no silent broadcasting).
+
+    Raises:
+        ValueError: if the shapes differ.
+    """
+    if pred.shape != target.shape:
+        raise ValueError(
+            f"{loss}: 'pred' and 'target' must have the same shape, got pred "
+            f"{tuple(pred.shape)} and target {tuple(target.shape)}"
+        )
+
+
+def check_min_dims(loss: str, name: str, tensor: Tensor, ndim: int, layout: str) -> None:
+    """Require at least ``ndim`` dimensions.
+
+    Raises:
+        ValueError: if ``tensor`` has fewer dimensions.
+    """
+    if tensor.ndim < ndim:
+        raise ValueError(
+            f"{loss}: {name!r} must have shape {layout}, got shape {tuple(tensor.shape)}"
+        )
+
+
+def check_class_target(
+    loss: str, pred: Tensor, target: Tensor, ignore_index: int | None = None
+) -> None:
+    """Check class-index targets against class-score predictions of shape ``(N, C, *)``.
+
+    Args:
+        loss: the loss's name.
+        pred: scores of shape ``(N, C, d1, ...)``.
+        target: class indices of shape ``(N, d1, ...)``.
+        ignore_index: a target value that is skipped, if any.
+
+    Raises:
+        TypeError: if ``target`` is not an integer tensor.
+        ValueError: if the shapes do not match or an index is out of ``[0, C)``.
+    """
+    if target.is_floating_point() or target.dtype == torch.bool:
+        raise TypeError(
+            f"{loss}: class-index 'target' must be an integer tensor (torch.long), got "
+            f"{target.dtype}; for one-hot or soft targets pass a float tensor shaped like 'pred'"
+        )
+    check_min_dims(loss, "pred", pred, 2, "(N, C, ...) of class scores")
+    expected = (pred.shape[0], *pred.shape[2:])
+    if tuple(target.shape) != expected:
+        raise ValueError(
+            f"{loss}: class-index 'target' must have shape {expected} for pred of shape "
+            f"{tuple(pred.shape)} (N, C, ...), got {tuple(target.shape)}"
+        )
+    if not value_checks_enabled() or target.numel() == 0:
+        return
+    num_classes = pred.shape[1]
+    out_of_range = (target < 0) | (target >= num_classes)
+    if ignore_index is not None:
+        out_of_range &= target != ignore_index
+    if bool(out_of_range.any()):
+        bad = target[out_of_range][0].item()
+        ignored = f" (ignore_index={ignore_index})" if ignore_index is not None else ""
+        raise ValueError(
+            f"{loss}: class index {bad} in 'target' is out of range for {num_classes} classes; "
+            f"expected values in [0, {num_classes - 1}]{ignored}"
+        )
+
+
+def check_unit_interval(loss: str, name: str, tensor: Tensor, meaning: str) -> None:
+    """Require values in [0, 1] (probabilities, binary targets); a value check.
+
+    Raises:
+        ValueError: if a value is outside [0, 1] or NaN.
+    """
+    if not value_checks_enabled() or tensor.numel() == 0:
+        return
+    outside = ~((tensor >= 0) & (tensor <= 1))
+    if bool(outside.any()):
+        bad = tensor[outside][0].item()
+        raise ValueError(f"{loss}: {name!r} must hold {meaning} in [0, 1], got a value {bad}")

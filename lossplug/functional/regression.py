@@ -1,0 +1,147 @@
+r"""Regression losses: MSE, L1, Huber and SmoothL1, with optional element-wise weights.
+
+Huber and SmoothL1 are the same curve at different scales, and tutorials often swap them.
+For a residual :math:`r = \hat y - y`:
+
+.. math::
+
+    \text{huber}_\delta(r) = \begin{cases} \tfrac12 r^2 & |r| \le \delta \\
+        \delta\,(|r| - \tfrac12\delta) & \text{otherwise} \end{cases}
+    \qquad
+    \text{smooth\_l1}_\beta(r) = \begin{cases} \tfrac{1}{2\beta} r^2 & |r| < \beta \\
+        |r| - \tfrac12\beta & \text{otherwise} \end{cases}
+
+so :math:`\text{huber}_\delta = \delta \cdot \text{smooth\_l1}_\delta`: their gradients differ
+by the factor :math:`\delta` in the linear region (Huber's is :math:`\pm\delta`, SmoothL1's
+:math:`\pm 1`). Huber (1964), "Robust Estimation of a Location Parameter"; SmoothL1 from
+Girshick (2015), "Fast R-CNN".
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from lossplug._validation import (
+    check_floating,
+    check_number,
+    check_reduction,
+    check_same_shape,
+    value_checks_enabled,
+)
+from lossplug.functional._reduce import reduce_loss
+
+
+def mse(
+    pred: Tensor, target: Tensor, weight: Tensor | None = None, reduction: str = "mean"
+) -> Tensor:
+    r"""Mean squared error :math:`\frac{1}{N}\sum_i w_i (\hat y_i - y_i)^2 / \bar w`.
+
+    Args:
+        pred: predictions, any shape, floating point.
+        target: targets, same shape as ``pred``.
+        weight: optional element-wise weights or 0/1 mask, broadcastable to ``pred``; the mean
+            is then ``sum(w * l) / sum(w)``.
+        reduction: ``"mean"``, ``"sum"`` or ``"none"``.
+
+    Returns:
+        The loss.
+    """
+    return _pointwise("mse", F.mse_loss, pred, target, weight, reduction)
+
+
+def l1(
+    pred: Tensor, target: Tensor, weight: Tensor | None = None, reduction: str = "mean"
+) -> Tensor:
+    r"""Mean absolute error :math:`|\hat y - y|`; arguments as in :func:`mse`."""
+    return _pointwise("l1", F.l1_loss, pred, target, weight, reduction)
+
+
+def huber(
+    pred: Tensor,
+    target: Tensor,
+    delta: float = 1.0,
+    weight: Tensor | None = None,
+    reduction: str = "mean",
+) -> Tensor:
+    r"""Huber loss (Huber 1964): quadratic within ``delta``, linear with slope ``delta`` outside.
+
+    Equals ``delta * smooth_l1(beta=delta)``; see the module docstring.
+
+    Args:
+        pred: predictions.
+        target: targets, same shape.
+        delta: the threshold, > 0.
+        weight: optional element-wise weights or mask.
+        reduction: ``"mean"``, ``"sum"`` or ``"none"``.
+
+    Returns:
+        The loss.
+    """
+    delta = check_number("huber", "delta", delta, minimum=0.0, exclusive_minimum=True)
+    return _pointwise("huber", F.huber_loss, pred, target, weight, reduction, delta=delta)
+
+
+def smooth_l1(
+    pred: Tensor,
+    target: Tensor,
+    beta: float = 1.0,
+    weight: Tensor | None = None,
+    reduction: str = "mean",
+) -> Tensor:
+    r"""SmoothL1 loss (Girshick 2015): quadratic :math:`r^2/2\beta` within ``beta``, slope 1 outside.
+
+    Equals ``huber(delta=beta) / beta``; ``beta=0`` is exactly L1.
+
+    Args:
+        pred: predictions.
+        target: targets, same shape.
+        beta: the threshold, >= 0.
+        weight: optional element-wise weights or mask.
+        reduction: ``"mean"``, ``"sum"`` or ``"none"``.
+
+    Returns:
+        The loss.
+    """
+    beta = check_number("smooth_l1", "beta", beta, minimum=0.0)
+    return _pointwise("smooth_l1", F.smooth_l1_loss, pred, target, weight, reduction, beta=beta)
+
+
+def _pointwise(
+    name: str,
+    torch_loss: Callable[..., Tensor],
+    pred: Tensor,
+    target: Tensor,
+    weight: Tensor | None,
+    reduction: str,
+    **options: float,
+) -> Tensor:
+    """Validate, then run torch's element-wise loss (fast path) or weight and reduce it."""
+    check_reduction(name, reduction)
+    check_floating(name, "pred", pred, "predictions")
+    check_floating(name, "target", target, "regression targets")
+    check_same_shape(name, pred, target)
+    if weight is None:
+        return torch_loss(pred, target, reduction=reduction, **options)
+    _check_element_weight(name, weight, pred)
+    return reduce_loss(torch_loss(pred, target, reduction="none", **options), reduction, weight)
+
+
+def _check_element_weight(name: str, weight: Tensor, pred: Tensor) -> None:
+    """Require a non-negative weight tensor that broadcasts to ``pred`` without growing it."""
+    if not isinstance(weight, Tensor):
+        raise TypeError(f"{name}: 'weight' must be a tensor, got {type(weight).__name__}")
+    try:
+        broadcast = torch.broadcast_shapes(weight.shape, pred.shape)
+    except RuntimeError:
+        broadcast = None
+    if broadcast != pred.shape:
+        raise ValueError(
+            f"{name}: 'weight' must broadcast to pred's shape {tuple(pred.shape)}, "
+            f"got shape {tuple(weight.shape)}"
+        )
+    if value_checks_enabled() and bool((weight < 0).any()):
+        raise ValueError(f"{name}: 'weight' must be >= 0 everywhere, got a negative value")

@@ -1,0 +1,6 @@
+"""Loss modules: ``nn.Module`` wrappers with options, buffers, input checks and ``components()``."""
+
+from lossplug.losses.base import LossModule, MultiTermLoss
+from lossplug.losses.regression import HuberLoss, L1Loss, MSELoss, SmoothL1Loss
+
+__all__ = ["HuberLoss", "L1Loss", "LossModule", "MSELoss", "MultiTermLoss", "SmoothL1Loss"]

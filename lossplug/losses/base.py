@@ -1,0 +1,79 @@
+"""The base class every lossplug loss module derives from."""
+
+from __future__ import annotations
+
+from typing import ClassVar, Literal
+
+from torch import Tensor, nn
+
+from lossplug._validation import check_reduction
+
+InputSpace = Literal["logits", "probs", "log_probs", "values", "scores", "embeddings"]
+
+
+class LossModule(nn.Module):
+    """A loss as an ``nn.Module``: ``loss(pred, target)`` plus named components.
+
+    Subclasses set :attr:`name` (the registry name, also the single component's name) and
+    :attr:`input_space` (what ``pred`` must hold), and implement :meth:`forward`.
+    Losses made of several terms override :meth:`components` and inherit
+    :class:`MultiTermLoss`, whose ``forward`` adds the terms up, so the total and the logged
+    parts come from a single computation.
+
+    Args:
+        reduction: ``"mean"`` (default), ``"sum"`` or ``"none"``, as in ``torch.nn``.
+    """
+
+    name: ClassVar[str] = "loss"
+    input_space: InputSpace = "values"
+    #: attribute names shown in ``repr(loss)`` besides ``reduction``.
+    repr_options: ClassVar[tuple[str, ...]] = ()
+
+    def __init__(self, reduction: str = "mean") -> None:
+        super().__init__()
+        self.reduction = check_reduction(self.name, reduction)
+
+    def components(self, pred: Tensor, target: Tensor) -> dict[str, Tensor]:
+        """Named, unweighted loss terms; their sum is the loss.
+
+        Args:
+            pred: the model's output, in this loss's :attr:`input_space`.
+            target: the target.
+
+        Returns:
+            ``{name: value}``; a single-term loss has one entry named after the loss.
+        """
+        return {self.name: self(pred, target)}
+
+    def extra_repr(self) -> str:
+        """The options, as ``repr`` shows them."""
+        names = (*self.repr_options, "reduction")
+        return ", ".join(f"{name}={getattr(self, name)!r}" for name in names)
+
+
+class MultiTermLoss(LossModule):
+    """A loss whose value is the sum of the terms :meth:`components` returns."""
+
+    def components(self, pred: Tensor, target: Tensor) -> dict[str, Tensor]:
+        """Named terms; subclasses must implement this."""
+        raise NotImplementedError
+
+    def forward(self, pred: Tensor, target: Tensor) -> Tensor:
+        """The sum of the components."""
+        return sum_components(self.components(pred, target))
+
+
+def sum_components(components: dict[str, Tensor]) -> Tensor:
+    """Add named terms up into the total loss.
+
+    Args:
+        components: a non-empty mapping of name to loss tensor.
+
+    Returns:
+        The element-wise sum of the values.
+    """
+    values = iter(components.values())
+    total = next(values)
+    for value in values:
+        total = total + value
+    return total

@@ -1,0 +1,68 @@
+"""Module wrappers over :mod:`lossplug.functional.regression`."""
+
+from __future__ import annotations
+
+from torch import Tensor
+
+from lossplug._validation import check_number
+from lossplug.functional import regression as F
+from lossplug.losses.base import LossModule
+from lossplug.registry import register_loss
+
+
+@register_loss("mse")
+class MSELoss(LossModule):
+    """Mean squared error; see :func:`lossplug.functional.mse`."""
+
+    name = "mse"
+    input_space = "values"
+
+    def forward(self, pred: Tensor, target: Tensor, weight: Tensor | None = None) -> Tensor:
+        """The loss; ``weight`` is an optional element-wise weight or mask."""
+        return F.mse(pred, target, weight=weight, reduction=self.reduction)
+
+
+@register_loss("l1")
+class L1Loss(LossModule):
+    """Mean absolute error; see :func:`lossplug.functional.l1`."""
+
+    name = "l1"
+    input_space = "values"
+
+    def forward(self, pred: Tensor, target: Tensor, weight: Tensor | None = None) -> Tensor:
+        """The loss; ``weight`` is an optional element-wise weight or mask."""
+        return F.l1(pred, target, weight=weight, reduction=self.reduction)
+
+
+@register_loss("huber")
+class HuberLoss(LossModule):
+    """Huber loss with threshold ``delta``; see :func:`lossplug.functional.huber`."""
+
+    name = "huber"
+    repr_options = ("delta",)
+    input_space = "values"
+
+    def __init__(self, delta: float = 1.0, reduction: str = "mean") -> None:
+        super().__init__(reduction)
+        self.delta = check_number(self.name, "delta", delta, minimum=0.0, exclusive_minimum=True)
+
+    def forward(self, pred: Tensor, target: Tensor, weight: Tensor | None = None) -> Tensor:
+        """The loss; ``weight`` is an optional element-wise weight or mask."""
+        return F.huber(pred, target, delta=self.delta, weight=weight, reduction=self.reduction)
+
+
+@register_loss("smooth_l1")
+class SmoothL1Loss(LossModule):
+    """SmoothL1 loss with threshold ``beta``; see :func:`lossplug.functional.smooth_l1`."""
+
+    name = "smooth_l1"
+    repr_options = ("beta",)
+    input_space = "values"
+
+    def __init__(self, beta: float = 1.0, reduction: str = "mean") -> None:
+        super().__init__(reduction)
+        self.beta = check_number(self.name, "beta", beta, minimum=0.0)
+
+    def forward(self, pred: Tensor, target: Tensor, weight: Tensor | None = None) -> Tensor:
+        """The loss; ``weight`` is an optional element-wise weight or mask."""
+        return F.smooth_l1(pred, target, beta=self.beta, weight=weight, reduction=self.reduction)
