@@ -92,7 +92,7 @@ def smooth_l1(
     weight: Tensor | None = None,
     reduction: str = "mean",
 ) -> Tensor:
-    r"""SmoothL1 loss (Girshick 2015): quadratic :math:`r^2/2\beta` within ``beta``, slope 1 outside.
+    r"""SmoothL1 loss (Girshick 2015): quadratic :math:`r^2/2\beta` within ``beta``, else slope 1.
 
     Equals ``huber(delta=beta) / beta``; ``beta=0`` is exactly L1.
 

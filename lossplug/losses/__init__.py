@@ -1,6 +1,20 @@
 """Loss modules: ``nn.Module`` wrappers with options, buffers, input checks and ``components()``."""
 
 from lossplug.losses.base import LossModule, MultiTermLoss
+from lossplug.losses.classification import BCELoss, CrossEntropyLoss, HingeLoss, KLDivLoss
+from lossplug.losses.focal import FocalLoss
 from lossplug.losses.regression import HuberLoss, L1Loss, MSELoss, SmoothL1Loss
 
-__all__ = ["HuberLoss", "L1Loss", "LossModule", "MSELoss", "MultiTermLoss", "SmoothL1Loss"]
+__all__ = [
+    "BCELoss",
+    "CrossEntropyLoss",
+    "FocalLoss",
+    "HingeLoss",
+    "HuberLoss",
+    "KLDivLoss",
+    "L1Loss",
+    "LossModule",
+    "MSELoss",
+    "MultiTermLoss",
+    "SmoothL1Loss",
+]

@@ -1,0 +1,301 @@
+r"""Classification losses: cross-entropy, binary cross-entropy, KL divergence and hinge.
+
+Each wraps torch's kernel where torch computes the right thing, and fixes what it does not:
+an empty batch or a batch whose targets are all ignored gives 0 (torch gives NaN), the KL
+divergence's ``"mean"`` is the mean KL per distribution (torch's ``"mean"`` divides by the
+number of *elements*, which is not a divergence), and every input is checked first.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from lossplug._validation import (
+    check_choice,
+    check_class_target,
+    check_floating,
+    check_number,
+    check_reduction,
+    check_same_shape,
+    check_unit_interval,
+    value_checks_enabled,
+)
+from lossplug.functional._reduce import reduce_loss
+
+
+def cross_entropy(
+    pred: Tensor,
+    target: Tensor,
+    weight: Tensor | None = None,
+    ignore_index: int = -100,
+    label_smoothing: float = 0.0,
+    reduction: str = "mean",
+) -> Tensor:
+    r"""Cross-entropy of softmax(logits) against class indices or class probabilities.
+
+    .. math::
+
+        \ell_i = (1-\varepsilon)\, w_{y_i} \bigl(-\log p_{i,y_i}\bigr)
+            + \frac{\varepsilon}{C} \sum_c w_c \bigl(-\log p_{i,c}\bigr),
+        \qquad p_i = \operatorname{softmax}(z_i)
+
+    with label smoothing :math:`\varepsilon` (Szegedy et al. 2016, "Rethinking the Inception
+    Architecture"). With class weights the mean is :math:`\sum_i \ell_i / \sum_i w_{y_i}` over
+    non-ignored positions (torch's convention), so smoothing never counts ignored positions.
+    An empty batch, or one whose targets are all ``ignore_index``, gives 0 rather than NaN.
+
+    ``pred`` must be logits: probabilities passed here are softmaxed a second time, which
+    trains but flattens the gradient (a classic tutorial bug).
+
+    Args:
+        pred: logits of shape ``(N, C, d1, ...)``.
+        target: class indices ``(N, d1, ...)`` (integer), or class probabilities shaped like
+            ``pred`` (floating point; one-hot or soft).
+        weight: optional per-class weights of shape ``(C,)``.
+        ignore_index: target value skipped in the loss and the mean (index targets only).
+        label_smoothing: :math:`\varepsilon \in [0, 1]`.
+        reduction: ``"mean"``, ``"sum"`` or ``"none"`` (per position, 0 at ignored ones).
+
+    Returns:
+        The loss.
+    """
+    name = "cross_entropy"
+    check_reduction(name, reduction)
+    check_number(name, "label_smoothing", label_smoothing, minimum=0.0, maximum=1.0)
+    check_floating(name, "pred", pred, "logits of shape (N, C, ...)")
+    soft_target = isinstance(target, Tensor) and target.is_floating_point()
+    if soft_target:
+        check_same_shape(name, pred, target)
+        check_unit_interval(name, "target", target, "class probabilities")
+    else:
+        check_class_target(name, pred, target, ignore_index)
+    if weight is not None and tuple(weight.shape) != (pred.shape[1],):
+        raise ValueError(
+            f"{name}: 'weight' must have one entry per class, shape ({pred.shape[1]},), "
+            f"got {tuple(weight.shape)}"
+        )
+    options = {"weight": weight, "label_smoothing": label_smoothing}
+    if soft_target:
+        return _soft_target_cross_entropy(pred, target, reduction, options)
+    if reduction != "mean":
+        return F.cross_entropy(
+            pred, target, ignore_index=ignore_index, reduction=reduction, **options
+        )
+    total = F.cross_entropy(pred, target, ignore_index=ignore_index, reduction="sum", **options)
+    kept = target != ignore_index
+    if weight is None:
+        denominator = kept.sum(dtype=total.dtype)
+    else:
+        denominator = (weight.to(total.dtype)[target.clamp_min(0)] * kept).sum()
+    return total / denominator.clamp_min(torch.finfo(total.dtype).tiny)
+
+
+def _soft_target_cross_entropy(
+    pred: Tensor, target: Tensor, reduction: str, options: dict[str, object]
+) -> Tensor:
+    """Cross-entropy against class probabilities; the mean is over positions."""
+    if reduction == "mean" and pred.numel() == 0:
+        return pred.sum()
+    return F.cross_entropy(pred, target, reduction=reduction, **options)
+
+
+def bce(
+    pred: Tensor,
+    target: Tensor,
+    weight: Tensor | None = None,
+    pos_weight: Tensor | None = None,
+    input: str = "logits",
+    reduction: str = "mean",
+) -> Tensor:
+    r"""Binary cross-entropy, from logits (default) or from probabilities.
+
+    .. math::
+
+        \ell = -\,w \bigl[\, w_+ \, y \log \sigma(z) + (1 - y) \log(1 - \sigma(z)) \bigr]
+
+    From logits it is computed with the log-sum-exp trick (torch's
+    ``binary_cross_entropy_with_logits``), exact for any logit. With ``input="probs"`` the
+    logs are clamped at -100 as torch does, and computed in float32 for 16-bit inputs.
+    ``pos_weight`` :math:`w_+` multiplies the positive term (e.g. ``#neg / #pos`` for
+    imbalance): it is *not* focal loss, which down-weights easy examples instead.
+
+    ``weight`` is an element-wise weight or 0/1 mask; as everywhere in lossplug the mean is
+    then ``sum(w * l) / sum(w)`` (torch's own ``weight`` divides by the element count).
+
+    Args:
+        pred: logits (or probabilities with ``input="probs"``), any shape.
+        target: targets in [0, 1], same shape.
+        weight: optional element-wise weights or mask, broadcastable to ``pred``.
+        pos_weight: optional positive-class weight, broadcastable to ``pred`` (per class:
+            shape ``(C,)`` for ``(N, C)`` inputs, as in torch).
+        input: ``"logits"`` or ``"probs"``.
+        reduction: ``"mean"``, ``"sum"`` or ``"none"``.
+
+    Returns:
+        The loss.
+    """
+    name = "bce"
+    check_reduction(name, reduction)
+    check_choice(name, "input", input, ("logits", "probs"))
+    meaning = "logits" if input == "logits" else "probabilities"
+    check_floating(name, "pred", pred, meaning)
+    check_floating(name, "target", target, "binary targets in [0, 1]")
+    check_same_shape(name, pred, target)
+    check_unit_interval(name, "target", target, "binary targets")
+    if input == "logits":
+        fast = weight is None and pred.numel() > 0
+        if fast:
+            return F.binary_cross_entropy_with_logits(
+                pred, target, pos_weight=pos_weight, reduction=reduction
+            )
+        loss = F.binary_cross_entropy_with_logits(
+            pred, target, pos_weight=pos_weight, reduction="none"
+        )
+    else:
+        check_unit_interval(name, "pred", pred, "probabilities (input='probs')")
+        probs = pred.float() if pred.dtype in (torch.float16, torch.bfloat16) else pred
+        log_p = torch.log(probs).clamp_min(-100.0)
+        log_not_p = torch.log1p(-probs).clamp_min(-100.0)
+        positive = target * log_p if pos_weight is None else pos_weight * target * log_p
+        loss = -(positive + (1.0 - target) * log_not_p)
+    return reduce_loss(loss, reduction, weight)
+
+
+def kl_div(
+    pred: Tensor,
+    target: Tensor,
+    log_target: bool = False,
+    temperature: float = 1.0,
+    dim: int = 1,
+    reduction: str = "mean",
+) -> Tensor:
+    r"""Kullback-Leibler divergence KL(target || prediction).
+
+    The divergence of the target distribution :math:`P` from the predicted :math:`Q`:
+
+    .. math::
+
+        \mathrm{KL}(P \,\|\, Q) = \sum_c p_c \,(\log p_c - \log q_c)
+
+    ``pred`` holds :math:`\log q` (log-probabilities, e.g. ``log_softmax`` output), ``target``
+    holds :math:`p` (or :math:`\log p` with ``log_target=True``). This is the *forward* KL
+    from the target's point of view (mean-seeking), torch's direction. With a ``temperature``
+    :math:`T \neq 1` both distributions are softened, :math:`q_T = \operatorname{softmax}(\log q
+    / T)` and :math:`p_T = \operatorname{softmax}(\log p / T)`, and the result is scaled by
+    :math:`T^2` so gradients keep their size (Hinton, Vinyals & Dean 2015, "Distilling the
+    Knowledge in a Neural Network"). Kullback & Leibler (1951).
+
+    Reductions: ``"mean"`` (default) is the mean KL per distribution — for ``(N, C)`` inputs
+    exactly torch's ``"batchmean"``, and so the value *is* the KL divergence; ``"batchmean"``
+    is accepted with torch's meaning (sum / ``N``); ``"sum"``; ``"none"`` gives the KL of
+    each distribution (the input's shape without ``dim``). torch's element-wise ``"mean"`` —
+    the sum divided by ``N·C``, which is not a divergence — is deliberately not offered.
+
+    Args:
+        pred: log-probabilities :math:`\log q`, shape ``(N, C, ...)``.
+        target: probabilities :math:`p` (or :math:`\log p`), same shape.
+        log_target: whether ``target`` holds log-probabilities.
+        temperature: :math:`T > 0`.
+        dim: the dimension holding each distribution.
+        reduction: ``"mean"``, ``"batchmean"``, ``"sum"`` or ``"none"``.
+
+    Returns:
+        The divergence, in nats.
+    """
+    name = "kl_div"
+    check_reduction(name, reduction, ("mean", "batchmean", "sum", "none"))
+    temperature = check_number(
+        name, "temperature", temperature, minimum=0.0, exclusive_minimum=True
+    )
+    check_floating(name, "pred", pred, "log-probabilities")
+    check_floating(name, "target", target, "log-probabilities" if log_target else "probabilities")
+    check_same_shape(name, pred, target)
+    if not -pred.ndim <= dim < pred.ndim:
+        raise ValueError(
+            f"kl_div: 'dim' must index one of pred's {pred.ndim} dimensions, got {dim}"
+        )
+    if not log_target:
+        check_unit_interval(name, "target", target, "probabilities (or pass log_target=True)")
+    if temperature != 1.0:
+        pred = torch.log_softmax(pred / temperature, dim=dim)
+        log_p = target if log_target else torch.log(target)
+        probs = torch.softmax(log_p / temperature, dim=dim)
+    else:
+        probs = target.exp() if log_target else target
+    scale = temperature**2
+    if reduction == "none":
+        return F.kl_div(pred, probs, reduction="none").sum(dim=dim) * scale
+    total = F.kl_div(pred, probs, reduction="sum") * scale
+    if reduction == "sum":
+        return total
+    if reduction == "batchmean":
+        return total / max(pred.shape[0], 1)
+    return total / max(pred.numel() // max(pred.shape[dim], 1), 1)
+
+
+def hinge(
+    pred: Tensor,
+    target: Tensor,
+    mode: str = "binary",
+    margin: float = 1.0,
+    squared: bool = False,
+    reduction: str = "mean",
+) -> Tensor:
+    r"""The SVM hinge loss, binary or multi-class (Weston & Watkins 1999).
+
+    .. math::
+
+        \text{binary: } \ell = \max(0,\; m - y\,s), \; y \in \{-1, +1\}
+        \qquad
+        \text{multiclass: } \ell = \sum_{j \neq y} \max(0,\; m - s_y + s_j)
+
+    squared (``squared=True``, the L2-SVM) when asked. Binary targets may be {0, 1} or
+    {-1, +1}. Cortes & Vapnik (1995), "Support-Vector Networks". This is *not*
+    ``torch.nn.HingeEmbeddingLoss``, which takes distances, not scores; torch's
+    ``multi_margin_loss`` is the multiclass form divided by ``C``.
+
+    Args:
+        pred: raw scores: any shape for ``"binary"``, ``(N, C, ...)`` for ``"multiclass"``.
+        target: binary labels shaped like ``pred``, or class indices ``(N, ...)``.
+        mode: ``"binary"`` or ``"multiclass"``.
+        margin: :math:`m \ge 0`.
+        squared: square each hinge term.
+        reduction: ``"mean"``, ``"sum"`` or ``"none"`` (per sample/position).
+
+    Returns:
+        The loss.
+    """
+    name = "hinge"
+    check_reduction(name, reduction)
+    check_choice(name, "mode", mode, ("binary", "multiclass"))
+    margin = check_number(name, "margin", margin, minimum=0.0)
+    check_floating(name, "pred", pred, "raw scores")
+    if mode == "binary":
+        check_same_shape(name, pred, target)
+        sign = _binary_sign(target).to(pred.dtype)
+        hinges = torch.relu(margin - sign * pred)
+    else:
+        check_class_target(name, pred, target)
+        index = target.unsqueeze(1)
+        true_score = pred.gather(1, index)
+        hinges = torch.relu(margin - true_score + pred).scatter(1, index, 0.0)
+    if squared:
+        hinges = hinges * hinges
+    loss = hinges if mode == "binary" else hinges.sum(dim=1)
+    return reduce_loss(loss, reduction)
+
+
+def _binary_sign(target: Tensor) -> Tensor:
+    """Map {0, 1} or {-1, +1} labels to {-1, +1}, refusing anything else."""
+    if value_checks_enabled() and target.numel() > 0:
+        allowed = (target == 1) | (target == 0) | (target == -1)
+        mixed = bool((target == 0).any()) and bool((target == -1).any())
+        if not bool(allowed.all()) or mixed:
+            found = sorted({float(v) for v in target.unique()[:6].tolist()})
+            raise ValueError(
+                "hinge: binary 'target' must hold labels in {0, 1} or {-1, 1}, "
+                f"got values {found}"
+            )
+    return torch.where(target > 0, 1.0, -1.0)

@@ -1,0 +1,172 @@
+"""Module wrappers over :mod:`lossplug.functional.classification`."""
+
+from __future__ import annotations
+
+from torch import Tensor
+
+from lossplug._validation import check_choice, check_number, check_reduction, check_weight_tensor
+from lossplug.functional import classification as F
+from lossplug.losses.base import LossModule
+from lossplug.registry import register_loss
+
+
+@register_loss("cross_entropy")
+class CrossEntropyLoss(LossModule):
+    """Cross-entropy from logits; see :func:`lossplug.functional.cross_entropy`.
+
+    Args:
+        weight: optional per-class weights (a list or tensor), kept as a buffer.
+        ignore_index: target value skipped in the loss and the mean.
+        label_smoothing: smoothing in [0, 1].
+        reduction: ``"mean"``, ``"sum"`` or ``"none"``.
+    """
+
+    name = "cross_entropy"
+    input_space = "logits"
+    repr_options = ("ignore_index", "label_smoothing")
+
+    def __init__(
+        self,
+        weight: list[float] | Tensor | None = None,
+        ignore_index: int = -100,
+        label_smoothing: float = 0.0,
+        reduction: str = "mean",
+    ) -> None:
+        super().__init__(reduction)
+        self.register_buffer("weight", check_weight_tensor(self.name, "weight", weight))
+        self.ignore_index = int(ignore_index)
+        self.label_smoothing = check_number(
+            self.name, "label_smoothing", label_smoothing, minimum=0.0, maximum=1.0
+        )
+
+    def forward(self, pred: Tensor, target: Tensor) -> Tensor:
+        """The loss of logits ``(N, C, ...)`` against indices or class probabilities."""
+        return F.cross_entropy(
+            pred,
+            target,
+            weight=self.weight,
+            ignore_index=self.ignore_index,
+            label_smoothing=self.label_smoothing,
+            reduction=self.reduction,
+        )
+
+
+@register_loss("bce")
+class BCELoss(LossModule):
+    """Binary cross-entropy; see :func:`lossplug.functional.bce`.
+
+    Args:
+        input: ``"logits"`` (default) or ``"probs"`` for a model that already applies a sigmoid.
+        pos_weight: optional positive-class weight, a number or one per class, kept as a buffer.
+        reduction: ``"mean"``, ``"sum"`` or ``"none"``.
+    """
+
+    name = "bce"
+    repr_options = ("input",)
+
+    def __init__(
+        self,
+        input: str = "logits",
+        pos_weight: float | list[float] | Tensor | None = None,
+        reduction: str = "mean",
+    ) -> None:
+        super().__init__(reduction)
+        check_choice(self.name, "input", input, ("logits", "probs"))
+        self.input = input
+        self.input_space = input
+        if isinstance(pos_weight, (int, float)):
+            pos_weight = [check_number(self.name, "pos_weight", pos_weight, minimum=0.0)]
+        self.register_buffer("pos_weight", check_weight_tensor(self.name, "pos_weight", pos_weight))
+
+    def forward(self, pred: Tensor, target: Tensor, weight: Tensor | None = None) -> Tensor:
+        """The loss; ``weight`` is an optional element-wise weight or mask."""
+        return F.bce(
+            pred,
+            target,
+            weight=weight,
+            pos_weight=self.pos_weight,
+            input=self.input,
+            reduction=self.reduction,
+        )
+
+
+@register_loss("kl_div")
+class KLDivLoss(LossModule):
+    """KL(target || pred) from log-probabilities; see :func:`lossplug.functional.kl_div`.
+
+    Args:
+        temperature: softening temperature T (results scaled by T², as in distillation).
+        log_target: whether targets are log-probabilities.
+        dim: the distribution dimension.
+        reduction: ``"mean"`` (the KL per distribution), ``"batchmean"``, ``"sum"`` or ``"none"``.
+    """
+
+    name = "kl_div"
+    input_space = "log_probs"
+    repr_options = ("temperature", "log_target", "dim")
+
+    def __init__(
+        self,
+        temperature: float = 1.0,
+        log_target: bool = False,
+        dim: int = 1,
+        reduction: str = "mean",
+    ) -> None:
+        super().__init__()
+        self.reduction = check_reduction(self.name, reduction, ("mean", "batchmean", "sum", "none"))
+        self.temperature = check_number(
+            self.name, "temperature", temperature, minimum=0.0, exclusive_minimum=True
+        )
+        self.log_target = bool(log_target)
+        self.dim = int(dim)
+
+    def forward(self, pred: Tensor, target: Tensor) -> Tensor:
+        """The divergence of ``target`` from ``pred`` (log-probabilities)."""
+        return F.kl_div(
+            pred,
+            target,
+            log_target=self.log_target,
+            temperature=self.temperature,
+            dim=self.dim,
+            reduction=self.reduction,
+        )
+
+
+@register_loss("hinge")
+class HingeLoss(LossModule):
+    """SVM hinge loss on raw scores; see :func:`lossplug.functional.hinge`.
+
+    Args:
+        mode: ``"binary"`` or ``"multiclass"``.
+        margin: the margin, >= 0.
+        squared: square each hinge term (L2-SVM).
+        reduction: ``"mean"``, ``"sum"`` or ``"none"``.
+    """
+
+    name = "hinge"
+    input_space = "scores"
+    repr_options = ("mode", "margin", "squared")
+
+    def __init__(
+        self,
+        mode: str = "binary",
+        margin: float = 1.0,
+        squared: bool = False,
+        reduction: str = "mean",
+    ) -> None:
+        super().__init__(reduction)
+        check_choice(self.name, "mode", mode, ("binary", "multiclass"))
+        self.mode = mode
+        self.margin = check_number(self.name, "margin", margin, minimum=0.0)
+        self.squared = bool(squared)
+
+    def forward(self, pred: Tensor, target: Tensor) -> Tensor:
+        """The loss of raw scores against binary labels or class indices."""
+        return F.hinge(
+            pred,
+            target,
+            mode=self.mode,
+            margin=self.margin,
+            squared=self.squared,
+            reduction=self.reduction,
+        )
