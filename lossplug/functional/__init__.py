@@ -2,11 +2,21 @@
 
 from lossplug.functional.classification import bce, cross_entropy, hinge, kl_div
 from lossplug.functional.focal import focal
+from lossplug.functional.metric_learning import (
+    contrastive,
+    contrastive_components,
+    triplet,
+    triplet_margin,
+)
+from lossplug.functional.overlap import dice, tversky
 from lossplug.functional.regression import huber, l1, mse, smooth_l1
 
 __all__ = [
     "bce",
+    "contrastive",
+    "contrastive_components",
     "cross_entropy",
+    "dice",
     "focal",
     "hinge",
     "huber",
@@ -14,4 +24,7 @@ __all__ = [
     "l1",
     "mse",
     "smooth_l1",
+    "triplet",
+    "triplet_margin",
+    "tversky",
 ]

@@ -3,11 +3,15 @@
 from lossplug.losses.base import LossModule, MultiTermLoss
 from lossplug.losses.classification import BCELoss, CrossEntropyLoss, HingeLoss, KLDivLoss
 from lossplug.losses.focal import FocalLoss
+from lossplug.losses.metric_learning import ContrastiveLoss, TripletLoss
+from lossplug.losses.overlap import DiceLoss, TverskyLoss
 from lossplug.losses.regression import HuberLoss, L1Loss, MSELoss, SmoothL1Loss
 
 __all__ = [
     "BCELoss",
+    "ContrastiveLoss",
     "CrossEntropyLoss",
+    "DiceLoss",
     "FocalLoss",
     "HingeLoss",
     "HuberLoss",
@@ -17,4 +21,6 @@ __all__ = [
     "MSELoss",
     "MultiTermLoss",
     "SmoothL1Loss",
+    "TripletLoss",
+    "TverskyLoss",
 ]

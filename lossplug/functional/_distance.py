@@ -1,0 +1,107 @@
+r"""Distances between embeddings, shared by the metric-learning losses.
+
+Two distances are offered:
+
+.. math::
+
+    d_{\text{euclidean}}(a, b) = \lVert a - b \rVert_p
+    \qquad
+    d_{\text{cosine}}(a, b) = 1 - \frac{a \cdot b}{\lVert a \rVert_2 \lVert b \rVert_2}
+
+A loss computes :func:`pairwise_distances` once per batch and reads every pair or triplet it
+mines from that one matrix.
+
+Half-precision embeddings (``float16``/``bfloat16``) are upcast to ``float32`` and autocast is
+switched off while the distances are computed, as torch's autocast does for ``cdist``: the
+Gram-matrix form :math:`\lVert a\rVert^2 + \lVert b\rVert^2 - 2\,a\cdot b` cancels
+catastrophically with an 8-bit mantissa. The distances, and the losses built on them, are
+therefore ``float32`` for half-precision inputs.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+Distance = Literal["euclidean", "cosine"]
+DISTANCES: tuple[str, ...] = ("euclidean", "cosine")
+
+#: ``eps`` for :func:`torch.nn.functional.normalize`: a zero embedding has cosine distance 1.
+_NORMALIZE_EPS = 1e-12
+
+
+def pairwise_distances(
+    embeddings: Tensor, distance: Distance = "euclidean", p: float = 2.0
+) -> Tensor:
+    r"""All distances between the rows of ``embeddings``, as one ``(B, B)`` matrix.
+
+    The Euclidean distance (``p=2``) uses the Gram matrix :math:`G = E E^\top`:
+    :math:`d_{ij}^2 = G_{ii} + G_{jj} - 2 G_{ij}`, clamped at 0, with a square root whose
+    gradient is 0, not NaN, where :math:`d_{ij} = 0` (the diagonal, duplicate embeddings).
+    Other ``p`` use :func:`torch.cdist`. The diagonal is exactly 0 for every distance.
+
+    Args:
+        embeddings: floating tensor of shape ``(B, D)``.
+        distance: ``"euclidean"`` (the :math:`L_p` distance) or ``"cosine"``
+            (:math:`1 - \cos`).
+        p: the norm's order for ``"euclidean"``; ignored for ``"cosine"``.
+
+    Returns:
+        A symmetric ``(B, B)`` tensor of non-negative distances.
+    """
+    embeddings = _working_precision(embeddings)
+    with torch.autocast(device_type=embeddings.device.type, enabled=False):
+        if distance == "euclidean" and p != 2.0:
+            return torch.cdist(embeddings, embeddings, p=p)
+        on_diagonal = torch.eye(embeddings.shape[0], dtype=torch.bool, device=embeddings.device)
+        if distance == "cosine":
+            unit = F.normalize(embeddings, dim=1, eps=_NORMALIZE_EPS)
+            return (1.0 - unit @ unit.T).masked_fill(on_diagonal, 0.0).clamp_min(0.0)
+        gram = embeddings @ embeddings.T
+        squared_norms = gram.diagonal()
+        squared = squared_norms[:, None] + squared_norms[None, :] - 2.0 * gram
+        return _safe_sqrt(squared.masked_fill(on_diagonal, 0.0).clamp_min(0.0))
+
+
+def paired_distances(
+    first: Tensor, second: Tensor, distance: Distance = "euclidean", p: float = 2.0
+) -> Tensor:
+    """Row-wise distances ``d(first[i], second[i])`` over the last dimension.
+
+    Args:
+        first: floating tensor of shape ``(..., D)``.
+        second: floating tensor of the same shape.
+        distance: ``"euclidean"`` or ``"cosine"``, as in :func:`pairwise_distances`.
+        p: the norm's order for ``"euclidean"``; ignored for ``"cosine"``.
+
+    Returns:
+        A tensor of shape ``(...)``; its gradient is finite where the rows coincide.
+    """
+    first, second = _working_precision(first), _working_precision(second)
+    with torch.autocast(device_type=first.device.type, enabled=False):
+        if distance == "cosine":
+            unit_first = F.normalize(first, dim=-1, eps=_NORMALIZE_EPS)
+            unit_second = F.normalize(second, dim=-1, eps=_NORMALIZE_EPS)
+            return (1.0 - (unit_first * unit_second).sum(-1)).clamp_min(0.0)
+        return torch.linalg.vector_norm(first - second, ord=p, dim=-1)
+
+
+def _working_precision(tensor: Tensor) -> Tensor:
+    """Upcast half-precision tensors to ``float32``; leave others as they are."""
+    if tensor.dtype in (torch.float16, torch.bfloat16):
+        return tensor.float()
+    return tensor
+
+
+def _safe_sqrt(squared: Tensor) -> Tensor:
+    """``sqrt`` of a non-negative tensor with gradient 0 (not ``inf * 0 = NaN``) at 0.
+
+    The double ``where`` keeps the zeros out of ``sqrt`` itself, so its backward never
+    divides by zero.
+    """
+    positive = squared > 0
+    safe = torch.where(positive, squared, torch.ones_like(squared))
+    return torch.where(positive, safe.sqrt(), torch.zeros_like(squared))

@@ -1,0 +1,496 @@
+r"""Overlap (segmentation) losses: soft Dice, Jaccard and (focal) Tversky.
+
+Each loss is computed from three per-sample, per-class statistics summed over the spatial
+positions, with :math:`p` the predicted probabilities and :math:`t` the target:
+
+.. math::
+
+    I_{n,c} = \sum_s p_{n,c,s}\, t_{n,c,s}, \qquad
+    P_{n,c} = \sum_s p_{n,c,s}, \qquad
+    T_{n,c} = \sum_s t_{n,c,s},
+
+so :math:`\text{FP} = P - I` and :math:`\text{FN} = T - I`. With ``batch=True`` they are summed
+over the batch too (one score per class). A score is computed per class and the losses are
+averaged over the classes (macro average, optionally class-weighted) and the samples. False
+positives and negatives are never pooled across classes: in multiclass mode the pooled sums are
+equal (every pixel wrongly given to one class is missed by another), which would make Tversky's
+:math:`\alpha` and :math:`\beta` interchangeable.
+
+Modes:
+
+- ``"binary"``: ``pred`` of logits ``(N, *)`` or ``(N, 1, *)``, ``target`` of the same shape with
+  values in {0, 1}; sigmoid.
+- ``"multilabel"``: ``pred`` ``(N, C, *)``, one sigmoid per channel, ``target`` a multi-hot
+  tensor of the same shape with values in {0, 1}.
+- ``"multiclass"``: ``pred`` ``(N, C, *)``, softmax over dim 1; ``target`` either integer class
+  indices ``(N, *)`` or a float one-hot/soft target shaped like ``pred`` with values in [0, 1].
+
+``input="probs"`` says ``pred`` already holds probabilities (the sigmoid/softmax is skipped).
+
+Absent classes: when a score's *unsmoothed* denominator is exactly 0 — the class is absent from
+both the prediction and the target, e.g. all-zero probabilities on an empty mask — the score is 1
+(loss 0), whatever the smoothing, even with ``smooth_nr = smooth_dr = 0``; never NaN. Such
+classes stay in the average: they are perfect answers. (Logits never give an exactly zero
+prediction, so this only changes results for probability inputs.)
+
+The statistics are computed in float32 for float16/bfloat16 inputs, whose sums over a large
+image overflow or lose all precision; the loss is then float32.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Literal, NamedTuple
+
+import torch
+from torch import Tensor
+
+from lossplug._validation import (
+    check_choice,
+    check_class_target,
+    check_floating,
+    check_min_dims,
+    check_number,
+    check_reduction,
+    check_same_shape,
+    check_unit_interval,
+    check_weight_tensor,
+    value_checks_enabled,
+)
+from lossplug.functional._reduce import reduce_loss
+
+Mode = Literal["binary", "multilabel", "multiclass"]
+InputKind = Literal["logits", "probs"]
+MODES: tuple[str, ...] = ("binary", "multilabel", "multiclass")
+INPUTS: tuple[str, ...] = ("logits", "probs")
+
+
+class OverlapStats(NamedTuple):
+    """Per-class overlap statistics, each of shape ``(N, C)``, or ``(C,)`` for batch statistics."""
+
+    intersection: Tensor
+    pred_sum: Tensor
+    target_sum: Tensor
+
+
+def dice(
+    pred: Tensor,
+    target: Tensor,
+    *,
+    mode: Mode = "multiclass",
+    input: InputKind = "logits",
+    smooth_nr: float = 1e-5,
+    smooth_dr: float = 1e-5,
+    batch: bool = False,
+    include_background: bool = True,
+    ignore_index: int | None = None,
+    weight: Tensor | None = None,
+    jaccard: bool = False,
+    reduction: str = "mean",
+) -> Tensor:
+    r"""Soft Dice loss (Milletari et al. 2016, "V-Net"), or the soft Jaccard loss.
+
+    Per sample :math:`n` and class :math:`c` (MONAI's smoothing convention):
+
+    .. math::
+
+        \text{Dice}_{n,c} = \frac{2 I_{n,c} + s_{nr}}{P_{n,c} + T_{n,c} + s_{dr}}, \qquad
+        \text{Jaccard}_{n,c} = \frac{I_{n,c} + s_{nr}}{P_{n,c} + T_{n,c} - I_{n,c} + s_{dr}},
+
+    and the loss is :math:`L_{n,c} = 1 - \text{score}_{n,c}`, reduced as
+
+    .. math::
+
+        \text{mean} = \frac{1}{N} \sum_n \frac{\sum_c w_c L_{n,c}}{\sum_c w_c}, \qquad
+        \text{sum} = \sum_{n,c} w_c L_{n,c}.
+
+    A class absent from both prediction and target (unsmoothed denominator exactly 0) scores 1;
+    see the module docstring. MONAI's Jaccard, :math:`(2I + s_{nr}) / (2(P + T - I) + s_{dr})`,
+    equals this one with both smoothing terms halved.
+
+    Args:
+        pred: logits (or probabilities with ``input="probs"``); see the module docstring for
+            the shapes of each ``mode``.
+        target: the target, as the ``mode`` requires.
+        mode: ``"binary"``, ``"multilabel"`` or ``"multiclass"``.
+        input: ``"logits"`` (sigmoid/softmax applied here) or ``"probs"``.
+        smooth_nr: added to the numerator, >= 0.
+        smooth_dr: added to the denominator, >= 0.
+        batch: sum the statistics over the batch, giving one score per class.
+        include_background: keep channel 0; ``False`` drops it (needs at least two channels,
+            so it is an error in binary mode).
+        ignore_index: target value whose positions are left out of every sum (the
+            prediction's mass there too); class-index targets in multiclass mode, any target in
+            binary/multilabel mode.
+        weight: per-class weights ``(C,)``, >= 0, one per channel of ``pred`` (with
+            ``include_background=False`` the first one is dropped with its channel; MONAI
+            instead expects ``C - 1`` values then).
+        jaccard: compute the soft Jaccard (IoU) loss instead of Dice.
+        reduction: ``"mean"``, ``"sum"`` or ``"none"``; ``"none"`` returns the class-weighted
+            per-class losses :math:`w_c L_{n,c}`, shape ``(N, C)`` (``(C,)`` with ``batch``;
+            ``C`` counts the kept channels).
+
+    Returns:
+        The loss; float32 for float16/bfloat16 ``pred``.
+    """
+    name = "dice"
+    check_overlap_options(
+        name,
+        mode=mode,
+        input=input,
+        smooth_nr=smooth_nr,
+        smooth_dr=smooth_dr,
+        batch=batch,
+        include_background=include_background,
+        ignore_index=ignore_index,
+    )
+    check_choice(name, "jaccard", jaccard, (False, True))
+
+    def per_class_loss(stats: OverlapStats) -> Tensor:
+        inter, total = stats.intersection, stats.pred_sum + stats.target_sum
+        if jaccard:
+            return 1 - _smoothed_ratio(inter, total - inter, smooth_nr, smooth_dr)
+        return 1 - _smoothed_ratio(2 * inter, total, smooth_nr, smooth_dr)
+
+    return _overlap_loss(
+        name,
+        per_class_loss,
+        pred,
+        target,
+        mode=mode,
+        input=input,
+        batch=batch,
+        include_background=include_background,
+        ignore_index=ignore_index,
+        weight=weight,
+        reduction=reduction,
+    )
+
+
+def tversky(
+    pred: Tensor,
+    target: Tensor,
+    *,
+    mode: Mode = "multiclass",
+    input: InputKind = "logits",
+    alpha: float = 0.5,
+    beta: float = 0.5,
+    gamma: float = 1.0,
+    smooth_nr: float = 1e-5,
+    smooth_dr: float = 1e-5,
+    batch: bool = False,
+    include_background: bool = True,
+    ignore_index: int | None = None,
+    weight: Tensor | None = None,
+    reduction: str = "mean",
+) -> Tensor:
+    r"""Tversky loss (Salehi et al. 2017) and focal Tversky loss (Abraham & Khan 2019).
+
+    Per sample :math:`n` and class :math:`c`, with :math:`\text{FP} = P - I` and
+    :math:`\text{FN} = T - I`:
+
+    .. math::
+
+        \text{TI}_{n,c} = \frac{I_{n,c} + s_{nr}}
+            {I_{n,c} + \alpha\,\text{FP}_{n,c} + \beta\,\text{FN}_{n,c} + s_{dr}}, \qquad
+        L_{n,c} = \left(1 - \text{TI}_{n,c}\right)^{\gamma},
+
+    reduced over classes and samples as in :func:`dice`. :math:`\alpha` weighs false
+    positives and :math:`\beta` false negatives; :math:`\beta > \alpha` favours recall.
+    :math:`\alpha = \beta = \tfrac12`, :math:`\gamma = 1` is the Dice loss with both smoothing
+    terms doubled. Abraham & Khan write the focal exponent as :math:`1/\gamma` with
+    :math:`\gamma = 4/3`: that is ``gamma=0.75`` here. For ``gamma < 1`` the gradient of
+    :math:`(1 - \text{TI})^\gamma` is infinite at :math:`\text{TI} = 1`; for any
+    ``gamma != 1`` the loss is 0 with a zero gradient wherever :math:`\text{TI} \ge 1` (a
+    ``smooth_nr`` larger than ``smooth_dr`` can push TI above 1), never inf or NaN.
+
+    A class absent from both prediction and target (unsmoothed denominator exactly 0) scores 1;
+    see the module docstring.
+
+    Args:
+        pred: logits (or probabilities with ``input="probs"``).
+        target: the target, as the ``mode`` requires.
+        mode: ``"binary"``, ``"multilabel"`` or ``"multiclass"``.
+        input: ``"logits"`` or ``"probs"``.
+        alpha: weight of the false positives, >= 0.
+        beta: weight of the false negatives, >= 0.
+        gamma: focal exponent, > 0; 1 is the plain Tversky loss.
+        smooth_nr: added to the numerator, >= 0.
+        smooth_dr: added to the denominator, >= 0.
+        batch: sum the statistics over the batch, giving one score per class.
+        include_background: keep channel 0 (see :func:`dice`).
+        ignore_index: target value whose positions are left out (see :func:`dice`).
+        weight: per-class weights ``(C,)`` (see :func:`dice`).
+        reduction: ``"mean"``, ``"sum"`` or ``"none"`` (see :func:`dice`).
+
+    Returns:
+        The loss; float32 for float16/bfloat16 ``pred``.
+    """
+    name = "tversky"
+    check_overlap_options(
+        name,
+        mode=mode,
+        input=input,
+        smooth_nr=smooth_nr,
+        smooth_dr=smooth_dr,
+        batch=batch,
+        include_background=include_background,
+        ignore_index=ignore_index,
+    )
+    check_tversky_options(name, alpha=alpha, beta=beta, gamma=gamma)
+
+    def per_class_loss(stats: OverlapStats) -> Tensor:
+        inter = stats.intersection
+        false_pos = stats.pred_sum - inter
+        false_neg = stats.target_sum - inter
+        denominator = inter + alpha * false_pos + beta * false_neg
+        return _focal_power(1 - _smoothed_ratio(inter, denominator, smooth_nr, smooth_dr), gamma)
+
+    return _overlap_loss(
+        name,
+        per_class_loss,
+        pred,
+        target,
+        mode=mode,
+        input=input,
+        batch=batch,
+        include_background=include_background,
+        ignore_index=ignore_index,
+        weight=weight,
+        reduction=reduction,
+    )
+
+
+def check_overlap_options(
+    loss: str,
+    *,
+    mode: str,
+    input: str,
+    smooth_nr: float,
+    smooth_dr: float,
+    batch: bool,
+    include_background: bool,
+    ignore_index: int | None,
+) -> None:
+    """Validate the options every overlap loss shares (also run by the modules' constructors).
+
+    Raises:
+        ValueError: for an unknown ``mode``/``input``, a negative or non-finite smoothing, or a
+            flag that is not a bool.
+        TypeError: for a smoothing term that is not a number or an ``ignore_index`` that is
+            not an int.
+    """
+    check_choice(loss, "mode", mode, MODES)
+    check_choice(loss, "input", input, INPUTS)
+    check_number(loss, "smooth_nr", smooth_nr, minimum=0.0)
+    check_number(loss, "smooth_dr", smooth_dr, minimum=0.0)
+    check_choice(loss, "batch", batch, (False, True))
+    check_choice(loss, "include_background", include_background, (False, True))
+    if ignore_index is not None and (
+        isinstance(ignore_index, bool) or not isinstance(ignore_index, int)
+    ):
+        raise TypeError(
+            f"{loss}: option 'ignore_index' must be an int or None, got {ignore_index!r}"
+        )
+
+
+def check_tversky_options(loss: str, *, alpha: float, beta: float, gamma: float) -> None:
+    """Validate Tversky's ``alpha``, ``beta`` (>= 0) and ``gamma`` (> 0).
+
+    Raises:
+        ValueError: for a value out of range or not finite.
+        TypeError: for a value that is not a number.
+    """
+    check_number(loss, "alpha", alpha, minimum=0.0)
+    check_number(loss, "beta", beta, minimum=0.0)
+    check_number(loss, "gamma", gamma, minimum=0.0, exclusive_minimum=True)
+
+
+def _overlap_loss(
+    name: str,
+    per_class_loss: Callable[[OverlapStats], Tensor],
+    pred: Tensor,
+    target: Tensor,
+    *,
+    mode: str,
+    input: str,
+    batch: bool,
+    include_background: bool,
+    ignore_index: int | None,
+    weight: Tensor | None,
+    reduction: str,
+) -> Tensor:
+    """Statistics → per-class loss → class weighting → reduction, shared by every overlap loss."""
+    check_reduction(name, reduction)
+    stats = _overlap_stats(
+        name,
+        pred,
+        target,
+        mode=mode,
+        input=input,
+        batch=batch,
+        include_background=include_background,
+        ignore_index=ignore_index,
+    )
+    loss = per_class_loss(stats)
+    class_weight = _class_weight(name, weight, _num_channels(pred, mode), include_background)
+    if class_weight is not None:
+        class_weight = class_weight.to(device=loss.device, dtype=loss.dtype)
+    return reduce_loss(loss, reduction, class_weight)
+
+
+def _overlap_stats(
+    name: str,
+    pred: Tensor,
+    target: Tensor,
+    *,
+    mode: str,
+    input: str,
+    batch: bool,
+    include_background: bool,
+    ignore_index: int | None,
+) -> OverlapStats:
+    """Validate ``pred``/``target`` and sum :math:`I`, :math:`P`, :math:`T` per sample and class.
+
+    Class-index targets never become a one-hot tensor: the intersection gathers each position's
+    target-class probability and adds it into its class's bin, the target sum counts the labels.
+    """
+    check_floating(name, "pred", pred, "logits" if input == "logits" else "probabilities")
+    index_target = _check_target(name, pred, target, mode, ignore_index)
+    num_channels = _num_channels(pred, mode)
+    if not include_background and num_channels < 2:
+        raise ValueError(
+            f"{name}: option 'include_background=False' drops channel 0 and needs at least 2 "
+            f"channels, got {num_channels} (mode={mode!r}); binary mode has no background channel"
+        )
+    if input == "probs":
+        check_unit_interval(name, "pred", pred, "probabilities")
+    if pred.dtype in (torch.float16, torch.bfloat16):
+        pred = pred.float()
+    probs = pred.reshape(pred.shape[0], num_channels, -1)
+    if input == "logits":
+        probs = probs.softmax(dim=1) if mode == "multiclass" else probs.sigmoid()
+    if index_target:
+        stats = _index_stats(probs, target.reshape(target.shape[0], -1), ignore_index)
+    else:
+        dense = target.reshape(probs.shape)
+        valid = None if ignore_index is None else dense != ignore_index
+        stats = _dense_stats(probs, dense.to(probs.dtype), valid)
+    if batch:
+        stats = OverlapStats(*(s.sum(dim=0) for s in stats))
+    if not include_background:
+        stats = OverlapStats(*(s[..., 1:] for s in stats))
+    return stats
+
+
+def _dense_stats(probs: Tensor, target: Tensor, valid: Tensor | None) -> OverlapStats:
+    """Statistics for a target shaped like ``probs`` ``(N, C, S)``; ``valid`` masks positions."""
+    if valid is not None:
+        probs = torch.where(valid, probs, 0)
+        target = torch.where(valid, target, 0)
+    return OverlapStats((probs * target).sum(-1), probs.sum(-1), target.sum(-1))
+
+
+def _index_stats(probs: Tensor, target: Tensor, ignore_index: int | None) -> OverlapStats:
+    """Statistics for class indices ``(N, S)`` against probabilities ``(N, C, S)``, no one-hot."""
+    labels = target.long()
+    if ignore_index is None:
+        kept = torch.ones_like(labels, dtype=probs.dtype)
+    else:
+        valid = labels != ignore_index
+        labels = torch.where(valid, labels, 0)
+        kept = valid.to(probs.dtype)
+        probs = torch.where(valid.unsqueeze(1), probs, 0)
+    label_probs = probs.gather(1, labels.unsqueeze(1)).squeeze(1)
+    bins = probs.new_zeros(probs.shape[:2])
+    intersection = bins.scatter_add(1, labels, label_probs)
+    target_sum = bins.scatter_add(1, labels, kept)
+    return OverlapStats(intersection, probs.sum(-1), target_sum)
+
+
+def _check_target(
+    name: str, pred: Tensor, target: Tensor, mode: str, ignore_index: int | None
+) -> bool:
+    """Check the target's type, shape and (as a value check) its values for ``mode``.
+
+    Returns:
+        Whether ``target`` holds class indices (an integer target in multiclass mode).
+    """
+    if not isinstance(target, Tensor):
+        raise TypeError(f"{name}: 'target' must be a torch.Tensor, got {type(target).__name__}")
+    if mode == "multiclass" and not target.is_floating_point():
+        check_class_target(name, pred, target, ignore_index)
+        return True
+    if mode == "binary":
+        check_min_dims(name, "pred", pred, 1, "(N, *) or (N, 1, *) of binary logits")
+    else:
+        check_min_dims(name, "pred", pred, 2, "(N, C, *) of class scores")
+    if mode == "multiclass":
+        if ignore_index is not None:
+            raise ValueError(
+                f"{name}: option 'ignore_index' needs class-index targets in multiclass mode, "
+                f"got a float target of shape {tuple(target.shape)}"
+            )
+        if target.shape != pred.shape:
+            raise ValueError(
+                f"{name}: float (one-hot or soft) 'target' must have pred's shape "
+                f"{tuple(pred.shape)}, got {tuple(target.shape)}; class-index targets must be "
+                "an integer tensor of shape (N, *)"
+            )
+        check_unit_interval(name, "target", target, "class probabilities")
+        return False
+    check_same_shape(name, pred, target)
+    if value_checks_enabled() and target.numel() > 0:
+        allowed = (target == 0) | (target == 1)
+        if ignore_index is not None:
+            allowed |= target == ignore_index
+        if not bool(allowed.all()):
+            bad = target[~allowed][0].item()
+            ignored = f" or ignore_index={ignore_index}" if ignore_index is not None else ""
+            raise ValueError(
+                f"{name}: {mode} 'target' must hold values in {{0, 1}}{ignored}, got a value {bad}"
+            )
+    return False
+
+
+def _num_channels(pred: Tensor, mode: str) -> int:
+    """The number of classes ``pred`` scores: 1 in binary mode, else its dim 1."""
+    return 1 if mode == "binary" else pred.shape[1]
+
+
+def _class_weight(
+    name: str, weight: Tensor | None, num_channels: int, include_background: bool
+) -> Tensor | None:
+    """Validate per-class weights against ``pred``'s channels; drop the background's if asked."""
+    if weight is None:
+        return None
+    if not isinstance(weight, Tensor):
+        raise TypeError(f"{name}: option 'weight' must be a tensor, got {type(weight).__name__}")
+    if value_checks_enabled():
+        weight = check_weight_tensor(name, "weight", weight)
+    if weight.shape != (num_channels,):
+        raise ValueError(
+            f"{name}: option 'weight' must hold one value per channel of 'pred' "
+            f"({num_channels}), got shape {tuple(weight.shape)}"
+        )
+    return weight if include_background else weight[1:]
+
+
+def _smoothed_ratio(
+    numerator: Tensor, denominator: Tensor, smooth_nr: float, smooth_dr: float
+) -> Tensor:
+    """``(numerator + smooth_nr) / (denominator + smooth_dr)``, and 1 where ``denominator == 0``.
+
+    The double ``where`` keeps the unused division finite, so its gradient is 0, not NaN.
+    """
+    empty = denominator == 0
+    safe_denominator = torch.where(empty, 1, denominator + smooth_dr)
+    return torch.where(empty, 1, (numerator + smooth_nr) / safe_denominator)
+
+
+def _focal_power(loss: Tensor, gamma: float) -> Tensor:
+    """``loss ** gamma`` with a finite gradient: 0 (and zero gradient) where ``loss <= 0``."""
+    if gamma == 1:
+        return loss
+    positive = loss > 0
+    return torch.where(positive, torch.where(positive, loss, 1) ** gamma, 0)
