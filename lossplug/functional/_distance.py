@@ -26,6 +26,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from lossplug.functional._precision import at_least_float32
+
 Distance = Literal["euclidean", "cosine"]
 DISTANCES: tuple[str, ...] = ("euclidean", "cosine")
 
@@ -52,7 +54,7 @@ def pairwise_distances(
     Returns:
         A symmetric ``(B, B)`` tensor of non-negative distances.
     """
-    embeddings = _working_precision(embeddings)
+    embeddings = at_least_float32(embeddings)
     with torch.autocast(device_type=embeddings.device.type, enabled=False):
         if distance == "euclidean" and p != 2.0:
             return torch.cdist(embeddings, embeddings, p=p)
@@ -80,20 +82,13 @@ def paired_distances(
     Returns:
         A tensor of shape ``(...)``; its gradient is finite where the rows coincide.
     """
-    first, second = _working_precision(first), _working_precision(second)
+    first, second = at_least_float32(first), at_least_float32(second)
     with torch.autocast(device_type=first.device.type, enabled=False):
         if distance == "cosine":
             unit_first = F.normalize(first, dim=-1, eps=_NORMALIZE_EPS)
             unit_second = F.normalize(second, dim=-1, eps=_NORMALIZE_EPS)
             return (1.0 - (unit_first * unit_second).sum(-1)).clamp_min(0.0)
         return torch.linalg.vector_norm(first - second, ord=p, dim=-1)
-
-
-def _working_precision(tensor: Tensor) -> Tensor:
-    """Upcast half-precision tensors to ``float32``; leave others as they are."""
-    if tensor.dtype in (torch.float16, torch.bfloat16):
-        return tensor.float()
-    return tensor
 
 
 def _safe_sqrt(squared: Tensor) -> Tensor:

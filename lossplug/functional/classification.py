@@ -22,6 +22,7 @@ from lossplug._validation import (
     check_unit_interval,
     value_checks_enabled,
 )
+from lossplug.functional._precision import at_least_float32
 from lossplug.functional._reduce import reduce_loss
 
 
@@ -155,7 +156,7 @@ def bce(
         )
     else:
         check_unit_interval(name, "pred", pred, "probabilities (input='probs')")
-        probs = pred.float() if pred.dtype in (torch.float16, torch.bfloat16) else pred
+        probs = at_least_float32(pred)
         log_p = torch.log(probs).clamp_min(-100.0)
         log_not_p = torch.log1p(-probs).clamp_min(-100.0)
         positive = target * log_p if pos_weight is None else pos_weight * target * log_p

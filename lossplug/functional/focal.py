@@ -35,6 +35,7 @@ from lossplug._validation import (
     check_unit_interval,
     check_weight_tensor,
 )
+from lossplug.functional._precision import at_least_float32
 from lossplug.functional._reduce import reduce_loss
 
 FOCAL_MODES = ("binary", "multiclass", "multilabel")
@@ -71,8 +72,7 @@ def focal(
     check_choice(name, "mode", mode, FOCAL_MODES)
     gamma = check_number(name, "gamma", gamma, minimum=0.0)
     check_floating(name, "pred", pred, "logits")
-    if pred.dtype in (torch.float16, torch.bfloat16):
-        pred = pred.float()
+    pred = at_least_float32(pred)
     if mode == "multiclass":
         loss, kept = _multiclass_focal(pred, target, gamma, alpha, ignore_index)
     else:

@@ -57,6 +57,7 @@ from lossplug._validation import (
     check_weight_tensor,
     value_checks_enabled,
 )
+from lossplug.functional._precision import at_least_float32
 from lossplug.functional._reduce import reduce_loss
 
 Mode = Literal["binary", "multilabel", "multiclass"]
@@ -365,8 +366,7 @@ def _overlap_stats(
         )
     if input == "probs":
         check_unit_interval(name, "pred", pred, "probabilities")
-    if pred.dtype in (torch.float16, torch.bfloat16):
-        pred = pred.float()
+    pred = at_least_float32(pred)
     probs = pred.reshape(pred.shape[0], num_channels, -1)
     if input == "logits":
         probs = probs.softmax(dim=1) if mode == "multiclass" else probs.sigmoid()
