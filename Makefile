@@ -17,7 +17,7 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 	touch $@
 
 train: install
-	$(PY) scripts/demo.py
+	$(PY) scripts/train.py
 
 test: install
 	$(PY) -m pytest

@@ -1,7 +1,17 @@
-"""lossplug: pluggable, correct and fast losses for PyTorch Lightning and Hydra."""
+"""lossplug: pluggable, correct and fast losses for PyTorch Lightning and Hydra.
+
+``import lossplug`` needs only torch; :class:`LossPlugMixin` and :class:`ConfigError` (which
+import Lightning and Hydra) are loaded on first use.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
 
 from lossplug import functional, losses
 from lossplug._validation import value_checks
+from lossplug.composite import CompositeLoss
 from lossplug.losses import LossModule, MultiTermLoss
 from lossplug.registry import (
     CallableLoss,
@@ -11,11 +21,18 @@ from lossplug.registry import (
     register_loss,
 )
 
+if TYPE_CHECKING:
+    from lossplug._config import ConfigError
+    from lossplug.mixin import LossPlugMixin
+
 __version__ = "0.1.0"
 
 __all__ = [
     "CallableLoss",
+    "CompositeLoss",
+    "ConfigError",
     "LossModule",
+    "LossPlugMixin",
     "MultiTermLoss",
     "UnknownLossError",
     "__version__",
@@ -26,3 +43,12 @@ __all__ = [
     "register_loss",
     "value_checks",
 ]
+
+_LAZY = {"LossPlugMixin": "lossplug.mixin", "ConfigError": "lossplug._config"}
+
+
+def __getattr__(name: str) -> Any:
+    """Load the Lightning/Hydra glue on first use, keeping ``import lossplug`` torch-only."""
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'lossplug' has no attribute {name!r}")

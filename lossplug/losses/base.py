@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import ClassVar, Literal
 
 from torch import Tensor, nn
@@ -45,6 +46,14 @@ class LossModule(nn.Module):
         """
         return {self.name: self(pred, target)}
 
+    def total(self, components: Mapping[str, Tensor]) -> Tensor:
+        """The loss from the values :meth:`components` returned: their sum.
+
+        Losses that weigh their terms (:class:`lossplug.CompositeLoss`) override this; callers
+        that log the components use it to form the total without a second forward pass.
+        """
+        return sum_components(components)
+
     def extra_repr(self) -> str:
         """The options, as ``repr`` shows them."""
         names = (*self.repr_options, "reduction")
@@ -59,11 +68,11 @@ class MultiTermLoss(LossModule):
         raise NotImplementedError
 
     def forward(self, pred: Tensor, target: Tensor) -> Tensor:
-        """The sum of the components."""
-        return sum_components(self.components(pred, target))
+        """The total of the components."""
+        return self.total(self.components(pred, target))
 
 
-def sum_components(components: dict[str, Tensor]) -> Tensor:
+def sum_components(components: Mapping[str, Tensor]) -> Tensor:
     """Add named terms up into the total loss.
 
     Args:

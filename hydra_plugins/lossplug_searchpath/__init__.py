@@ -1,0 +1,1 @@
+"""Hydra plugin that makes lossplug's config groups available to every Hydra app."""

@@ -1,0 +1,1 @@
+"""lossplug's Hydra config groups, shipped in the package and found as ``pkg://lossplug.conf``."""

@@ -1,0 +1,186 @@
+"""The LightningModule mixin: a pluggable criterion, optimizer and scheduler, steps and logging.
+
+Put :class:`LossPlugMixin` before ``L.LightningModule``::
+
+    class LitClassifier(LossPlugMixin, L.LightningModule):
+        def __init__(self, loss, optimizer, scheduler=None, hidden=64):
+            super().__init__(loss=loss, optimizer=optimizer, scheduler=scheduler)
+            self.net = nn.Sequential(nn.Linear(64, hidden), nn.ReLU(), nn.Linear(hidden, 10))
+
+        def forward(self, x):
+            return self.net(x)
+
+and ``training_step``, ``validation_step``, ``test_step``, ``configure_optimizers`` and the
+logging of every loss component come with it.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Mapping
+from typing import Any
+
+from hydra.utils import instantiate
+from lightning.pytorch.core.mixins import HyperparametersMixin
+from lightning.pytorch.utilities.parsing import collect_init_args
+from omegaconf import DictConfig, ListConfig
+from torch import Tensor
+
+from lossplug._config import check_options, is_config, to_plain
+from lossplug.losses.base import LossModule
+from lossplug.optim import OptimizerSpec, SchedulerSpec
+from lossplug.registry import build_loss
+
+
+class LossPlugMixin:
+    """Adds a criterion, optimizer and scheduler built from configs to a ``LightningModule``.
+
+    Each argument is a config (a ``DictConfig`` or ``dict`` with ``_target_``) or a built
+    object. Configs are checked against their target's signature before anything is built,
+    and saved as hyperparameters, so ``load_from_checkpoint(path)`` needs no arguments; built
+    objects are not saved and must be passed again when loading.
+
+    Args:
+        loss: a loss config, a registered loss name, a loss module or a callable
+            ``f(pred, target)``; available as :attr:`criterion`.
+        optimizer: an optimizer config or a factory called ``optimizer(params=...)``
+            (see :mod:`lossplug.optim` for the parameter-group options).
+        scheduler: ``None``, a scheduler config or a factory called ``scheduler(optimizer)``.
+
+    The default steps expect ``(inputs, target)`` batches. For another layout override
+    :meth:`split_batch`; to adapt the model's output to the loss override :meth:`loss_inputs`;
+    to track metrics override :meth:`update_metrics`.
+    """
+
+    criterion: LossModule
+
+    def __init__(
+        self,
+        loss: Any,
+        optimizer: Any,
+        scheduler: Any = None,
+    ) -> None:
+        super().__init__()
+        self._save_config_hyperparameters(inspect.currentframe())
+        self.criterion = build_criterion(loss)
+        self._optimizer_spec = OptimizerSpec.parse(optimizer)
+        self._scheduler_spec = SchedulerSpec.parse(scheduler)
+
+    # -- hooks a subclass may override ------------------------------------------------------
+
+    def split_batch(self, batch: Any) -> tuple[Any, Any]:
+        """The model's input and the target in a batch; by default the batch is ``(x, y)``."""
+        inputs, target = batch
+        return inputs, target
+
+    def loss_inputs(self, output: Any, target: Any) -> tuple[Tensor, Tensor]:
+        """The criterion's ``(pred, target)`` from the model's output; by default unchanged."""
+        return output, target
+
+    def update_metrics(self, stage: str, output: Any, target: Any) -> None:
+        """Update and log metrics for one batch of ``stage``; by default there are none."""
+
+    # -- steps ------------------------------------------------------------------------------
+
+    def model_step(self, batch: Any, stage: str) -> Tensor:
+        """Run the model on a batch, compute and log every loss component once, return the total.
+
+        Args:
+            batch: a batch, split by :meth:`split_batch`.
+            stage: ``"train"``, ``"val"`` or ``"test"``; the prefix of the logged names.
+
+        Returns:
+            The total loss.
+        """
+        inputs, target = self.split_batch(batch)
+        output = self(inputs)
+        components = self.criterion.components(*self.loss_inputs(output, target))
+        total = self.criterion.total(components)
+        self.log_loss(stage, total, components, batch_size=_batch_size(target))
+        self.update_metrics(stage, output, target)
+        return total
+
+    def training_step(self, batch: Any, batch_idx: int) -> Tensor:
+        """The training loss of a batch."""
+        return self.model_step(batch, "train")
+
+    def validation_step(self, batch: Any, batch_idx: int) -> Tensor:
+        """The validation loss of a batch."""
+        return self.model_step(batch, "val")
+
+    def test_step(self, batch: Any, batch_idx: int) -> Tensor:
+        """The test loss of a batch."""
+        return self.model_step(batch, "test")
+
+    def log_loss(
+        self,
+        stage: str,
+        total: Tensor,
+        components: Mapping[str, Tensor],
+        batch_size: int | None,
+    ) -> None:
+        """Log ``{stage}/loss`` (the total) and ``{stage}/loss/{name}`` (each component).
+
+        Training values are logged per step and per epoch; validation and test values per
+        epoch, averaged over processes.
+        """
+        options = {
+            "on_step": stage == "train",
+            "on_epoch": True,
+            "sync_dist": stage != "train",
+            "batch_size": batch_size,
+        }
+        self.log(f"{stage}/loss", total, prog_bar=True, **options)
+        for name, value in components.items():
+            self.log(f"{stage}/loss/{name}", value, **options)
+
+    # -- optimisation -----------------------------------------------------------------------
+
+    def configure_optimizers(self) -> Any:
+        """The optimizer over every trainable parameter (the criterion's too) and its scheduler."""
+        optimizer = self._optimizer_spec.build(self)
+        if self._scheduler_spec is None:
+            return optimizer
+        return {
+            "optimizer": optimizer,
+            "lr_scheduler": self._scheduler_spec.build(optimizer, self.trainer),
+        }
+
+    # -- hyperparameters --------------------------------------------------------------------
+
+    def _save_config_hyperparameters(self, frame: Any) -> None:
+        """Save the constructor arguments that are configs (not built objects), as plain dicts."""
+        init_args: dict[str, Any] = {}
+        for args in collect_init_args(frame, [], classes=(HyperparametersMixin,)):
+            init_args.update(args)
+        built = [name for name, value in init_args.items() if not _is_config_value(value)]
+        self.save_hyperparameters(ignore=built, frame=frame)
+        for name, value in self.hparams.items():
+            self.hparams[name] = to_plain(value)
+
+
+def build_criterion(loss: Any) -> LossModule:
+    """A loss module from a config, a registered name, a module or a callable.
+
+    Raises:
+        lossplug.ConfigError: for a config option the loss does not take.
+        lossplug.UnknownLossError: for an unknown name.
+    """
+    if is_config(loss):
+        check_options(loss, "loss")
+        loss = instantiate(loss, _convert_="all")
+    return build_loss(loss)
+
+
+def _is_config_value(value: Any) -> bool:
+    if value is None or isinstance(value, (bool, int, float, str, DictConfig, ListConfig)):
+        return True
+    if isinstance(value, Mapping):
+        return all(_is_config_value(item) for item in value.values())
+    if isinstance(value, (list, tuple)):
+        return all(_is_config_value(item) for item in value)
+    return False
+
+
+def _batch_size(target: Any) -> int | None:
+    return len(target) if isinstance(target, Tensor) and target.ndim > 0 else None

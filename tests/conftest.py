@@ -1,0 +1,58 @@
+"""Fixtures for the config, training-script and mixin tests."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_module
+from hydra.core.global_hydra import GlobalHydra
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig, open_dict
+
+REPO = Path(__file__).resolve().parents[1]
+
+#: overrides that keep an in-process run of conf/train.yaml small and quiet.
+QUIET = (
+    "trainer.enable_progress_bar=false",
+    "+trainer.enable_model_summary=false",
+    "trainer.enable_checkpointing=false",
+    "test=false",
+)
+
+
+@pytest.fixture
+def compose_train(tmp_path: Path) -> Iterator[Callable[..., DictConfig]]:
+    """Compose ``train.yaml`` with overrides, as Hydra would for ``scripts/train.py``.
+
+    ``${hydra:runtime.output_dir}`` resolves to the test's ``tmp_path``.
+    """
+
+    def compose_(*overrides: str) -> DictConfig:
+        with initialize_config_module("lossplug.conf", version_base="1.3"):
+            cfg = compose("train", overrides=[*QUIET, *overrides], return_hydra_config=True)
+        with open_dict(cfg):
+            cfg.hydra.runtime.output_dir = str(tmp_path)
+        HydraConfig.instance().set_config(cfg)
+        return cfg
+
+    yield compose_
+    GlobalHydra.instance().clear()
+
+
+def run_python(*args: str | Path, cwd: Path, timeout: float) -> subprocess.CompletedProcess[str]:
+    """Run the current Python on ``args`` in ``cwd``; output captured as text."""
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "HYDRA_FULL_ERROR": "1"}
+    return subprocess.run(
+        [sys.executable, *map(str, args)],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )

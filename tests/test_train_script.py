@@ -1,0 +1,89 @@
+"""scripts/train.py as users run it: a real process, real data, TensorBoard output."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import yaml
+from conftest import REPO, run_python
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+TRAIN = REPO / "scripts" / "train.py"
+
+
+def scalars(run_dir):
+    """{tag: [values]} from the TensorBoard run in ``run_dir``."""
+    accumulator = EventAccumulator(str(run_dir / "tensorboard" / "version_0"))
+    accumulator.Reload()
+    return {
+        tag: [event.value for event in accumulator.Scalars(tag)]
+        for tag in accumulator.Tags()["scalars"]
+    }
+
+
+@pytest.mark.slow
+def test_default_run_learns_digits_to_95_percent(tmp_path):
+    result = run_python(TRAIN, f"hydra.run.dir={tmp_path}", cwd=tmp_path, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert metrics["val/acc"] >= 0.95
+    assert metrics["test/acc"] >= 0.93
+    assert f"TensorBoard run: {tmp_path}/tensorboard/version_0" in result.stdout
+    assert "val/acc" in result.stdout  # the final metrics are printed
+    assert "train/loss_step=" in result.stdout + result.stderr  # the progress bar shows the loss
+    logged = scalars(tmp_path)
+    assert {"train/loss_epoch", "train/loss/cross_entropy_epoch", "val/loss", "val/acc"} <= set(
+        logged
+    )
+    assert logged["val/loss"][-1] < logged["val/loss"][0] / 5
+    config = yaml.safe_load((tmp_path / ".hydra" / "config.yaml").read_text())
+    assert config["loss"]["_target_"] == "lossplug.losses.CrossEntropyLoss"
+    assert config["optimizer"]["_target_"] == "torch.optim.AdamW"
+
+
+def test_sweep_runs_each_choice_with_the_overrides(tmp_path):
+    result = run_python(
+        TRAIN,
+        "-m",
+        "loss=cross_entropy,focal",
+        "optimizer.lr=0.005",
+        "trainer.max_epochs=2",
+        "+trainer.limit_train_batches=3",
+        "+trainer.limit_val_batches=2",
+        "trainer.enable_progress_bar=false",
+        "test=false",
+        f"hydra.sweep.dir={tmp_path}",
+        cwd=tmp_path,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    for job, loss in (("0", "CrossEntropyLoss"), ("1", "FocalLoss")):
+        run_dir = tmp_path / job
+        config = yaml.safe_load((run_dir / ".hydra" / "config.yaml").read_text())
+        assert config["loss"]["_target_"] == f"lossplug.losses.{loss}"
+        assert config["optimizer"]["lr"] == 0.005
+        logged = scalars(run_dir)
+        # the optimizer really used the overridden learning rate (LearningRateMonitor)
+        lr_tags = [tag for tag in logged if tag.startswith("lr-AdamW")]
+        assert lr_tags
+        assert all(value == pytest.approx(0.005) for tag in lr_tags for value in logged[tag])
+        assert len(logged["val/loss"]) == 2
+        assert json.loads((run_dir / "metrics.json").read_text())["val/loss"] > 0
+    assert "focal" in yaml.safe_load((tmp_path / "1" / ".hydra" / "overrides.yaml").read_text())[0]
+
+
+def test_bad_values_stop_the_script_before_training(tmp_path):
+    result = run_python(
+        TRAIN,
+        "experiment=segmentation",
+        "loss.weights.dice=-1",
+        f"hydra.run.dir={tmp_path}",
+        cwd=tmp_path,
+        timeout=120,
+    )
+    assert result.returncode != 0
+    assert (
+        "composite: option 'weights.dice' must be a finite number >= 0.0, got -1" in result.stderr
+    )
+    assert not (tmp_path / "tensorboard").exists()  # no training started

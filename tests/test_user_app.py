@@ -1,0 +1,125 @@
+"""lossplug from a user's point of view: their own Hydra app, their own LightningModule."""
+
+from __future__ import annotations
+
+import json
+import runpy
+import shutil
+import textwrap
+
+import pytest
+from conftest import REPO, run_python
+
+APP = """
+import json
+
+import hydra
+import lightning as L
+import torch
+from hydra.core.hydra_config import HydraConfig
+from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
+
+import lossplug
+from lossplug.mixin import LossPlugMixin
+
+
+class Lit(LossPlugMixin, L.LightningModule):
+    def __init__(self, loss, optimizer, scheduler=None):
+        super().__init__(loss=loss, optimizer=optimizer, scheduler=scheduler)
+        self.net = nn.Linear(4, 3)
+
+    def forward(self, x):
+        return self.net(x)
+
+
+@hydra.main(version_base="1.3", config_path="conf", config_name="config")
+def main(cfg):
+    model = Lit(cfg.loss, cfg.optimizer, cfg.scheduler)
+    data = DataLoader(TensorDataset(torch.randn(32, 4), torch.randint(0, 3, (32,))), batch_size=8)
+    trainer = L.Trainer(max_epochs=2, logger=False, enable_checkpointing=False,
+                        enable_progress_bar=False, enable_model_summary=False)
+    trainer.fit(model, data, data)
+    print("RESULT", json.dumps({
+        "loss": type(model.criterion).__name__,
+        "gamma": model.criterion.gamma,
+        "optimizer": type(trainer.optimizers[0]).__name__,
+        "initial_lr": trainer.optimizers[0].param_groups[0]["initial_lr"],
+        "scheduler": type(trainer.lr_scheduler_configs[0].scheduler).__name__,
+        "val_loss_logged": "val/loss/focal" in trainer.callback_metrics,
+        "sources": [s.path for s in HydraConfig.get().runtime.config_sources],
+        "greeting": cfg.greeting,
+        "lossplug": lossplug.__file__,
+    }))
+
+
+main()
+"""
+
+CONFIG = """
+defaults:
+  - loss: focal          # found in lossplug's packaged config groups
+  - optimizer: adamw
+  - scheduler: cosine
+  - _self_
+
+greeting: hello          # the app's own keys live beside them
+"""
+
+
+#: runs a script with an installed copy of lossplug first on the path and the repository
+#: (the editable install) off it: what ``pip install lossplug`` (not editable) gives.
+FROM_INSTALLED_COPY = """
+import runpy, sys
+site, repo = sys.argv.pop(1), sys.argv.pop(1)
+sys.path[:] = [site] + [path for path in sys.path if path.rstrip("/") != repo]
+sys.argv = sys.argv[1:]
+runpy.run_path(sys.argv[0], run_name="__main__")
+"""
+
+
+def install_copy(site):
+    """Lay out lossplug as the wheel does: the two packages of pyproject's wheel target."""
+    for package in ("lossplug", "hydra_plugins"):
+        shutil.copytree(
+            REPO / package, site / package, ignore=shutil.ignore_patterns("__pycache__")
+        )
+
+
+@pytest.mark.parametrize("install", ["editable", "installed copy"])
+def test_packaged_config_groups_work_in_a_users_hydra_app(tmp_path, install):
+    app_dir = tmp_path / "app"
+    (app_dir / "conf").mkdir(parents=True)
+    (app_dir / "conf" / "config.yaml").write_text(textwrap.dedent(CONFIG))
+    (app_dir / "app.py").write_text(APP)
+    command = ["app.py"]
+    if install == "installed copy":
+        install_copy(tmp_path / "site")
+        command = ["-c", FROM_INSTALLED_COPY, tmp_path / "site", REPO, "app.py"]
+    overrides = ["loss.mode=multiclass", "loss.gamma=3", "optimizer.lr=0.02", "hydra.run.dir=out"]
+    result = run_python(*command, *overrides, cwd=app_dir, timeout=120)
+    assert result.returncode == 0, result.stderr[-3000:]
+    line = next(line for line in result.stdout.splitlines() if line.startswith("RESULT "))
+    report = json.loads(line.removeprefix("RESULT "))
+    assert report == {
+        "loss": "FocalLoss",
+        "gamma": 3.0,
+        "optimizer": "AdamW",
+        "initial_lr": 0.02,
+        "scheduler": "CosineAnnealingLR",
+        "val_loss_logged": True,
+        "sources": report["sources"],
+        "greeting": "hello",
+        "lossplug": report["lossplug"],
+    }
+    expected_home = tmp_path / "site" if install == "installed copy" else REPO
+    assert report["lossplug"] == str(expected_home / "lossplug" / "__init__.py")
+    assert "lossplug.conf" in report["sources"]  # the search-path plugin added it
+    assert [path.name for path in (app_dir / "conf").iterdir()] == ["config.yaml"]
+
+
+def test_the_own_project_example_trains():
+    example = runpy.run_path(str(REPO / "examples" / "own_project.py"))
+    metrics = example["main"](max_epochs=5)
+    assert metrics["val/acc"] > 0.9
+    assert metrics["val/loss/focal"] == metrics["val/loss"]
