@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import difflib
 import inspect
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
+from hydra import compose, initialize_config_module
+from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.utils import get_object
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
@@ -66,14 +68,14 @@ def check_options(config: Mapping[str, Any], what: str, extra: Iterable[str] = (
     target_path = config["_target_"]
     valid = _parameter_names(get_object(target_path))
     if valid is not None:
-        allowed = valid | HYDRA_KEYS | set(extra)
+        known = valid | set(extra)
         for option in config:
-            if option not in allowed:
-                close = difflib.get_close_matches(str(option), valid, n=1)
+            if option not in known | HYDRA_KEYS:
+                close = difflib.get_close_matches(str(option), known, n=1)
                 hint = f" Did you mean {close[0]!r}?" if close else ""
                 raise ConfigError(
                     f"{what}: unknown option {option!r} for {target_path}.{hint} "
-                    f"Valid options: {', '.join(sorted(valid))}"
+                    f"Valid options: {', '.join(sorted(known))}"
                 )
     for option, value in config.items():
         if is_config(value):
@@ -94,3 +96,49 @@ def _parameter_names(target: Any) -> set[str] | None:
         return None
     keyword_kinds = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
     return {p.name for p in parameters if p.kind in keyword_kinds}
+
+
+def check_command_line(
+    args: Sequence[str], config_module: str = "lossplug.conf", config_name: str = "train"
+) -> None:
+    """Catch an unknown option of a config group on the command line before Hydra does.
+
+    Hydra refuses ``loss.gama=3`` with "Key 'gama' is not in struct", which does not say what
+    the valid options are. This composes the chosen groups first and raises lossplug's own
+    error for such an override, naming the closest and all valid options. Sweeps
+    (``loss=a,b``) and overrides Hydra cannot parse are left to Hydra.
+
+    Args:
+        args: the command line's arguments (``sys.argv[1:]``).
+        config_module: the module holding the primary config.
+        config_name: the primary config's name.
+
+    Raises:
+        ConfigError: for an override of an option the group's ``_target_`` does not take.
+    """
+    from lossplug.optim import LIGHTNING_SCHEDULER_OPTIONS, PARAM_GROUP_OPTIONS
+
+    own_options = {"optimizer": PARAM_GROUP_OPTIONS, "scheduler": LIGHTNING_SCHEDULER_OPTIONS}
+    overrides = [arg for arg in args if "=" in arg and not arg.startswith("-")]
+    try:
+        parsed = OverridesParser.create().parse_overrides(overrides)
+    except Exception:  # Hydra reports its own syntax errors
+        return
+    if any(override.is_sweep_override() for override in parsed):
+        return
+    choices = [o.input_line for o in parsed if "." not in o.key_or_group and o.package is None]
+    with initialize_config_module(config_module, version_base="1.3"):
+        try:
+            cfg = compose(config_name, overrides=choices)
+        except Exception:  # a bad choice: Hydra lists the available options itself
+            return
+    for override in parsed:
+        *path, option = override.key_or_group.split(".")
+        if not path or override.is_add() or override.is_force_add() or override.is_delete():
+            continue
+        node = OmegaConf.select(cfg, ".".join(path))
+        if is_config(node) and option not in node:
+            candidate = OmegaConf.to_container(node)
+            candidate[option] = None
+            where = ".".join(path)
+            check_options(candidate, where, extra=own_options.get(where, ()))

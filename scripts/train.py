@@ -9,9 +9,12 @@
 The configs are the package's own (``lossplug/conf``), so this works from any directory.
 """
 
+import sys
+
 import hydra
 from omegaconf import DictConfig
 
+from lossplug._config import ConfigError, check_command_line
 from lossplug.training import train
 
 
@@ -22,4 +25,8 @@ def main(cfg: DictConfig) -> float | None:
 
 
 if __name__ == "__main__":
+    try:
+        check_command_line(sys.argv[1:])
+    except ConfigError as error:
+        sys.exit(f"Error: {error}")
     main()

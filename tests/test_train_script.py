@@ -87,3 +87,23 @@ def test_bad_values_stop_the_script_before_training(tmp_path):
         "composite: option 'weights.dice' must be a finite number >= 0.0, got -1" in result.stderr
     )
     assert not (tmp_path / "tensorboard").exists()  # no training started
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        (
+            "loss.gama=3",
+            "loss: unknown option 'gama' for lossplug.losses.FocalLoss. Did you mean 'gamma'?",
+        ),
+        (
+            "optimizer.lrr=0.1",
+            "optimizer: unknown option 'lrr' for torch.optim.AdamW. Did you mean 'lr'?",
+        ),
+    ],
+)
+def test_a_typo_on_the_command_line_names_the_valid_options(override, message, tmp_path):
+    result = run_python(TRAIN, "loss=focal", override, cwd=tmp_path, timeout=120)
+    assert result.returncode == 1
+    assert message in result.stderr
+    assert "Valid options:" in result.stderr and "Traceback" not in result.stderr
