@@ -18,7 +18,7 @@ from collections.abc import Callable, Mapping
 from torch import Tensor, nn
 
 from lossplug._validation import check_number
-from lossplug.losses.base import LossModule, sum_components
+from lossplug.losses.base import LossModule, batch_count, sum_components
 from lossplug.registry import build_loss, register_loss
 
 LossLike = nn.Module | Callable[[Tensor, Tensor], Tensor]
@@ -79,9 +79,26 @@ class CompositeLoss(LossModule):
             )
         return specific.pop() if specific else "values"
 
+    def component_names(self) -> tuple[str, ...]:
+        """The term names."""
+        return tuple(self.terms)
+
     def components(self, pred: Tensor, target: Tensor) -> dict[str, Tensor]:
         """Each term's unweighted value, by name."""
         return {name: term(pred, target) for name, term in self.terms.items()}
+
+    def measured_components(
+        self, pred: Tensor, target: Tensor
+    ) -> tuple[dict[str, Tensor], dict[str, Tensor | int]]:
+        """Each term's value and count (a term of several components counts samples)."""
+        values: dict[str, Tensor] = {}
+        counts: dict[str, Tensor | int] = {}
+        for name, term in self.terms.items():
+            parts, part_counts = term.measured_components(pred, target)
+            values[name] = term.total(parts)
+            single = len(part_counts) == 1
+            counts[name] = next(iter(part_counts.values())) if single else batch_count(pred)
+        return values, counts
 
     def total(self, components: Mapping[str, Tensor]) -> Tensor:
         """The weighted sum of the components :meth:`components` returned."""

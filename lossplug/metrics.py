@@ -38,7 +38,9 @@ class LossMetrics(Metric):
     every rank always holds the same keys. A component with no weight anywhere reads 0.
 
     Args:
-        names: the component names, in logging order.
+        names: the component names, in logging order; ``None`` takes them from the first
+            update (for a loss that cannot say in advance; every rank must then update at
+            least once before the first sync).
         **kwargs: passed to :class:`torchmetrics.Metric`.
     """
 
@@ -48,17 +50,24 @@ class LossMetrics(Metric):
 
     totals: Tensor
 
-    def __init__(self, names: Sequence[str], **kwargs: object) -> None:
+    def __init__(self, names: Sequence[str] | None, **kwargs: object) -> None:
         kwargs.setdefault("dist_sync_fn", _all_reduce_sum)
         super().__init__(**kwargs)
-        names = tuple(names)
+        self.names: tuple[str, ...] = ()
+        self._index: dict[str, int] = {}
+        self.add_state("totals", torch.zeros(2, 0, dtype=torch.float64), dist_reduce_fx="sum")
+        if names is not None:
+            self._set_names(tuple(names))
+
+    def _set_names(self, names: tuple[str, ...]) -> None:
+        """Fix the component names and size the state for them."""
         if not names or len(set(names)) != len(names):
             raise ValueError(f"LossMetrics: 'names' must be unique and non-empty, got {names}")
         self.names = names
         self._index = {name: k for k, name in enumerate(names)}
-        self.add_state(
-            "totals", torch.zeros(2, len(names), dtype=torch.float64), dist_reduce_fx="sum"
-        )
+        empty = torch.zeros(2, len(names), dtype=torch.float64)
+        self._defaults["totals"] = empty.clone()
+        self.totals = empty.to(self.totals.device)
 
     def update(
         self, components: Mapping[str, Tensor], weight: Weight | Mapping[str, Weight] = 1
@@ -75,6 +84,8 @@ class LossMetrics(Metric):
             KeyError: for a component name the metric was not built with.
             ValueError: for a component that is not a scalar.
         """
+        if not self.names:
+            self._set_names(tuple(components))
         unknown = set(components) - set(self._index)
         if unknown:
             raise KeyError(

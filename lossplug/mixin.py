@@ -17,6 +17,7 @@ logging of every loss component come with it.
 from __future__ import annotations
 
 import inspect
+import warnings
 from collections.abc import Mapping
 from typing import Any
 
@@ -24,12 +25,22 @@ from hydra.utils import instantiate
 from lightning.pytorch.core.mixins import HyperparametersMixin
 from lightning.pytorch.utilities.parsing import collect_init_args
 from omegaconf import DictConfig, ListConfig
-from torch import Tensor
+from torch import Tensor, nn
 
 from lossplug._config import check_options, is_config, to_plain
 from lossplug.losses.base import LossModule
+from lossplug.metrics import LossMetrics
 from lossplug.optim import OptimizerSpec, SchedulerSpec
 from lossplug.registry import build_loss
+from lossplug.tensorboard import log_final_hparams, write_layout
+
+STAGES = ("train", "val", "test")
+
+# The epoch loss values are already summed over processes by LossMetrics (one all_reduce),
+# so Lightning's advice to sync them again does not apply to them.
+warnings.filterwarnings(
+    "ignore", message=r"It is recommended to use `self\.log\('(train|val|test)/loss"
+)
 
 
 class LossPlugMixin:
@@ -63,6 +74,9 @@ class LossPlugMixin:
         super().__init__()
         self._save_config_hyperparameters(inspect.currentframe())
         self.criterion = build_criterion(loss)
+        names = self.criterion.component_names()
+        # keyed "{stage}_loss": a key "train" would shadow nn.Module.train
+        self.loss_metrics = nn.ModuleDict({f"{stage}_loss": LossMetrics(names) for stage in STAGES})
         self._optimizer_spec = OptimizerSpec.parse(optimizer)
         self._scheduler_spec = SchedulerSpec.parse(scheduler)
 
@@ -94,9 +108,9 @@ class LossPlugMixin:
         """
         inputs, target = self.split_batch(batch)
         output = self(inputs)
-        components = self.criterion.components(*self.loss_inputs(output, target))
+        components, counts = self.criterion.measured_components(*self.loss_inputs(output, target))
         total = self.criterion.total(components)
-        self.log_loss(stage, total, components, batch_size=_batch_size(target))
+        self.log_loss(stage, total, components, counts)
         self.update_metrics(stage, output, target)
         return total
 
@@ -117,22 +131,61 @@ class LossPlugMixin:
         stage: str,
         total: Tensor,
         components: Mapping[str, Tensor],
-        batch_size: int | None,
+        counts: Mapping[str, Tensor | int],
     ) -> None:
-        """Log ``{stage}/loss`` (the total) and ``{stage}/loss/{name}`` (each component).
+        """Accumulate a batch's components for the epoch; log training values per step.
 
-        Training values are logged per step and per epoch; validation and test values per
-        epoch, averaged over processes.
+        Per step (training only, this process's values, no sync): ``train_step/loss`` every
+        step and ``train_step/loss/{name}`` on the steps the trainer writes logs
+        (``log_every_n_steps``), both in the progress bar; logging each component every step
+        would cost more than the step itself for small models. Per epoch, every stage logs
+        ``{stage}/loss`` and ``{stage}/loss/{name}`` from :class:`~lossplug.metrics.LossMetrics`:
+        exact sample-weighted means over all processes, synced once per epoch.
         """
-        options = {
-            "on_step": stage == "train",
-            "on_epoch": True,
-            "sync_dist": stage != "train",
-            "batch_size": batch_size,
-        }
-        self.log(f"{stage}/loss", total, prog_bar=True, **options)
+        self.loss_metrics[f"{stage}_loss"].update(components, counts)
+        if stage != "train":
+            return
+        self.log("train_step/loss", total, on_step=True, on_epoch=False, prog_bar=True)
+        if not self.trainer._logger_connector.should_update_logs:
+            return
         for name, value in components.items():
+            self.log(f"train_step/loss/{name}", value, on_step=True, on_epoch=False, prog_bar=True)
+
+    def log_epoch_loss(self, stage: str) -> None:
+        """Log the epoch values of ``stage`` (one collective) and start a new epoch.
+
+        Every process logs the same keys in the same order; the total is formed from the
+        epoch means by the criterion, so it equals the weighted sum of the logged components.
+        """
+        metric = self.loss_metrics[f"{stage}_loss"]
+        means = metric.compute()
+        metric.reset()
+        options = {"on_step": False, "on_epoch": True, "sync_dist": False}
+        self.log(f"{stage}/loss", self.criterion.total(means), prog_bar=stage == "val", **options)
+        for name, value in means.items():
             self.log(f"{stage}/loss/{name}", value, **options)
+
+    def on_train_epoch_end(self) -> None:
+        """Log the training epoch's loss values."""
+        self.log_epoch_loss("train")
+
+    def on_validation_epoch_end(self) -> None:
+        """Log the validation epoch's loss values."""
+        self.log_epoch_loss("val")
+
+    def on_test_epoch_end(self) -> None:
+        """Log the test epoch's loss values."""
+        self.log_epoch_loss("test")
+
+    def on_fit_start(self) -> None:
+        """Write the TensorBoard custom-scalars layout once (rank 0)."""
+        if self.trainer.is_global_zero:
+            write_layout(self.trainer.loggers, self.criterion.component_names())
+
+    def on_fit_end(self) -> None:
+        """Log hyperparameters with the final validation metrics as HPARAMS columns (rank 0)."""
+        if self.trainer.is_global_zero:
+            log_final_hparams(self.trainer.loggers, self.hparams, self.trainer.callback_metrics)
 
     # -- optimisation -----------------------------------------------------------------------
 
@@ -180,7 +233,3 @@ def _is_config_value(value: Any) -> bool:
     if isinstance(value, (list, tuple)):
         return all(_is_config_value(item) for item in value)
     return False
-
-
-def _batch_size(target: Any) -> int | None:
-    return len(target) if isinstance(target, Tensor) and target.ndim > 0 else None

@@ -124,6 +124,13 @@ class CallableLoss(LossModule):
         """The wrapped loss's value."""
         return self.fn(pred, target)
 
+    def component_names(self) -> tuple[str, ...] | None:
+        """The wrapped loss's own component names, or just :attr:`loss_name`."""
+        own = getattr(self.fn, "component_names", None)
+        if callable(own):
+            return own()
+        return None if callable(getattr(self.fn, "components", None)) else (self.loss_name,)
+
     def components(self, pred: Tensor, target: Tensor) -> dict[str, Tensor]:
         """The wrapped loss's own components, or one entry named :attr:`loss_name`."""
         own = getattr(self.fn, "components", None)

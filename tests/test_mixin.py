@@ -74,15 +74,15 @@ class TwoTerms(MultiTermLoss):
 def test_each_batch_computes_the_components_once_and_logs_total_and_parts():
     criterion = TwoTerms()
     model = Lit(criterion, SGD)
-    run = trainer(limit_train_batches=2, limit_val_batches=1)
+    run = trainer(limit_train_batches=2, limit_val_batches=1, log_every_n_steps=1)
     run.fit(model, loader(), loader(batch_size=64))
     assert criterion.calls == 3  # 2 training batches + 1 validation batch
     metrics = run.callback_metrics
     assert {
-        "train/loss_step",
-        "train/loss_epoch",
-        "train/loss/sq_step",
-        "train/loss/abs_epoch",
+        "train_step/loss",
+        "train_step/loss/sq",
+        "train/loss",
+        "train/loss/abs",
         "val/loss",
         "val/loss/sq",
         "val/loss/abs",

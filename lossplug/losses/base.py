@@ -46,6 +46,32 @@ class LossModule(nn.Module):
         """
         return {self.name: self(pred, target)}
 
+    def component_names(self) -> tuple[str, ...] | None:
+        """The names :meth:`components` returns, known before any batch (for logging).
+
+        ``None`` for a subclass that overrides :meth:`components` without overriding this:
+        its names are then learned from the first batch.
+        """
+        if type(self).components is not LossModule.components:
+            return None
+        return (self.name,)
+
+    def measured_components(
+        self, pred: Tensor, target: Tensor
+    ) -> tuple[dict[str, Tensor], dict[str, Tensor | int]]:
+        """:meth:`components`, and how many items each one's mean was taken over.
+
+        The counts are each component's weight in an epoch mean: with them, averaging batch
+        means gives the exact mean over every item of the epoch, however uneven the batches.
+        By default every component averages over the batch's samples; losses whose mean
+        skips items (``ignore_index``) or runs over pairs override this.
+
+        Returns:
+            ``(components, counts)``, both keyed by component name.
+        """
+        components = self.components(pred, target)
+        return components, dict.fromkeys(components, batch_count(pred))
+
     def total(self, components: Mapping[str, Tensor]) -> Tensor:
         """The loss from the values :meth:`components` returned: their sum.
 
@@ -70,6 +96,11 @@ class MultiTermLoss(LossModule):
     def forward(self, pred: Tensor, target: Tensor) -> Tensor:
         """The total of the components."""
         return self.total(self.components(pred, target))
+
+
+def batch_count(pred: Tensor) -> int:
+    """The number of samples in a batch: the size of the first dimension (1 for a scalar)."""
+    return pred.shape[0] if pred.ndim else 1
 
 
 def sum_components(components: Mapping[str, Tensor]) -> Tensor:

@@ -50,6 +50,18 @@ class CrossEntropyLoss(LossModule):
             reduction=self.reduction,
         )
 
+    def measured_components(
+        self, pred: Tensor, target: Tensor
+    ) -> tuple[dict[str, Tensor], dict[str, Tensor | int]]:
+        """The loss, counted over the kept targets (their class weights, with ``weight``)."""
+        components = self.components(pred, target)
+        if target.is_floating_point():
+            return components, {self.name: target.numel() // max(target.shape[1], 1)}
+        kept = target != self.ignore_index
+        if self.weight is None:
+            return components, {self.name: kept.sum()}
+        return components, {self.name: (self.weight[target.clamp_min(0)] * kept).sum()}
+
 
 @register_loss("bce")
 class BCELoss(LossModule):

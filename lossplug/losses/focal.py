@@ -66,3 +66,12 @@ class FocalLoss(LossModule):
             ignore_index=self.ignore_index,
             reduction=self.reduction,
         )
+
+    def measured_components(
+        self, pred: Tensor, target: Tensor
+    ) -> tuple[dict[str, Tensor], dict[str, Tensor | int]]:
+        """The loss, counted over the non-ignored elements (positions in multiclass mode)."""
+        components = self.components(pred, target)
+        if self.ignore_index is None:
+            return components, {self.name: target.numel()}
+        return components, {self.name: (target != self.ignore_index).sum()}

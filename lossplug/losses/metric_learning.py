@@ -45,6 +45,20 @@ class ContrastiveLoss(MultiTermLoss):
         self.distance = distance
         self.squared = squared
 
+    def component_names(self) -> tuple[str, ...]:
+        """``pos`` and ``neg``."""
+        return ("pos", "neg")
+
+    def measured_components(
+        self, embeddings: Tensor, labels: Tensor
+    ) -> tuple[dict[str, Tensor], dict[str, Tensor | int]]:
+        """``pos`` counted over the positive pairs of the batch, ``neg`` over the negative ones."""
+        components = self.components(embeddings, labels)
+        pairs = labels.numel() * (labels.numel() - 1) // 2
+        same = (labels[:, None] == labels[None, :]).sum()
+        positive_pairs = (same - labels.numel()) // 2
+        return components, {"pos": positive_pairs, "neg": pairs - positive_pairs}
+
     def components(self, embeddings: Tensor, labels: Tensor) -> dict[str, Tensor]:
         """The ``pos`` and ``neg`` terms; the loss is their sum."""
         return F.contrastive_components(

@@ -1,0 +1,111 @@
+"""A real TensorBoard server over a finished run serves every loss component over HTTP."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+import time
+import urllib.parse
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from tiny_runs import tiny_sweep
+
+TENSORBOARD = (sys.executable, "-m", "tensorboard.main")
+START_TIMEOUT_S = 60.0
+REQUEST_TIMEOUT_S = 10.0
+#: TensorBoard prints "TensorBoard 2.x at http://127.0.0.1:PORT/ (Press CTRL+C to quit)".
+SERVING = re.compile(r"at (http://127\.0\.0\.1:\d+)/")
+#: requests to the local server never go through a proxy from the environment.
+LOCAL = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+
+def get_json(url: str) -> Any:
+    with LOCAL.open(url, timeout=REQUEST_TIMEOUT_S) as response:
+        return json.load(response)
+
+
+def wait_for_url(server: subprocess.Popen[bytes], log: Path, deadline: float) -> str:
+    """The server's address, once it has printed it; fails if it exits or the deadline passes."""
+    while time.monotonic() < deadline:
+        match = SERVING.search(log.read_text(errors="replace"))
+        if match:
+            return match.group(1)
+        if server.poll() is not None:
+            pytest.fail(f"tensorboard exited with {server.returncode}:\n{log.read_text()}")
+        time.sleep(0.2)
+    pytest.fail(f"tensorboard printed no address in {START_TIMEOUT_S} s:\n{log.read_text()}")
+
+
+def wait_for_tag(url: str, tag: str, deadline: float) -> dict[str, dict[str, Any]]:
+    """The served tags, once some run has ``tag`` (TensorBoard loads the logs in the background)."""
+    while time.monotonic() < deadline:
+        tags = get_json(f"{url}/data/plugin/scalars/tags")
+        if any(tag in run_tags for run_tags in tags.values()):
+            return tags
+        time.sleep(0.5)
+    pytest.fail(f"tensorboard served no {tag!r} in {START_TIMEOUT_S} s")
+
+
+def stop(server: subprocess.Popen[bytes]) -> None:
+    """Terminate the server, and kill it if it is still there after 10 s."""
+    server.terminate()
+    try:
+        server.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        server.kill()
+        server.wait(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A finished tiny cross-entropy run (job 0 of the shared sweep)."""
+    return tiny_sweep(tmp_path_factory) / "0"
+
+
+@pytest.fixture(scope="module")
+def tensorboard_url(run_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The address of ``tensorboard --logdir run_dir`` on 127.0.0.1 and a port the OS picks."""
+    log = tmp_path_factory.mktemp("tensorboard") / "server.log"
+    with log.open("wb") as output:
+        server = subprocess.Popen(
+            [*TENSORBOARD, "--logdir", str(run_dir), "--host", "127.0.0.1", "--port", "0"],
+            stdout=output,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        deadline = time.monotonic() + START_TIMEOUT_S
+        url = wait_for_url(server, log, deadline)
+        wait_for_tag(url, "val/loss", deadline)
+        yield url
+    finally:
+        stop(server)
+
+
+def test_the_server_lists_the_total_and_every_component(tensorboard_url):
+    tags = get_json(f"{tensorboard_url}/data/plugin/scalars/tags")
+    assert list(tags) == ["tensorboard/version_0"]
+    served = set(tags["tensorboard/version_0"])
+    assert {"val/loss", "val/loss/cross_entropy", "val/acc"} <= served
+    assert any(tag.startswith("train/loss") for tag in served)
+    assert any(tag.startswith("train/loss/cross_entropy") for tag in served)
+
+
+def test_the_server_returns_the_logged_values(tensorboard_url, run_dir):
+    def scalars(tag: str) -> list[list[float]]:
+        query = urllib.parse.urlencode({"run": "tensorboard/version_0", "tag": tag})
+        return get_json(f"{tensorboard_url}/data/plugin/scalars/scalars?{query}")
+
+    total, component = scalars("val/loss"), scalars("val/loss/cross_entropy")
+    assert len(total) == 2  # [wall_time, step, value] for each of the two epochs
+    # the last epoch's value is what the job reported at its end
+    final = json.loads((run_dir / "metrics.json").read_text())["val/loss"]
+    assert total[-1][2] == pytest.approx(final, rel=1e-6)
+    # a single loss: the total is its one component
+    assert [value for _, _, value in component] == pytest.approx([v for _, _, v in total])
+    assert total[-1][2] < total[0][2]  # it learns
