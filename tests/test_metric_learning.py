@@ -537,3 +537,17 @@ def test_triplet_margin_checks_inputs():
         triplet_margin(anchor, anchor.long(), anchor)
     with pytest.raises(ValueError, match=r"^triplet_margin: option 'margin'"):
         triplet_margin(anchor, anchor, anchor, margin=-0.5)
+
+
+@pytest.mark.parametrize("mining", ["all", "batch_hard"])
+def test_triplet_epoch_weight_is_the_number_of_active_triplets(mining):
+    generator = torch.Generator().manual_seed(5)
+    embeddings = torch.randn(10, 3, generator=generator, dtype=torch.float64)
+    labels = torch.tensor([0, 0, 0, 1, 1, 1, 2, 2, 3, 3])
+    loss = TripletLoss(margin=0.5, mining=mining)
+    components, counts = loss.measured_components(embeddings, labels)
+    per_triplet = triplet(embeddings, labels, margin=0.5, mining=mining, reduction="none")
+    assert counts["triplet"].item() == int((per_triplet > 0).sum())
+    torch.testing.assert_close(components["triplet"], loss(embeddings, labels))
+    _, none_active = loss.measured_components(embeddings, torch.arange(10))
+    assert none_active["triplet"].item() == 0  # all labels distinct: no triplet at all

@@ -128,18 +128,24 @@ def contrastive_components(
         pos_margin, neg_margin, distance, squared, reduction
     )
     check_embeddings_and_labels(name, embeddings, labels)
-    batch = embeddings.shape[0]
-    rows, cols = torch.triu_indices(batch, batch, offset=1, device=embeddings.device)
-    pair_distances = pairwise_distances(embeddings, distance)[rows, cols]
-    same_label = labels[rows] == labels[cols]
-    pos = torch.relu(pair_distances - pos_margin)
-    neg = torch.relu(neg_margin - pair_distances)
+    distances = pairwise_distances(embeddings, distance)
+    same_label = labels[:, None] == labels[None, :]
+    if reduction == "none":  # one value per pair i < j
+        rows, cols = torch.triu_indices(*distances.shape, offset=1, device=distances.device)
+        distances, same_label = distances[rows, cols], same_label[rows, cols]
+    is_negative = ~same_label
+    # mean/sum: every pair twice, (i, j) and (j, i): the same means, twice the sums
+    is_positive = same_label if reduction == "none" else same_label.fill_diagonal_(False)
+    pos = torch.relu(distances - pos_margin)
+    neg = torch.relu(neg_margin - distances)
     if squared:
         pos, neg = 0.5 * pos.square(), 0.5 * neg.square()
-    return {
-        "pos": reduce_loss(pos, reduction, weight=same_label),
-        "neg": reduce_loss(neg, reduction, weight=~same_label),
-    }
+    if reduction != "sum":
+        return {
+            "pos": reduce_loss(pos, reduction, weight=is_positive),
+            "neg": reduce_loss(neg, reduction, weight=is_negative),
+        }
+    return {"pos": 0.5 * (pos * is_positive).sum(), "neg": 0.5 * (neg * is_negative).sum()}
 
 
 def triplet(
@@ -152,12 +158,13 @@ def triplet(
     p: float = 2.0,
     reduction: str = "mean",
 ) -> Tensor:
-    """Triplet loss over the triplets mined from the batch.
+    r"""Triplet loss over the triplets mined from the batch.
 
-    ``mining="all"`` builds every valid triplet at once from the distance matrix, a
-    ``(B, B, B)`` tensor (mind the memory for large batches); ``"batch_hard"`` keeps one
-    triplet per anchor, its farthest positive and nearest negative, and skips anchors that
-    lack either.
+    ``mining="all"`` takes every valid triplet. Its ``"mean"`` and ``"sum"`` come from each
+    anchor's sorted negative distances and their prefix sums, in :math:`O(B^2 \log B)` time
+    and :math:`O(B^2)` memory; only ``reduction="none"``, which returns every triplet's loss,
+    builds the ``(B, B, B)`` tensor. ``"batch_hard"`` keeps one triplet per anchor, its
+    farthest positive and nearest negative, and skips anchors that lack either.
 
     Args:
         embeddings: floating tensor of shape ``(B, D)``.
@@ -173,25 +180,67 @@ def triplet(
     Returns:
         The loss: a scalar, or a 1-D tensor for ``"none"``.
     """
-    name = "triplet"
     margin, p = check_triplet_options(margin, mining, distance, p, reduction)
-    check_embeddings_and_labels(name, embeddings, labels)
-    distances = pairwise_distances(embeddings, distance, p)
-    same_label = labels[:, None] == labels[None, :]
-    is_positive = same_label & ~torch.eye(len(labels), dtype=torch.bool, device=labels.device)
-    is_negative = ~same_label
+    if reduction != "none":
+        total, active = triplet_total_and_count(
+            embeddings, labels, margin=margin, mining=mining, distance=distance, p=p
+        )
+        return total if reduction == "sum" else total / active.clamp_min(1).to(total.dtype)
+    distances, is_positive, is_negative = _triplet_geometry(embeddings, labels, distance, p)
     if mining == "all":
         valid = is_positive[:, :, None] & is_negative[:, None, :]
         violation = distances[:, :, None] - distances[:, None, :] + margin
-    else:
-        valid = is_positive.any(dim=1) & is_negative.any(dim=1)
-        hardest_positive = distances.masked_fill(~is_positive, -torch.inf).amax(dim=1)
-        hardest_negative = distances.masked_fill(~is_negative, torch.inf).amin(dim=1)
-        violation = hardest_positive - hardest_negative + margin
-    losses = torch.where(valid, torch.relu(violation), torch.zeros_like(violation))
-    if reduction == "none":
+        losses = torch.where(valid, torch.relu(violation), torch.zeros_like(violation))
         return losses[valid]
-    return _reduce_over_active(losses, reduction)
+    losses, valid = _batch_hard_losses(distances, is_positive, is_negative, margin)
+    return losses[valid]
+
+
+def triplet_total_and_count(
+    embeddings: Tensor,
+    labels: Tensor,
+    *,
+    margin: float = 0.2,
+    mining: Mining = "all",
+    distance: Distance = "euclidean",
+    p: float = 2.0,
+) -> tuple[Tensor, Tensor]:
+    """The summed loss of the active triplets and their number: the two parts of the mean.
+
+    The count is what an epoch mean weighs this batch by, so a batch (or a process) without
+    an active triplet adds nothing to it. Arguments as in :func:`triplet`.
+
+    Returns:
+        ``(total, count)``, two 0-d tensors; ``total`` carries the gradient.
+    """
+    margin, p = check_triplet_options(margin, mining, distance, p, "sum")
+    distances, is_positive, is_negative = _triplet_geometry(embeddings, labels, distance, p)
+    if mining == "all":
+        return _all_triplets_total(distances, is_positive, is_negative, margin)
+    losses, _ = _batch_hard_losses(distances, is_positive, is_negative, margin)
+    return losses.sum(), (losses > 0).sum()
+
+
+def _triplet_geometry(
+    embeddings: Tensor, labels: Tensor, distance: Distance, p: float
+) -> tuple[Tensor, Tensor, Tensor]:
+    """Validate, then the one distance matrix and the positive / negative pair masks."""
+    check_embeddings_and_labels("triplet", embeddings, labels)
+    distances = pairwise_distances(embeddings, distance, p)
+    same_label = labels[:, None] == labels[None, :]
+    is_positive = same_label & ~torch.eye(len(labels), dtype=torch.bool, device=labels.device)
+    return distances, is_positive, ~same_label
+
+
+def _batch_hard_losses(
+    distances: Tensor, is_positive: Tensor, is_negative: Tensor, margin: float
+) -> tuple[Tensor, Tensor]:
+    """Per anchor: the hardest triplet's loss (0 without one), and whether it has one."""
+    valid = is_positive.any(dim=1) & is_negative.any(dim=1)
+    hardest_positive = distances.masked_fill(~is_positive, -torch.inf).amax(dim=1)
+    hardest_negative = distances.masked_fill(~is_negative, torch.inf).amin(dim=1)
+    violation = hardest_positive - hardest_negative + margin
+    return torch.where(valid, torch.relu(violation), torch.zeros_like(violation)), valid
 
 
 def triplet_margin(
@@ -334,6 +383,31 @@ def check_embeddings_and_labels(loss: str, embeddings: Tensor, labels: Tensor) -
         )
 
 
-def _reduce_over_active(losses: Tensor, reduction: str) -> Tensor:
-    """Sum, or mean over the active (> 0) entries: 0 with zero gradients when none is active."""
-    return reduce_loss(losses, reduction, weight=losses > 0)
+def _all_triplets_total(
+    distances: Tensor, is_positive: Tensor, is_negative: Tensor, margin: float
+) -> tuple[Tensor, Tensor]:
+    r"""Sum and number of the active triplets among all valid ones, without a ``(B, B, B)`` tensor.
+
+    For an anchor :math:`a` and a positive :math:`p`, with :math:`t = d(a, p) + \text{margin}`
+    and the anchor's negative distances sorted, :math:`s_1 \le s_2 \le \dots`, the active
+    triplets are the :math:`k` negatives with :math:`s_i < t`, and
+
+    .. math::
+
+        \sum_{n} \max(0, t - d(a, n)) = k\, t - \sum_{i \le k} s_i,
+
+    a prefix sum: :math:`O(B^2 \log B)` time and :math:`O(B^2)` memory instead of
+    :math:`O(B^3)`, with the same values and gradients. Each anchor's distances are first
+    shifted by their (constant) mean, which keeps the prefix sums small and the subtraction
+    exact to rounding.
+
+    Returns:
+        The total loss and the number of active triplets (0-d tensors).
+    """
+    shifted = distances - distances.detach().mean(dim=1, keepdim=True)
+    negatives, _ = shifted.masked_fill(~is_negative, torch.inf).sort(dim=1)
+    prefix = torch.cat([negatives.new_zeros(len(negatives), 1), negatives.cumsum(dim=1)], dim=1)
+    thresholds = shifted + margin
+    active = torch.searchsorted(negatives, thresholds) * is_positive
+    per_pair = active * thresholds - prefix.gather(1, active)
+    return per_pair.sum(), active.sum()

@@ -103,6 +103,22 @@ class TripletLoss(LossModule):
         self.mining = mining
         self.distance = distance
 
+    def measured_components(
+        self, embeddings: Tensor, labels: Tensor
+    ) -> tuple[dict[str, Tensor], dict[str, Tensor | int]]:
+        """The loss, counted over the batch's active triplets (0 when none is active)."""
+        if self.reduction != "mean":
+            return super().measured_components(embeddings, labels)
+        total, active = F.triplet_total_and_count(
+            embeddings,
+            labels,
+            margin=self.margin,
+            mining=self.mining,
+            distance=self.distance,
+            p=self.p,
+        )
+        return {self.name: total / active.clamp_min(1).to(total.dtype)}, {self.name: active}
+
     def forward(self, embeddings: Tensor, labels: Tensor) -> Tensor:
         """The loss of the batch's triplets."""
         return F.triplet(
