@@ -113,17 +113,17 @@ def check_number(
     """
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise TypeError(f"{loss}: option {option!r} must be a number, got {value!r}")
+    too_small = minimum is not None and (value <= minimum if exclusive_minimum else value < minimum)
+    too_large = maximum is not None and value > maximum
+    if math.isfinite(value) and not too_small and not too_large:
+        return float(value)
     bounds = []
     if minimum is not None:
         bounds.append(f"{'>' if exclusive_minimum else '>='} {minimum}")
     if maximum is not None:
         bounds.append(f"<= {maximum}")
     expected = "a finite number" + (" " + " and ".join(bounds) if bounds else "")
-    too_small = minimum is not None and (value <= minimum if exclusive_minimum else value < minimum)
-    too_large = maximum is not None and value > maximum
-    if not math.isfinite(value) or too_small or too_large:
-        raise ValueError(f"{loss}: option {option!r} must be {expected}, got {value!r}")
-    return float(value)
+    raise ValueError(f"{loss}: option {option!r} must be {expected}, got {value!r}")
 
 
 def check_weight_tensor(
@@ -232,16 +232,25 @@ def check_class_target(
     if not value_checks_enabled() or target.numel() == 0:
         return
     num_classes = pred.shape[1]
+    # one pass (aminmax) and one host sync in the common case; a second look without the
+    # ignored positions only when their value lies outside [0, C)
+    lowest, highest = torch.stack(torch.aminmax(target)).tolist()
+    if lowest >= 0 and highest < num_classes:
+        return
+    if ignore_index is not None:
+        kept = target.masked_fill(target == ignore_index, 0)
+        lowest, highest = torch.stack(torch.aminmax(kept)).tolist()
+        if lowest >= 0 and highest < num_classes:
+            return
     out_of_range = (target < 0) | (target >= num_classes)
     if ignore_index is not None:
         out_of_range &= target != ignore_index
-    if bool(out_of_range.any()):
-        bad = target[out_of_range][0].item()
-        ignored = f" (ignore_index={ignore_index})" if ignore_index is not None else ""
-        raise ValueError(
-            f"{loss}: class index {bad} in 'target' is out of range for {num_classes} classes; "
-            f"expected values in [0, {num_classes - 1}]{ignored}"
-        )
+    bad = target[out_of_range][0].item()
+    ignored = f" (ignore_index={ignore_index})" if ignore_index is not None else ""
+    raise ValueError(
+        f"{loss}: class index {bad} in 'target' is out of range for {num_classes} classes; "
+        f"expected values in [0, {num_classes - 1}]{ignored}"
+    )
 
 
 def check_unit_interval(loss: str, name: str, tensor: Tensor, meaning: str) -> None:
@@ -252,7 +261,10 @@ def check_unit_interval(loss: str, name: str, tensor: Tensor, meaning: str) -> N
     """
     if not value_checks_enabled() or tensor.numel() == 0:
         return
+    # one pass (aminmax) and one host sync; NaN fails both comparisons
+    lowest, highest = torch.stack(torch.aminmax(tensor)).tolist()
+    if lowest >= 0 and highest <= 1:
+        return
     outside = ~((tensor >= 0) & (tensor <= 1))
-    if bool(outside.any()):
-        bad = tensor[outside][0].item()
-        raise ValueError(f"{loss}: {name!r} must hold {meaning} in [0, 1], got a value {bad}")
+    bad = tensor[outside][0].item()
+    raise ValueError(f"{loss}: {name!r} must hold {meaning} in [0, 1], got a value {bad}")
