@@ -8,7 +8,7 @@ from lossplug.functional.metric_learning import (
     triplet,
     triplet_margin,
 )
-from lossplug.functional.overlap import dice, tversky
+from lossplug.functional.overlap import dice, dice_ce, dice_ce_components, tversky
 from lossplug.functional.regression import huber, l1, mse, smooth_l1
 
 __all__ = [
@@ -17,6 +17,8 @@ __all__ = [
     "contrastive_components",
     "cross_entropy",
     "dice",
+    "dice_ce",
+    "dice_ce_components",
     "focal",
     "hinge",
     "huber",

@@ -20,6 +20,7 @@ therefore ``float32`` for half-precision inputs.
 
 from __future__ import annotations
 
+from contextlib import AbstractContextManager, nullcontext
 from typing import Literal
 
 import torch
@@ -55,17 +56,17 @@ def pairwise_distances(
         A symmetric ``(B, B)`` tensor of non-negative distances.
     """
     embeddings = at_least_float32(embeddings)
-    with torch.autocast(device_type=embeddings.device.type, enabled=False):
+    with _autocast_off(embeddings.device):
         if distance == "euclidean" and p != 2.0:
             return torch.cdist(embeddings, embeddings, p=p)
         on_diagonal = torch.eye(embeddings.shape[0], dtype=torch.bool, device=embeddings.device)
         if distance == "cosine":
             unit = F.normalize(embeddings, dim=1, eps=_NORMALIZE_EPS)
-            return (1.0 - unit @ unit.T).masked_fill(on_diagonal, 0.0).clamp_min(0.0)
-        gram = embeddings @ embeddings.T
-        squared_norms = gram.diagonal()
-        squared = squared_norms[:, None] + squared_norms[None, :] - 2.0 * gram
-        return _safe_sqrt(squared.masked_fill(on_diagonal, 0.0).clamp_min(0.0))
+            cosine = torch.addmm(unit.new_ones(()), unit, unit.T, alpha=-1)
+            return cosine.masked_fill(on_diagonal, 0.0).clamp_min(0.0)
+        squared_norms = embeddings.square().sum(dim=1)
+        squared = torch.addmm(squared_norms, embeddings, embeddings.T, alpha=-2.0)
+        return _safe_sqrt(squared.add_(squared_norms.unsqueeze(1)), keep=~on_diagonal)
 
 
 def paired_distances(
@@ -83,7 +84,7 @@ def paired_distances(
         A tensor of shape ``(...)``; its gradient is finite where the rows coincide.
     """
     first, second = at_least_float32(first), at_least_float32(second)
-    with torch.autocast(device_type=first.device.type, enabled=False):
+    with _autocast_off(first.device):
         if distance == "cosine":
             unit_first = F.normalize(first, dim=-1, eps=_NORMALIZE_EPS)
             unit_second = F.normalize(second, dim=-1, eps=_NORMALIZE_EPS)
@@ -91,12 +92,19 @@ def paired_distances(
         return torch.linalg.vector_norm(first - second, ord=p, dim=-1)
 
 
-def _safe_sqrt(squared: Tensor) -> Tensor:
-    """``sqrt`` of a non-negative tensor with gradient 0 (not ``inf * 0 = NaN``) at 0.
+def _autocast_off(device: torch.device) -> AbstractContextManager[object]:
+    """A block with autocast off on ``device`` (a no-op context when it is off already)."""
+    if torch.is_autocast_enabled(device.type):
+        return torch.autocast(device_type=device.type, enabled=False)
+    return nullcontext()
 
-    The double ``where`` keeps the zeros out of ``sqrt`` itself, so its backward never
-    divides by zero.
+
+def _safe_sqrt(squared: Tensor, keep: Tensor) -> Tensor:
+    """``sqrt`` where ``squared > 0`` and ``keep`` holds, else 0; gradient 0 at the zeros.
+
+    The gradient is 0, not ``inf * 0 = NaN``, where the result is 0: the double ``where``
+    keeps the zeros out of ``sqrt`` itself, so its backward never divides by zero. Negative
+    values (rounding in the Gram-matrix form) count as 0.
     """
-    positive = squared > 0
-    safe = torch.where(positive, squared, torch.ones_like(squared))
-    return torch.where(positive, safe.sqrt(), torch.zeros_like(squared))
+    positive = (squared > 0) & keep
+    return torch.where(positive, torch.where(positive, squared, 1.0).sqrt_(), 0.0)

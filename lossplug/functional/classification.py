@@ -84,13 +84,17 @@ def cross_entropy(
         return F.cross_entropy(
             pred, target, ignore_index=ignore_index, reduction=reduction, **options
         )
-    total = F.cross_entropy(pred, target, ignore_index=ignore_index, reduction="sum", **options)
-    kept = target != ignore_index
-    if weight is None:
-        denominator = kept.sum(dtype=total.dtype)
+    mean = F.cross_entropy(pred, target, ignore_index=ignore_index, **options)
+    # torch's mean is 0 / 0 = NaN when nothing counts (no target kept, or all weights 0)
+    if target.numel() == 0:
+        counts = torch.zeros((), dtype=torch.bool, device=mean.device)
+    elif weight is None:  # some target is not ignore_index: one pass (aminmax), no host sync
+        lowest, highest = torch.aminmax(target)
+        counts = (lowest != ignore_index) | (highest != ignore_index)
     else:
-        denominator = (weight.to(total.dtype)[target.clamp_min(0)] * kept).sum()
-    return total / denominator.clamp_min(torch.finfo(total.dtype).tiny)
+        kept = target != ignore_index
+        counts = (weight.to(mean.dtype)[target.clamp_min(0)] * kept).sum() > 0
+    return torch.where(counts, mean, 0.0)
 
 
 def _soft_target_cross_entropy(
@@ -279,13 +283,15 @@ def hinge(
         hinges = torch.relu(margin - sign * pred)
     else:
         check_class_target(name, pred, target)
-        index = target.unsqueeze(1)
-        true_score = pred.gather(1, index)
-        hinges = torch.relu(margin - true_score + pred).scatter(1, index, 0.0)
+        true_score = pred.gather(1, target.unsqueeze(1))
+        hinges = torch.relu(margin - true_score + pred)
     if squared:
         hinges = hinges * hinges
-    loss = hinges if mode == "binary" else hinges.sum(dim=1)
-    return reduce_loss(loss, reduction)
+    if mode == "binary":
+        return reduce_loss(hinges, reduction)
+    # the sum over all j includes j = y, whose term is the constant max(0, m)^(1 or 2) = own
+    own = margin * margin if squared else margin
+    return reduce_loss(hinges.sum(dim=1) - own, reduction)
 
 
 def _binary_sign(target: Tensor) -> Tensor:

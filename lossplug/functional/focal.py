@@ -10,20 +10,31 @@ has :math:`p_t = p` for a positive and :math:`1 - p` for a negative, and
 :math:`\alpha = 0.25, \gamma = 2`). The multiclass form (softmax) takes a per-class
 :math:`\alpha_c`. ``gamma=0`` with no ``alpha`` is exactly (binary) cross-entropy.
 
-Everything is computed in log space: :math:`\log p_t` by log-sigmoid / log-softmax and
-:math:`(1-p_t)^\gamma = \exp(\gamma \log(1 - p_t))` with a stable :math:`\log(1 - p_t)`, so
-logits of ±100 (or more) give finite values *and* finite gradients, for any
+Nothing is computed where it could round away: :math:`\log p_t` comes from log-softmax (the
+multiclass form) or from :math:`\log(1 + e^{-|z|})` (the binary form), never as the log of a
+probability that underflowed, and :math:`1 - p_t` is formed without cancellation
+(:math:`-\operatorname{expm1}(\log p_t)`, or :math:`y\,\sigma(-z) + (1 - y)\,\sigma(z)`).
+Where the derivative of :math:`(1 - p_t)^\gamma` is infinite (:math:`\gamma < 1` at
+:math:`p_t = 1`) the power is taken in log space (multiclass) or differentiated in closed form
+(binary), so logits of ±100 (or more) give finite values *and* finite gradients for any
 :math:`\gamma \ge 0`. Implementations that compute :math:`(1 - \sigma(z))^\gamma` directly
 give ``inf``/NaN gradients once :math:`\sigma(z)` rounds to 1 and :math:`\gamma < 1`.
+
+Speed: the multiclass form takes :math:`\log p_t` from a fused autograd function that keeps
+no full-size ``(N, C, ...)`` intermediate for the backward pass
+(:func:`lossplug.functional._softmax_stats.target_log_prob`); the binary form forms its
+derivative in the forward pass and keeps only that (:class:`_SigmoidFocal`), unless the target
+itself needs a gradient.
 """
 
 from __future__ import annotations
 
-import math
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+from torch.autograd.function import FunctionCtx, once_differentiable
 
 from lossplug._validation import (
     check_choice,
@@ -34,9 +45,11 @@ from lossplug._validation import (
     check_same_shape,
     check_unit_interval,
     check_weight_tensor,
+    value_checks_enabled,
 )
 from lossplug.functional._precision import at_least_float32
 from lossplug.functional._reduce import reduce_loss
+from lossplug.functional._softmax_stats import target_log_prob
 
 FOCAL_MODES = ("binary", "multiclass", "multilabel")
 
@@ -96,6 +109,15 @@ def _sigmoid_focal(
         kept = target != ignore_index
         target = torch.where(kept, target, 0.0)
     check_unit_interval("focal", "target", target, f"{mode} labels")
+    alpha_t = _sigmoid_alpha(alpha, mode, logits, target)
+    if target.requires_grad:  # differentiable in the target too
+        loss = _sigmoid_focal_autograd(logits, target, gamma)
+        return (loss if alpha_t is None else loss * alpha_t), kept
+    return _SigmoidFocal.apply(logits, target, gamma, alpha_t), kept
+
+
+def _sigmoid_focal_autograd(logits: Tensor, target: Tensor, gamma: float) -> Tensor:
+    """Element-wise binary focal loss from autograd's pieces (for targets that need a gradient)."""
     log_p = F.logsigmoid(logits)
     log_not_p = F.logsigmoid(-logits)
     loss = -(target * log_p + (1.0 - target) * log_not_p)
@@ -103,10 +125,52 @@ def _sigmoid_focal(
         # log(1 - p_t) with p_t = y p + (1 - y)(1 - p); exact for soft labels too.
         log_not_pt = torch.logaddexp(torch.log(target) + log_not_p, torch.log1p(-target) + log_p)
         loss = loss * torch.exp(gamma * log_not_pt)
-    alpha_t = _sigmoid_alpha(alpha, mode, logits, target)
-    if alpha_t is not None:
-        loss = loss * alpha_t
-    return loss, kept
+    return loss
+
+
+class _SigmoidFocal(torch.autograd.Function):
+    r"""Element-wise binary focal loss whose derivative is formed in the forward pass.
+
+    With :math:`p = \sigma(z)` and :math:`q = \sigma(-z) = 1 - p`, each computed directly,
+    :math:`1 - p_t = y q + (1 - y) p` is a sum of positive terms (nothing cancels, for any
+    logit or soft label), :math:`\mathrm{CE} = \log(1 + e^{-|z|}) + \max(z, 0) - y z`, and
+
+    .. math::
+
+        \frac{\partial \mathrm{FL}}{\partial z} = \alpha_t (1 - p_t)^{\gamma}
+            \Bigl[\gamma (1 - 2y) \frac{p q}{1 - p_t}\, \mathrm{CE} + p - y\Bigr],
+
+    finite for every :math:`\gamma \ge 0` (:math:`p q / (1 - p_t) \le 1`; where
+    :math:`1 - p_t` underflows to 0 the factor :math:`(1 - p_t)^\gamma` is 0 too), also where
+    :math:`(1 - p_t)^\gamma` itself has an infinite derivative. Only this derivative is kept
+    for the backward pass: one tensor, where autograd would keep a dozen.
+    """
+
+    @staticmethod
+    def forward(
+        ctx: FunctionCtx, logits: Tensor, target: Tensor, gamma: float, alpha_t: Tensor | None
+    ) -> Tensor:
+        # max(z, 0) - y z first: it cancels exactly where log(1 + e^-|z|) is tiny
+        cross_entropy = logits.clamp(min=0).addcmul_(target, logits, value=-1)
+        cross_entropy.add_(logits.abs().neg_().exp_().log1p_())
+        prob, prob_complement = torch.sigmoid(logits), torch.sigmoid(-logits)
+        not_pt = torch.lerp(prob, prob_complement, target)
+        factor = not_pt.pow(gamma)
+        if alpha_t is not None:
+            factor.mul_(alpha_t)
+        if ctx.needs_input_grad[0]:
+            ratio = prob_complement.mul_(prob).div_(
+                not_pt.clamp_(min=torch.finfo(not_pt.dtype).tiny)
+            )
+            ratio.mul_(1 - 2 * target).mul_(cross_entropy).mul_(gamma)
+            ctx.save_for_backward(ratio.add_(prob).sub_(target).mul_(factor))
+        return cross_entropy.mul_(factor)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx: Any, grad_loss: Tensor) -> tuple[Tensor, None, None, None]:
+        (derivative,) = ctx.saved_tensors
+        return derivative * grad_loss, None, None, None
 
 
 def _sigmoid_alpha(
@@ -142,11 +206,15 @@ def _multiclass_focal(
     if ignore_index is not None:
         kept = target != ignore_index
         target = torch.where(kept, target, 0)
-    index = target.unsqueeze(1)
-    log_pt = torch.log_softmax(logits, dim=1).gather(1, index).squeeze(1)
+    if logits.ndim > 2:  # (N, C, S): one softmax over dim 1; (N, C) keeps the faster last dim
+        flat_logits = logits.reshape(logits.shape[0], logits.shape[1], -1)
+        log_pt = target_log_prob(flat_logits, target.reshape(target.shape[0], -1).long())
+    else:
+        log_pt = target_log_prob(logits, target.long())
+    log_pt = log_pt.reshape(target.shape)
     loss = -log_pt
     if gamma != 0.0:
-        loss = loss * torch.exp(gamma * _log1mexp(log_pt))
+        loss = loss * _modulating_factor(log_pt, gamma)
     if alpha is not None:
         if isinstance(alpha, (int, float)):
             raise ValueError(
@@ -158,8 +226,14 @@ def _multiclass_focal(
 
 
 def _per_class_alpha(alpha: Tensor | list[float], logits: Tensor) -> Tensor:
-    """Validate a per-class alpha against the number of classes in ``logits``."""
-    weights = check_weight_tensor("focal", "alpha", alpha)
+    """Validate a per-class alpha against the number of classes in ``logits``.
+
+    Its values (finite, >= 0) are checked only where value checks run (not while compiling).
+    """
+    if value_checks_enabled():
+        weights = check_weight_tensor("focal", "alpha", alpha)
+    else:
+        weights = torch.as_tensor(alpha, dtype=logits.dtype, device=logits.device)
     num_classes = logits.shape[1] if logits.ndim > 1 else 1
     if weights.numel() != num_classes:
         raise ValueError(
@@ -169,14 +243,16 @@ def _per_class_alpha(alpha: Tensor | list[float], logits: Tensor) -> Tensor:
     return weights
 
 
-_LOG_HALF = -math.log(2.0)
+def _modulating_factor(log_pt: Tensor, gamma: float) -> Tensor:
+    r""":math:`(1 - p_t)^\gamma` from :math:`\log p_t`, with a finite gradient for any gamma.
 
-
-def _log1mexp(log_p: Tensor) -> Tensor:
-    """Stable ``log(1 - exp(x))`` for ``x <= 0`` (Mächler 2012), finite with finite gradient.
-
-    ``x`` is clamped just below 0 so that a probability that rounds to 1 gives a large negative
-    value instead of ``-inf`` (whose gradient would be NaN).
+    :math:`1 - p_t = -\operatorname{expm1}(\log p_t)` is exact to rounding, also where
+    :math:`p_t` is within an ulp of 1. For :math:`\gamma \ge 1` the power's derivative is
+    finite everywhere. For :math:`\gamma < 1` it is infinite at :math:`p_t = 1`, so the power is
+    taken in log space, :math:`\exp(\gamma \log(1 - p_t))`, with :math:`\log p_t` clamped
+    just below 0: a probability that rounds to 1 gives a tiny factor with a finite gradient.
     """
-    x = log_p.clamp(max=-torch.finfo(log_p.dtype).tiny)
-    return torch.where(x > _LOG_HALF, torch.log(-torch.expm1(x)), torch.log1p(-torch.exp(x)))
+    if gamma >= 1.0:
+        return (-torch.expm1(log_pt)) ** gamma
+    clamped = log_pt.clamp(max=-torch.finfo(log_pt.dtype).tiny)
+    return torch.exp(gamma * torch.log(-torch.expm1(clamped)))

@@ -40,6 +40,7 @@ image overflow or lose all precision; the loss is then float32.
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import partial
 from typing import Literal, NamedTuple
 
 import torch
@@ -59,6 +60,7 @@ from lossplug._validation import (
 )
 from lossplug.functional._precision import at_least_float32
 from lossplug.functional._reduce import reduce_loss
+from lossplug.functional._softmax_stats import softmax_overlap_stats
 
 Mode = Literal["binary", "multilabel", "multiclass"]
 InputKind = Literal["logits", "probs"]
@@ -146,16 +148,9 @@ def dice(
         ignore_index=ignore_index,
     )
     check_choice(name, "jaccard", jaccard, (False, True))
-
-    def per_class_loss(stats: OverlapStats) -> Tensor:
-        inter, total = stats.intersection, stats.pred_sum + stats.target_sum
-        if jaccard:
-            return 1 - _smoothed_ratio(inter, total - inter, smooth_nr, smooth_dr)
-        return 1 - _smoothed_ratio(2 * inter, total, smooth_nr, smooth_dr)
-
     return _overlap_loss(
         name,
-        per_class_loss,
+        partial(_dice_loss, smooth_nr=smooth_nr, smooth_dr=smooth_dr, jaccard=jaccard),
         pred,
         target,
         mode=mode,
@@ -262,6 +257,95 @@ def tversky(
     )
 
 
+def dice_ce_components(
+    pred: Tensor,
+    target: Tensor,
+    *,
+    smooth_nr: float = 1e-5,
+    smooth_dr: float = 1e-5,
+    batch: bool = False,
+    include_background: bool = True,
+    ignore_index: int | None = None,
+) -> dict[str, Tensor]:
+    r"""Dice and cross-entropy from one softmax: ``{"dice": ..., "ce": ...}``, both means.
+
+    ``dice`` is :func:`dice` (multiclass, logits, ``reduction="mean"``) and ``ce`` the
+    cross-entropy :math:`-\log p_{n,y,s}` averaged over the kept positions (0 when there is
+    none), as :func:`lossplug.functional.cross_entropy`. Adding those two functions computes
+    the softmax, and its backward pass, twice; here one fused pass serves both. With both
+    weights 1 the sum is MONAI's ``DiceCELoss(softmax=True, to_onehot_y=True)``, where too
+    ``include_background`` concerns the Dice term only.
+
+    Args:
+        pred: logits ``(N, C, *)``.
+        target: class indices ``(N, *)`` (an integer tensor).
+        smooth_nr: added to the Dice numerator, >= 0.
+        smooth_dr: added to the Dice denominator, >= 0.
+        batch: Dice statistics summed over the batch (one score per class).
+        include_background: keep channel 0 in the Dice term.
+        ignore_index: target value left out of both terms.
+
+    Returns:
+        The two unweighted terms, scalars (float32 for float16/bfloat16 ``pred``).
+    """
+    name = "dice_ce"
+    check_overlap_options(
+        name,
+        mode="multiclass",
+        input="logits",
+        smooth_nr=smooth_nr,
+        smooth_dr=smooth_dr,
+        batch=batch,
+        include_background=include_background,
+        ignore_index=ignore_index,
+    )
+    if isinstance(target, Tensor) and target.is_floating_point():
+        raise TypeError(
+            f"{name}: 'target' must hold class indices (an integer tensor of shape (N, *)), "
+            f"got a {target.dtype} tensor; for one-hot or soft targets add dice() and "
+            "cross_entropy()"
+        )
+    scores, _ = _checked_scores(
+        name,
+        pred,
+        target,
+        mode="multiclass",
+        input="logits",
+        include_background=include_background,
+        ignore_index=ignore_index,
+    )
+    stats, log_prob, kept = _softmax_index_stats(scores, target, ignore_index, with_log_prob=True)
+    stats = _pooled(stats, batch=batch, include_background=include_background)
+    per_class = _dice_loss(stats, smooth_nr=smooth_nr, smooth_dr=smooth_dr, jaccard=False)
+    return {"dice": reduce_loss(per_class, "mean"), "ce": reduce_loss(-log_prob, "mean", kept)}
+
+
+def dice_ce(
+    pred: Tensor,
+    target: Tensor,
+    *,
+    dice_weight: float = 1.0,
+    ce_weight: float = 1.0,
+    **options: float | bool | int | None,
+) -> Tensor:
+    """Weighted sum of :func:`dice_ce_components`: ``dice_weight * dice + ce_weight * ce``.
+
+    Args:
+        pred: logits ``(N, C, *)``.
+        target: class indices ``(N, *)``.
+        dice_weight: weight of the Dice term, >= 0.
+        ce_weight: weight of the cross-entropy term, >= 0.
+        **options: the options of :func:`dice_ce_components`.
+
+    Returns:
+        The scalar loss.
+    """
+    dice_weight = check_number("dice_ce", "dice_weight", dice_weight, minimum=0.0)
+    ce_weight = check_number("dice_ce", "ce_weight", ce_weight, minimum=0.0)
+    parts = dice_ce_components(pred, target, **options)
+    return dice_weight * parts["dice"] + ce_weight * parts["ce"]
+
+
 def check_overlap_options(
     loss: str,
     *,
@@ -353,8 +437,48 @@ def _overlap_stats(
 ) -> OverlapStats:
     """Validate ``pred``/``target`` and sum :math:`I`, :math:`P`, :math:`T` per sample and class.
 
-    Class-index targets never become a one-hot tensor: the intersection gathers each position's
-    target-class probability and adds it into its class's bin, the target sum counts the labels.
+    Class-index targets never become a one-hot tensor: the intersection adds each position's
+    target-class probability into its class's bin, the target sum counts the labels. From
+    logits, the softmax statistics come from one fused autograd function
+    (:mod:`lossplug.functional._softmax_stats`).
+    """
+    scores, index_target = _checked_scores(
+        name,
+        pred,
+        target,
+        mode=mode,
+        input=input,
+        include_background=include_background,
+        ignore_index=ignore_index,
+    )
+    if index_target and input == "logits":
+        stats, _, _ = _softmax_index_stats(scores, target, ignore_index)
+    elif index_target:
+        stats = _index_stats(scores, target, ignore_index)
+    else:
+        probs = scores
+        if input == "logits":
+            probs = scores.softmax(dim=1) if mode == "multiclass" else scores.sigmoid()
+        dense = target.reshape(probs.shape)
+        valid = None if ignore_index is None else dense != ignore_index
+        stats = _dense_stats(probs, dense.to(probs.dtype), valid)
+    return _pooled(stats, batch=batch, include_background=include_background)
+
+
+def _checked_scores(
+    name: str,
+    pred: Tensor,
+    target: Tensor,
+    *,
+    mode: str,
+    input: str,
+    include_background: bool,
+    ignore_index: int | None,
+) -> tuple[Tensor, bool]:
+    """Validate ``pred`` and ``target``; ``pred`` as ``(N, C, S)``, float32 or wider.
+
+    Returns:
+        The reshaped scores and whether ``target`` holds class indices.
     """
     check_floating(name, "pred", pred, "logits" if input == "logits" else "probabilities")
     index_target = _check_target(name, pred, target, mode, ignore_index)
@@ -366,16 +490,11 @@ def _overlap_stats(
         )
     if input == "probs":
         check_unit_interval(name, "pred", pred, "probabilities")
-    pred = at_least_float32(pred)
-    probs = pred.reshape(pred.shape[0], num_channels, -1)
-    if input == "logits":
-        probs = probs.softmax(dim=1) if mode == "multiclass" else probs.sigmoid()
-    if index_target:
-        stats = _index_stats(probs, target.reshape(target.shape[0], -1), ignore_index)
-    else:
-        dense = target.reshape(probs.shape)
-        valid = None if ignore_index is None else dense != ignore_index
-        stats = _dense_stats(probs, dense.to(probs.dtype), valid)
+    return at_least_float32(pred).reshape(pred.shape[0], num_channels, -1), index_target
+
+
+def _pooled(stats: OverlapStats, *, batch: bool, include_background: bool) -> OverlapStats:
+    """Sum the statistics over the batch if asked, and drop the background channel if asked."""
     if batch:
         stats = OverlapStats(*(s.sum(dim=0) for s in stats))
     if not include_background:
@@ -391,20 +510,46 @@ def _dense_stats(probs: Tensor, target: Tensor, valid: Tensor | None) -> Overlap
     return OverlapStats((probs * target).sum(-1), probs.sum(-1), target.sum(-1))
 
 
-def _index_stats(probs: Tensor, target: Tensor, ignore_index: int | None) -> OverlapStats:
-    """Statistics for class indices ``(N, S)`` against probabilities ``(N, C, S)``, no one-hot."""
-    labels = target.long()
+def _kept_labels(
+    target: Tensor, ignore_index: int | None, dtype: torch.dtype
+) -> tuple[Tensor, Tensor | None]:
+    """Class indices ``(N, S)`` (ignored positions set to 0) and the mask of kept positions."""
+    labels = target.reshape(target.shape[0], -1).long()
     if ignore_index is None:
-        kept = torch.ones_like(labels, dtype=probs.dtype)
-    else:
-        valid = labels != ignore_index
-        labels = torch.where(valid, labels, 0)
-        kept = valid.to(probs.dtype)
-        probs = torch.where(valid.unsqueeze(1), probs, 0)
+        return labels, None
+    kept = labels != ignore_index
+    return torch.where(kept, labels, 0), kept.to(dtype)
+
+
+def _label_counts(labels: Tensor, kept: Tensor | None, num_channels: int, like: Tensor) -> Tensor:
+    """How many kept positions of each sample hold each class: :math:`T`, shape ``(N, C)``."""
+    ones = torch.ones_like(labels, dtype=like.dtype) if kept is None else kept
+    return like.new_zeros(labels.shape[0], num_channels).scatter_add_(1, labels, ones)
+
+
+def _softmax_index_stats(
+    logits: Tensor, target: Tensor, ignore_index: int | None, *, with_log_prob: bool = False
+) -> tuple[OverlapStats, Tensor, Tensor | None]:
+    """Statistics of softmax(logits) ``(N, C, S)`` against class indices, in one fused pass.
+
+    Returns:
+        The statistics, the target-class log-probabilities ``(N, S)`` (empty unless
+        ``with_log_prob``) and the kept mask.
+    """
+    labels, kept = _kept_labels(target, ignore_index, logits.dtype)
+    fused = softmax_overlap_stats(logits, labels, kept, with_log_prob=with_log_prob)
+    target_sum = _label_counts(labels, kept, logits.shape[1], fused.prob_sum)
+    return OverlapStats(fused.intersection, fused.prob_sum, target_sum), fused.log_prob, kept
+
+
+def _index_stats(probs: Tensor, target: Tensor, ignore_index: int | None) -> OverlapStats:
+    """Statistics for class indices against probabilities ``(N, C, S)``, no one-hot."""
+    labels, kept = _kept_labels(target, ignore_index, probs.dtype)
+    if kept is not None:
+        probs = torch.where(kept.unsqueeze(1) > 0, probs, 0)
     label_probs = probs.gather(1, labels.unsqueeze(1)).squeeze(1)
-    bins = probs.new_zeros(probs.shape[:2])
-    intersection = bins.scatter_add(1, labels, label_probs)
-    target_sum = bins.scatter_add(1, labels, kept)
+    intersection = probs.new_zeros(probs.shape[:2]).scatter_add(1, labels, label_probs)
+    target_sum = _label_counts(labels, kept, probs.shape[1], probs)
     return OverlapStats(intersection, probs.sum(-1), target_sum)
 
 
@@ -474,6 +619,14 @@ def _class_weight(
             f"({num_channels}), got shape {tuple(weight.shape)}"
         )
     return weight if include_background else weight[1:]
+
+
+def _dice_loss(stats: OverlapStats, *, smooth_nr: float, smooth_dr: float, jaccard: bool) -> Tensor:
+    """Per-class Dice (or Jaccard) loss from the statistics; see :func:`dice`."""
+    inter, total = stats.intersection, stats.pred_sum + stats.target_sum
+    if jaccard:
+        return 1 - _smoothed_ratio(inter, total - inter, smooth_nr, smooth_dr)
+    return 1 - _smoothed_ratio(2 * inter, total, smooth_nr, smooth_dr)
 
 
 def _smoothed_ratio(

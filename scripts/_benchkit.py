@@ -1,0 +1,185 @@
+"""Measurement helpers shared by the benchmark scripts (``bench_losses.py``, ``bench_scaling.py``).
+
+Time: repeated samples, after warm-up, of one forward + backward pass. Each sample runs the
+pass enough times to last at least ``min_sample_s`` (timer resolution stays negligible), and
+the candidates are sampled in turn, sample by sample, alternating their order, so a load that
+comes and goes on a shared machine hits each of them alike. Times are reported as medians,
+and a ratio as the median of the ratios of neighbouring samples, which cancels slow drifts
+of the machine's speed.
+
+Peak memory: the most tensor memory held at once during one forward + backward pass, beyond
+what was held before it (the inputs), gradients included. On CUDA it is
+``torch.cuda.max_memory_allocated``. On the CPU, ``tracemalloc`` sees no tensor storage (torch
+allocates outside Python's allocator), so the pass runs under ``torch.profiler`` with
+``profile_memory=True``, which records every allocation and free of torch's CPU allocator; the
+peak is the maximum of their running sum.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import platform
+import statistics
+import subprocess
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import torch
+from torch import Tensor
+from torch.profiler import ProfilerActivity, profile
+
+Step = Callable[[], None]
+
+
+def forward_backward(fn: Callable[..., Tensor], inputs: Sequence[Tensor]) -> Step:
+    """A step that computes ``fn(*inputs)``, back-propagates it and drops the gradients.
+
+    The gradients are set to ``None`` after each pass (as ``zero_grad(set_to_none=True)``
+    does), so every pass allocates its gradients afresh.
+    """
+    leaves = [tensor for tensor in inputs if tensor.requires_grad]
+
+    def step() -> None:
+        fn(*inputs).backward()
+        for leaf in leaves:
+            leaf.grad = None
+
+    return step
+
+
+def synchronize(device: torch.device) -> None:
+    """Wait for the device's queued work (a no-op on the CPU)."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def time_steps(
+    steps: dict[str, Step],
+    device: torch.device,
+    *,
+    repeats: int,
+    warmup: int,
+    min_sample_s: float,
+    budget_s: float = float("inf"),
+) -> dict[str, list[float]]:
+    """Seconds per call of each step, sampled in turn: ``repeats`` samples of each.
+
+    The steps take turns sample by sample (the order reversed every other round), so two
+    neighbouring samples of different steps see the same load; compare them pairwise with
+    :func:`paired_ratio`.
+
+    Args:
+        steps: named steps to time against each other.
+        device: where they run (synchronised around each sample).
+        repeats: samples per step (fewer if ``budget_s`` runs out, at least 5).
+        warmup: untimed calls of each step first.
+        min_sample_s: each sample repeats the step until it lasts at least this long.
+        budget_s: rough limit on the total time spent sampling.
+
+    Returns:
+        ``{name: [seconds per call, one per sample]}``.
+    """
+    calls, single = {}, {}
+    for name, step in steps.items():
+        for _ in range(warmup):
+            step()
+        synchronize(device)
+        start = time.perf_counter()
+        step()
+        synchronize(device)
+        single[name] = max(time.perf_counter() - start, 1e-9)
+        calls[name] = max(1, math.ceil(min_sample_s / single[name]))
+    round_s = sum(calls[name] * single[name] for name in steps)
+    repeats = max(min(repeats, int(budget_s / round_s)), min(repeats, 5))
+    samples: dict[str, list[float]] = {name: [] for name in steps}
+    order = list(steps)
+    for repeat in range(repeats):
+        for name in order if repeat % 2 == 0 else reversed(order):
+            synchronize(device)
+            start = time.perf_counter()
+            for _ in range(calls[name]):
+                steps[name]()
+            synchronize(device)
+            samples[name].append((time.perf_counter() - start) / calls[name])
+    return samples
+
+
+def paired_ratio(numerator: list[float], denominator: list[float]) -> float:
+    """Median of the ratios of samples taken side by side (round ``i`` of each)."""
+    return statistics.median(a / b for a, b in zip(numerator, denominator, strict=True))
+
+
+def peak_memory(step: Step, device: torch.device) -> int:
+    """Peak bytes of tensor memory allocated during one call of ``step``, beyond the baseline."""
+    if device.type == "cuda":
+        synchronize(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        baseline = torch.cuda.memory_allocated(device)
+        step()
+        synchronize(device)
+        return torch.cuda.max_memory_allocated(device) - baseline
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        step()
+    events = [
+        event for event in prof.profiler.kineto_results.events() if event.name() == "[memory]"
+    ]
+    held = peak = 0
+    for event in sorted(events, key=lambda event: event.start_ns()):
+        held += event.nbytes()
+        peak = max(peak, held)
+    return peak
+
+
+def machine_info(device: torch.device) -> dict[str, object]:
+    """The machine and library versions a result was measured with."""
+    info: dict[str, object] = {
+        "device": str(device),
+        "cpu": _cpu_model(),
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "python": platform.python_version(),
+    }
+    if device.type == "cuda":
+        info["gpu"] = torch.cuda.get_device_name(device)
+    return info
+
+
+def _cpu_model() -> str:
+    """The CPU's model name as ``lscpu`` reports it (``platform.processor()`` as a fallback)."""
+    try:
+        listing = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
+    except (OSError, subprocess.CalledProcessError):
+        return platform.processor() or "unknown"
+    for line in listing.splitlines():
+        key, _, value = line.partition(":")
+        if key.strip() == "Model name":
+            return value.strip()
+    return platform.processor() or "unknown"
+
+
+def markdown_table(header: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
+    """A GitHub Markdown table."""
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(str(cell) for cell in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def text_table(header: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
+    """A plain-text table with aligned columns, for the terminal."""
+    cells = [list(map(str, header))] + [[str(cell) for cell in row] for row in rows]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(header))]
+    lines = [
+        "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True))
+        for row in cells
+    ]
+    lines.insert(1, "  ".join("-" * width for width in widths))
+    return "\n".join(lines)
+
+
+def write_results(out: Path, stem: str, payload: dict[str, object], markdown: str) -> None:
+    """Write ``{stem}.json`` and ``{stem}.md`` into ``out`` (created if missing)."""
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"{stem}.json").write_text(json.dumps(payload, indent=2) + "\n")
+    (out / f"{stem}.md").write_text(markdown + "\n")

@@ -1,0 +1,646 @@
+"""Benchmark lossplug's losses against the libraries people use, at the same options.
+
+For every row — a loss, an input size and a peer (torch's built-in, MONAI, kornia or
+pytorch-metric-learning) — the two implementations are first checked to agree (value and
+input gradients, to a tolerance) on the very inputs that are then timed; a row that disagrees
+is reported and not timed, and the script exits with status 1. Then both are timed, forward +
+backward, in turn (median of repeated samples after warm-up; see ``_benchkit``), and their
+peak memory measured. Ratios are lossplug / peer: below 1 lossplug is faster or leaner.
+
+    python scripts/bench_losses.py                 # full sizes, writes bench_results/
+    python scripts/bench_losses.py --quick         # tiny sizes, one repeat (CI smoke test)
+    python scripts/bench_losses.py --compile       # also torch.compile'd times
+    python scripts/bench_losses.py --losses dice focal --out /tmp/bench
+
+The lossplug side is the module users build by name (``lossplug.build_loss(name, **options)``),
+or the functional where there is no module (``dice_ce``, ``triplet_margin``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import statistics
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import kornia.losses
+import monai.losses
+import torch
+import torch.nn.functional as F
+from _benchkit import (
+    forward_backward,
+    machine_info,
+    markdown_table,
+    paired_ratio,
+    peak_memory,
+    text_table,
+    time_steps,
+    write_results,
+)
+from pytorch_metric_learning import losses as pml_losses
+from pytorch_metric_learning import miners as pml_miners
+from pytorch_metric_learning import reducers as pml_reducers
+from pytorch_metric_learning.distances import LpDistance
+from torch import Tensor, nn
+
+import lossplug
+from lossplug import functional as LF
+from lossplug.functional.overlap import dice_ce
+
+#: Target time ratio for thin wrappers over a torch built-in, and against other libraries.
+WRAPPER_TARGET = 1.05
+PEER_TARGET = 1.0
+
+LossFn = Callable[..., Tensor]
+InputFactory = Callable[[torch.device], tuple[Tensor, ...]]
+
+
+@dataclass(frozen=True)
+class Sizes:
+    """The input sizes of a run: classification, segmentation and embeddings."""
+
+    classification: tuple[int, int]
+    segmentation: tuple[tuple[int, int, int, int], ...]
+    embeddings: tuple[int, int, int]  # batch, dimension, classes
+
+
+FULL = Sizes((256, 1000), ((8, 4, 128, 128), (2, 21, 256, 256)), (256, 128, 16))
+QUICK = Sizes((8, 10), ((2, 3, 8, 8), (1, 4, 8, 8)), (16, 8, 4))
+
+
+@dataclass(frozen=True)
+class Row:
+    """One comparison: lossplug against one peer on one input size, at the same options."""
+
+    loss: str
+    size: str
+    peer: str
+    inputs: InputFactory
+    ours: LossFn
+    theirs: LossFn
+    target: float
+    convention: str = ""
+
+
+# ------------------------------------------------------------------------------- inputs
+def _generator(seed: int) -> torch.Generator:
+    return torch.Generator().manual_seed(seed)
+
+
+def _leaf(tensor: Tensor, device: torch.device) -> Tensor:
+    return tensor.to(device).requires_grad_()
+
+
+def regression_inputs(shape: tuple[int, ...]) -> InputFactory:
+    def make(device: torch.device) -> tuple[Tensor, ...]:
+        gen = _generator(0)
+        pred = torch.randn(shape, generator=gen) * 2
+        return _leaf(pred, device), torch.randn(shape, generator=gen).to(device)
+
+    return make
+
+
+def class_inputs(shape: tuple[int, ...]) -> InputFactory:
+    """Logits ``(N, C, *)`` and class indices ``(N, *)``; every class present in every sample."""
+
+    def make(device: torch.device) -> tuple[Tensor, ...]:
+        gen = _generator(1)
+        logits = torch.randn(shape, generator=gen) * 2
+        labels = torch.randint(0, shape[1], (shape[0], *shape[2:]), generator=gen)
+        per_sample = labels.view(shape[0], -1)
+        if per_sample.shape[1] >= shape[1]:
+            per_sample[:, : shape[1]] = torch.arange(shape[1])
+        return _leaf(logits, device), labels.to(device)
+
+    return make
+
+
+def binary_inputs(shape: tuple[int, ...]) -> InputFactory:
+    def make(device: torch.device) -> tuple[Tensor, ...]:
+        gen = _generator(2)
+        logits = torch.randn(shape, generator=gen) * 2
+        target = torch.randint(0, 2, shape, generator=gen).float()
+        return _leaf(logits, device), target.to(device)
+
+    return make
+
+
+def distribution_inputs(shape: tuple[int, ...]) -> InputFactory:
+    def make(device: torch.device) -> tuple[Tensor, ...]:
+        gen = _generator(3)
+        log_q = torch.randn(shape, generator=gen).log_softmax(1)
+        p = torch.randn(shape, generator=gen).softmax(1)
+        return _leaf(log_q, device), p.to(device)
+
+    return make
+
+
+def embedding_inputs(batch: int, dim: int, classes: int) -> InputFactory:
+    """Embeddings scaled so that some pairs and triplets are active and some are not."""
+
+    def make(device: torch.device) -> tuple[Tensor, ...]:
+        gen = _generator(4)
+        centres = torch.randn(classes, dim, generator=gen) * 0.6 / math.sqrt(dim)
+        labels = torch.arange(batch) % classes
+        labels = labels[torch.randperm(batch, generator=gen)]
+        emb = centres[labels] + torch.randn(batch, dim, generator=gen) / math.sqrt(dim)
+        return _leaf(emb, device), labels.to(device)
+
+    return make
+
+
+def triplet_inputs(batch: int, dim: int) -> InputFactory:
+    def make(device: torch.device) -> tuple[Tensor, ...]:
+        gen = _generator(5)
+        return tuple(
+            _leaf(torch.randn(batch, dim, generator=gen) / math.sqrt(dim), device) for _ in range(3)
+        )
+
+    return make
+
+
+# --------------------------------------------------------------------------------- rows
+def _size(shape: tuple[int, ...]) -> str:
+    return "x".join(map(str, shape))
+
+
+def _with_channel(loss: nn.Module) -> LossFn:
+    """MONAI takes class-index targets as ``(N, 1, *)``."""
+    return lambda pred, labels: loss(pred, labels.unsqueeze(1))
+
+
+def _scaled(fn: LossFn, factor: float) -> LossFn:
+    return lambda *args: fn(*args) * factor
+
+
+def regression_rows(sizes: Sizes) -> list[Row]:
+    shape = sizes.classification
+    pairs = [
+        ("mse", {}, nn.MSELoss()),
+        ("l1", {}, nn.L1Loss()),
+        ("huber", {"delta": 1.5}, nn.HuberLoss(delta=1.5)),
+        ("smooth_l1", {"beta": 0.5}, nn.SmoothL1Loss(beta=0.5)),
+    ]
+    return [
+        Row(
+            name,
+            _size(shape),
+            f"torch nn.{type(peer).__name__}",
+            regression_inputs(shape),
+            lossplug.build_loss(name, **options),
+            peer,
+            WRAPPER_TARGET,
+        )
+        for name, options, peer in pairs
+    ]
+
+
+def classification_rows(sizes: Sizes) -> list[Row]:
+    shape = sizes.classification
+    classes = shape[1]
+    rows = [
+        Row(
+            "cross_entropy",
+            _size(shape),
+            "torch nn.CrossEntropyLoss",
+            class_inputs(shape),
+            lossplug.build_loss("cross_entropy"),
+            nn.CrossEntropyLoss(),
+            WRAPPER_TARGET,
+        ),
+        Row(
+            "bce",
+            _size(shape),
+            "torch nn.BCEWithLogitsLoss",
+            binary_inputs(shape),
+            lossplug.build_loss("bce"),
+            nn.BCEWithLogitsLoss(),
+            WRAPPER_TARGET,
+        ),
+        Row(
+            "kl_div",
+            _size(shape),
+            "torch nn.KLDivLoss",
+            distribution_inputs(shape),
+            lossplug.build_loss("kl_div"),
+            nn.KLDivLoss(reduction="batchmean"),
+            WRAPPER_TARGET,
+            "torch reduction='batchmean'",
+        ),
+        Row(
+            "hinge",
+            _size(shape),
+            "torch F.multi_margin_loss",
+            class_inputs(shape),
+            lossplug.build_loss("hinge", mode="multiclass"),
+            _scaled(F.multi_margin_loss, classes),
+            WRAPPER_TARGET,
+            "torch's value x C",
+        ),
+    ]
+    for shape_seg in sizes.segmentation:
+        rows.append(
+            Row(
+                "cross_entropy",
+                _size(shape_seg),
+                "torch nn.CrossEntropyLoss",
+                class_inputs(shape_seg),
+                lossplug.build_loss("cross_entropy"),
+                nn.CrossEntropyLoss(),
+                WRAPPER_TARGET,
+            )
+        )
+    batch, dim, _ = sizes.embeddings
+    rows.append(
+        Row(
+            "triplet_margin",
+            _size((batch, dim)),
+            "torch nn.TripletMarginLoss",
+            triplet_inputs(batch, dim),
+            LF.triplet_margin,
+            nn.TripletMarginLoss(margin=1.0, eps=0.0),
+            WRAPPER_TARGET,
+            "torch eps=0 (lossplug adds no eps)",
+        )
+    )
+    return rows
+
+
+def focal_rows(sizes: Sizes) -> list[Row]:
+    rows = []
+    for shape in (sizes.classification, *sizes.segmentation):
+        ours = lossplug.build_loss("focal", mode="multiclass", gamma=2.0)
+        classes = shape[1]
+        rows += [
+            Row(
+                "focal",
+                _size(shape),
+                "kornia focal_loss",
+                class_inputs(shape),
+                ours,
+                _scaled(kornia.losses.FocalLoss(alpha=None, gamma=2.0, reduction="mean"), classes),
+                PEER_TARGET,
+                "multiclass; kornia's mean x C (it divides by C too)",
+            ),
+            Row(
+                "focal",
+                _size(shape),
+                "MONAI FocalLoss",
+                class_inputs(shape),
+                ours,
+                _scaled(
+                    _with_channel(monai.losses.FocalLoss(use_softmax=True, to_onehot_y=True)),
+                    classes,
+                ),
+                PEER_TARGET,
+                "multiclass; MONAI's mean x C (it divides by C too)",
+            ),
+        ]
+    shape = sizes.segmentation[0]
+    ours = lossplug.build_loss("focal", mode="binary", gamma=2.0, alpha=0.25)
+    rows += [
+        Row(
+            "focal",
+            _size(shape),
+            "kornia binary_focal_loss_with_logits",
+            binary_inputs(shape),
+            ours,
+            kornia.losses.BinaryFocalLossWithLogits(alpha=0.25, gamma=2.0, reduction="mean"),
+            PEER_TARGET,
+            "binary, alpha=0.25",
+        ),
+        Row(
+            "focal",
+            _size(shape),
+            "MONAI FocalLoss",
+            binary_inputs(shape),
+            ours,
+            monai.losses.FocalLoss(use_softmax=False, alpha=0.25, gamma=2.0),
+            PEER_TARGET,
+            "binary (sigmoid), alpha=0.25",
+        ),
+    ]
+    return rows
+
+
+def overlap_rows(sizes: Sizes) -> list[Row]:
+    rows = []
+    eps = 1e-8
+    tversky = {"alpha": 0.3, "beta": 0.7}
+    for shape in sizes.segmentation:
+        inputs, size = class_inputs(shape), _size(shape)
+        rows += [
+            Row(
+                "dice",
+                size,
+                "MONAI DiceLoss",
+                inputs,
+                lossplug.build_loss("dice"),
+                _with_channel(monai.losses.DiceLoss(softmax=True, to_onehot_y=True)),
+                PEER_TARGET,
+                "softmax, one-hot target, smooth 1e-5",
+            ),
+            Row(
+                "dice",
+                size,
+                "kornia dice_loss",
+                inputs,
+                lossplug.build_loss("dice", smooth_nr=0.0, smooth_dr=eps),
+                kornia.losses.DiceLoss(average="macro", eps=eps),
+                PEER_TARGET,
+                "kornia average='macro' (all classes present); smooth_nr=0, smooth_dr=eps",
+            ),
+            Row(
+                "tversky",
+                size,
+                "MONAI TverskyLoss",
+                inputs,
+                lossplug.build_loss("tversky", **tversky),
+                _with_channel(monai.losses.TverskyLoss(softmax=True, to_onehot_y=True, **tversky)),
+                PEER_TARGET,
+                "alpha=0.3, beta=0.7, smooth 1e-5",
+            ),
+            Row(
+                "tversky",
+                size,
+                "kornia tversky_loss",
+                inputs,
+                lossplug.build_loss("tversky", smooth_nr=0.0, smooth_dr=eps, **tversky),
+                kornia.losses.TverskyLoss(eps=eps, **tversky),
+                PEER_TARGET,
+                "alpha=0.3, beta=0.7; smooth_nr=0, smooth_dr=eps",
+            ),
+            Row(
+                "dice_ce",
+                size,
+                "MONAI DiceCELoss",
+                inputs,
+                dice_ce,
+                _with_channel(monai.losses.DiceCELoss(softmax=True, to_onehot_y=True)),
+                PEER_TARGET,
+                "fused: one softmax; weights 1 and 1",
+            ),
+            Row(
+                "dice+cross_entropy",
+                size,
+                "MONAI DiceCELoss",
+                inputs,
+                _dice_plus_cross_entropy,
+                _with_channel(monai.losses.DiceCELoss(softmax=True, to_onehot_y=True)),
+                PEER_TARGET,
+                "unfused: dice() + cross_entropy()",
+            ),
+        ]
+    return rows
+
+
+def _dice_plus_cross_entropy(logits: Tensor, labels: Tensor) -> Tensor:
+    return LF.dice(logits, labels) + LF.cross_entropy(logits, labels)
+
+
+def metric_learning_rows(sizes: Sizes) -> list[Row]:
+    batch, dim, classes = sizes.embeddings
+    size = f"{batch}x{dim}, {classes} classes"
+    inputs = embedding_inputs(batch, dim, classes)
+    distance = LpDistance(normalize_embeddings=False)
+    batch_hard_miner = pml_miners.BatchHardMiner(distance=distance)
+    batch_hard_loss = pml_losses.TripletMarginLoss(margin=0.2, distance=distance)
+    return [
+        Row(
+            "contrastive",
+            size,
+            "PML ContrastiveLoss",
+            inputs,
+            lossplug.build_loss("contrastive", neg_margin=1.0, squared=False),
+            pml_losses.ContrastiveLoss(
+                pos_margin=0.0,
+                neg_margin=1.0,
+                distance=distance,
+                reducer=pml_reducers.MeanReducer(),
+            ),
+            PEER_TARGET,
+            "unsquared hinges; PML MeanReducer",
+        ),
+        Row(
+            "triplet",
+            size,
+            "PML TripletMarginLoss",
+            inputs,
+            lossplug.build_loss("triplet", margin=0.2, mining="all"),
+            pml_losses.TripletMarginLoss(margin=0.2, triplets_per_anchor="all", distance=distance),
+            PEER_TARGET,
+            "all triplets, mean over active (PML AvgNonZeroReducer)",
+        ),
+        Row(
+            "triplet",
+            size,
+            "PML TripletMarginLoss + BatchHardMiner",
+            inputs,
+            lossplug.build_loss("triplet", margin=0.2, mining="batch_hard"),
+            lambda emb, labels: batch_hard_loss(emb, labels, batch_hard_miner(emb, labels)),
+            PEER_TARGET,
+            "batch-hard mining",
+        ),
+    ]
+
+
+def all_rows(sizes: Sizes) -> list[Row]:
+    """Every comparison, in table order."""
+    return [
+        *regression_rows(sizes),
+        *classification_rows(sizes),
+        *focal_rows(sizes),
+        *overlap_rows(sizes),
+        *metric_learning_rows(sizes),
+    ]
+
+
+# ---------------------------------------------------------------------------- measuring
+def disagreement(row: Row, inputs: tuple[Tensor, ...]) -> str | None:
+    """Why lossplug and the peer disagree on ``inputs`` (value or gradients), or ``None``."""
+    leaves = [tensor for tensor in inputs if tensor.requires_grad]
+    ours, theirs = row.ours(*inputs), row.theirs(*inputs)
+    if not torch.isfinite(ours).all():
+        return f"lossplug's value is not finite: {ours}"
+    grads_ours = torch.autograd.grad(ours, leaves)
+    grads_theirs = torch.autograd.grad(theirs, leaves)
+    try:
+        torch.testing.assert_close(ours, theirs.to(ours.dtype), rtol=1e-4, atol=1e-6)
+    except AssertionError as error:
+        return f"values differ: lossplug {ours.item():.8g}, peer {theirs.item():.8g}\n{error}"
+    for ours_grad, theirs_grad in zip(grads_ours, grads_theirs, strict=True):
+        scale = ours_grad.abs().max().item()
+        try:
+            torch.testing.assert_close(ours_grad, theirs_grad, rtol=1e-3, atol=1e-4 * scale)
+        except AssertionError as error:
+            return f"gradients differ\n{error}"
+    return None
+
+
+def measure(row: Row, args: argparse.Namespace, device: torch.device) -> dict[str, object]:
+    """Check agreement, then time and measure both implementations of a row."""
+    inputs = row.inputs(device)
+    result: dict[str, object] = {
+        "loss": row.loss,
+        "size": row.size,
+        "peer": row.peer,
+        "convention": row.convention,
+        "target_time_ratio": row.target,
+    }
+    problem = disagreement(row, inputs)
+    result["agreement"] = "ok" if problem is None else problem
+    if problem is not None:
+        return result
+    steps = {
+        "ours": forward_backward(row.ours, inputs),
+        "peer": forward_backward(row.theirs, inputs),
+    }
+    timing = {
+        "repeats": args.repeats,
+        "warmup": args.warmup,
+        "min_sample_s": args.min_sample_s,
+        "budget_s": args.budget_s,
+    }
+    samples = time_steps(steps, device, **timing)
+    memory = {name: peak_memory(step, device) for name, step in steps.items()}
+    result.update(
+        ours_s=statistics.median(samples["ours"]),
+        peer_s=statistics.median(samples["peer"]),
+        time_ratio=paired_ratio(samples["ours"], samples["peer"]),
+        samples=len(samples["ours"]),
+        ours_bytes=memory["ours"],
+        peer_bytes=memory["peer"],
+        memory_ratio=memory["ours"] / max(memory["peer"], 1),
+    )
+    result["time_target_met"] = result["time_ratio"] <= row.target
+    result["memory_target_met"] = memory["ours"] <= memory["peer"]
+    if args.compile:
+        compiled = {
+            "ours": forward_backward(torch.compile(row.ours, dynamic=False), inputs),
+            "peer": forward_backward(torch.compile(row.theirs, dynamic=False), inputs),
+        }
+        samples = time_steps(compiled, device, **timing)
+        result.update(
+            compiled_ours_s=statistics.median(samples["ours"]),
+            compiled_peer_s=statistics.median(samples["peer"]),
+            compiled_time_ratio=paired_ratio(samples["ours"], samples["peer"]),
+        )
+    return result
+
+
+# ------------------------------------------------------------------------------ reporting
+HEADER = ("loss", "size", "peer", "lossplug ms", "peer ms", "time ratio", "lossplug MiB")
+HEADER += ("peer MiB", "memory ratio", "targets")
+COMPILED_HEADER = ("compiled lossplug ms", "compiled peer ms", "compiled ratio")
+
+
+def table_rows(results: list[dict[str, object]], compiled: bool) -> list[list[object]]:
+    rows = []
+    for result in results:
+        row: list[object] = [result["loss"], result["size"], result["peer"]]
+        if result["agreement"] != "ok":
+            row += ["DISAGREES: not timed", *[""] * (len(HEADER) - 4)]
+        else:
+            met = "time " + ("ok" if result["time_target_met"] else "MISSED")
+            met += ", memory " + ("ok" if result["memory_target_met"] else "MISSED")
+            row += [
+                f"{result['ours_s'] * 1e3:.3f}",
+                f"{result['peer_s'] * 1e3:.3f}",
+                f"{result['time_ratio']:.2f} (<= {result['target_time_ratio']:.2f})",
+                f"{result['ours_bytes'] / 2**20:.2f}",
+                f"{result['peer_bytes'] / 2**20:.2f}",
+                f"{result['memory_ratio']:.2f}",
+                met,
+            ]
+            if compiled:
+                row += [
+                    f"{result['compiled_ours_s'] * 1e3:.3f}",
+                    f"{result['compiled_peer_s'] * 1e3:.3f}",
+                    f"{result['compiled_time_ratio']:.2f}",
+                ]
+        rows.append(row)
+    return rows
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--out", type=Path, default=Path("bench_results"), help="output folder")
+    parser.add_argument("--quick", action="store_true", help="tiny sizes, one repeat (CI)")
+    parser.add_argument("--compile", action="store_true", help="also time torch.compile'd losses")
+    parser.add_argument("--losses", nargs="+", metavar="NAME", help="only these losses")
+    parser.add_argument("--device", default="cpu", help="cpu (default) or cuda")
+    parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's)")
+    parser.add_argument(
+        "--no-value-checks",
+        action="store_true",
+        help="run lossplug with its value checks off (lossplug.value_checks(False))",
+    )
+    parser.add_argument("--repeats", type=int, help="timed samples per implementation")
+    parser.add_argument("--warmup", type=int, help="untimed calls first")
+    parser.add_argument("--min-sample-s", type=float, help="shortest timed sample, in seconds")
+    parser.add_argument("--budget-s", type=float, help="rough time limit per row, in seconds")
+    args = parser.parse_args(argv)
+    defaults = {"repeats": 1, "warmup": 1, "min_sample_s": 0.0} if args.quick else {}
+    defaults = {"repeats": 101, "warmup": 3, "min_sample_s": 0.002, "budget_s": 8.0, **defaults}
+    for name, value in defaults.items():
+        if getattr(args, name) is None:
+            setattr(args, name, value)
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    device = torch.device(args.device)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    rows = all_rows(QUICK if args.quick else FULL)
+    if args.losses:
+        unknown = set(args.losses) - {row.loss for row in rows}
+        if unknown:
+            raise SystemExit(
+                f"unknown loss(es) {sorted(unknown)}; known: {sorted({r.loss for r in rows})}"
+            )
+        rows = [row for row in rows if row.loss in args.losses]
+    results = []
+    for row in rows:
+        with lossplug.value_checks(not args.no_value_checks):
+            result = measure(row, args, device)
+        if result["agreement"] != "ok":
+            print(
+                f"{row.loss} {row.size} vs {row.peer}: DISAGREES, not timed: {result['agreement']}"
+            )
+        results.append(result)
+        print(f"{row.loss:<15} {row.size:<22} {row.peer:<38} {_brief(result)}", flush=True)
+    header = HEADER + (COMPILED_HEADER if args.compile else ())
+    body = table_rows(results, args.compile)
+    info = machine_info(device)
+    print()
+    print(text_table(header, body))
+    names = ("quick", "compile", "threads", "no_value_checks", "repeats", "warmup")
+    names += ("min_sample_s", "budget_s")
+    settings = {name: getattr(args, name) for name in names}
+    title = (
+        f"Forward + backward, median of {args.repeats}; ratio = lossplug / peer. "
+        f"{info['cpu']}, {info['threads']} threads, torch {info['torch']}."
+    )
+    write_results(
+        args.out,
+        "bench_losses",
+        {"machine": info, "settings": settings, "rows": results},
+        title + "\n\n" + markdown_table(header, body),
+    )
+    print(f"\nwritten: {args.out / 'bench_losses.json'}, {args.out / 'bench_losses.md'}")
+    return 1 if any(result["agreement"] != "ok" for result in results) else 0
+
+
+def _brief(result: dict[str, object]) -> str:
+    if result["agreement"] != "ok":
+        return "DISAGREES"
+    return f"time x{result['time_ratio']:.2f}  memory x{result['memory_ratio']:.2f}"
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,26 @@
+"""scripts/bench_overhead.py runs end to end; timings are not asserted (the machine is shared)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from conftest import REPO, run_python
+
+
+def test_bench_overhead_quick_writes_one_row_per_component_count(tmp_path: Path):
+    result = run_python(
+        "scripts/bench_overhead.py", "--quick", "--out", tmp_path, cwd=REPO, timeout=300
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    payload = json.loads((tmp_path / "bench_overhead.json").read_text())
+    rows = payload["rows"]
+    assert [row["components"] for row in rows] == [1, 4, 16]
+    for row in rows:
+        assert row["mixin_step_ms"] > 0 and row["handwritten_step_ms"] > 0
+        assert row["step_ratio"] > 0 and row["epoch_ratio"] > 0
+        assert row["same_weights"] is True  # both modules did the same computation
+    assert payload["settings"]["quick"] is True and payload["settings"]["repeats"] == 1
+    assert payload["machine"]["cpu"] and payload["source"]
+    markdown = (tmp_path / "bench_overhead.md").read_text()
+    assert "| components | mixin ms / step |" in markdown and "| 16 |" in markdown

@@ -1,0 +1,321 @@
+"""The fast paths behind the losses give the values and gradients of the plain formulas.
+
+References are written here from autograd's pieces (softmax, gather, one-hot sums, a dense
+``(B, B, B)`` triplet tensor) or come from MONAI; the fast paths are fused autograd functions
+with hand-written backward passes, a sort-based triplet sum and a one-buffer focal gradient.
+Memory tests compare peak tensor memory with the same peers as ``scripts/bench_losses.py``.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import monai.losses
+import pytest
+import torch
+import torch.nn.functional as TF
+from conftest import REPO
+
+from lossplug import functional as LF
+from lossplug.functional._distance import pairwise_distances
+from lossplug.functional._softmax_stats import softmax_overlap_stats, target_log_prob
+from lossplug.functional.focal import _sigmoid_focal_autograd, _SigmoidFocal
+from lossplug.functional.overlap import dice_ce, dice_ce_components
+
+sys.path.insert(0, str(REPO / "scripts"))
+from _benchkit import peak_memory
+
+
+def seeded(seed: int) -> torch.Generator:
+    return torch.Generator().manual_seed(seed)
+
+
+def logits_and_labels(n=2, c=4, s=30, seed=0, dtype=torch.float64):
+    logits = (torch.randn(n, c, s, generator=seeded(seed), dtype=dtype) * 3).requires_grad_()
+    labels = torch.randint(0, c, (n, s), generator=seeded(seed + 1))
+    return logits, labels
+
+
+# --------------------------------------------------------------- fused softmax statistics
+def reference_stats(logits, labels, valid):
+    probs = logits.softmax(1)
+    one_hot = TF.one_hot(labels, logits.shape[1]).movedim(-1, 1).to(logits.dtype)
+    mask = torch.ones_like(labels, dtype=logits.dtype) if valid is None else valid
+    log_prob = logits.log_softmax(1).gather(1, labels[:, None]).squeeze(1)
+    intersection = (probs * one_hot * mask[:, None]).sum(-1)
+    return log_prob, intersection, (probs * mask[:, None]).sum(-1)
+
+
+@pytest.mark.parametrize("with_valid", [False, True])
+@pytest.mark.parametrize("with_log_prob", [False, True])
+def test_softmax_overlap_stats_match_autograd_pieces(with_valid, with_log_prob):
+    logits, labels = logits_and_labels()
+    valid = (torch.rand(labels.shape, generator=seeded(9)) > 0.3).double() if with_valid else None
+    fused = softmax_overlap_stats(logits, labels, valid, with_log_prob=with_log_prob)
+    expected = reference_stats(logits, labels, valid)
+    weights = [
+        torch.randn(t.shape, generator=seeded(i), dtype=t.dtype) for i, t in enumerate(expected)
+    ]
+    if with_log_prob:
+        torch.testing.assert_close(fused.log_prob, expected[0])
+    else:
+        assert fused.log_prob.numel() == 0
+        weights[0] = torch.zeros_like(weights[0])
+    torch.testing.assert_close(fused.intersection, expected[1])
+    torch.testing.assert_close(fused.prob_sum, expected[2])
+    outputs = fused if with_log_prob else fused[1:]
+    used = weights if with_log_prob else weights[1:]
+    (grad,) = torch.autograd.grad(
+        sum((w * o).sum() for w, o in zip(used, outputs, strict=True)), logits
+    )
+    (expected_grad,) = torch.autograd.grad(
+        sum((w * o).sum() for w, o in zip(weights, expected, strict=True)), logits
+    )
+    torch.testing.assert_close(grad, expected_grad)
+
+
+@pytest.mark.parametrize("output", [0, 1, 2])
+def test_softmax_overlap_stats_gradcheck_each_output_alone(output):
+    logits, labels = logits_and_labels(n=2, c=3, s=5)
+    valid = torch.tensor([[1.0, 0, 1, 1, 0], [1, 1, 1, 0, 1]], dtype=torch.float64)
+
+    def pick(x):
+        return softmax_overlap_stats(x, labels, valid, with_log_prob=True)[output]
+
+    assert torch.autograd.gradcheck(pick, (logits,))
+
+
+@pytest.mark.parametrize("shape", [(5, 7), (3, 4, 6)])
+def test_target_log_prob_is_log_softmax_at_the_target(shape):
+    logits = (torch.randn(shape, generator=seeded(3), dtype=torch.float64) * 4).requires_grad_()
+    labels = torch.randint(0, shape[1], (shape[0], *shape[2:]), generator=seeded(4))
+    expected = logits.log_softmax(1).gather(1, labels.unsqueeze(1)).squeeze(1)
+    torch.testing.assert_close(target_log_prob(logits, labels), expected)
+    assert torch.autograd.gradcheck(lambda x: target_log_prob(x, labels), (logits,))
+
+
+def test_target_log_prob_is_exact_for_extreme_logits():
+    logits = torch.tensor([[1e4, -1e4, 0.0], [-300.0, 300.0, 299.0]], requires_grad=True)
+    labels = torch.tensor([1, 2])
+    result = target_log_prob(logits, labels)
+    torch.testing.assert_close(result, logits.log_softmax(1)[[0, 1], labels])
+    (grad,) = torch.autograd.grad(result.sum(), logits)
+    assert torch.isfinite(grad).all()
+
+
+def test_fused_statistics_are_once_differentiable_with_a_clear_error():
+    logits, labels = logits_and_labels(s=4)
+    (grad,) = torch.autograd.grad(LF.dice(logits, labels), logits, create_graph=True)
+    with pytest.raises(RuntimeError, match=r"once_differentiable|twice"):
+        grad.sum().backward()
+
+
+# ------------------------------------------------------------------------------ dice + CE
+def seg_data(seed=0, dtype=torch.float64):
+    logits = (torch.randn(2, 4, 6, 5, generator=seeded(seed), dtype=dtype) * 2).requires_grad_()
+    labels = torch.randint(0, 4, (2, 6, 5), generator=seeded(seed + 1))
+    return logits, labels
+
+
+@pytest.mark.parametrize(
+    "options",
+    [{}, {"include_background": False}, {"batch": True}, {"smooth_nr": 0.0, "smooth_dr": 1e-3}],
+)
+def test_dice_ce_matches_monai_dice_ce(options):
+    logits, labels = seg_data()
+    monai_options = {"smooth_nr": 1e-5, "smooth_dr": 1e-5, **options}
+    reference = monai.losses.DiceCELoss(softmax=True, to_onehot_y=True, **monai_options)
+    torch.testing.assert_close(
+        dice_ce(logits, labels, **options), reference(logits, labels[:, None])
+    )
+
+
+def test_dice_ce_is_dice_plus_cross_entropy_with_gradients():
+    logits, labels = seg_data(2)
+    labels[0, :2] = 255
+    parts = dice_ce_components(logits, labels, ignore_index=255, batch=True)
+    expected_dice = LF.dice(logits, labels, ignore_index=255, batch=True)
+    expected_ce = LF.cross_entropy(logits, labels, ignore_index=255)
+    assert set(parts) == {"dice", "ce"}
+    torch.testing.assert_close(parts["dice"], expected_dice)
+    torch.testing.assert_close(parts["ce"], expected_ce)
+    total = dice_ce(logits, labels, ignore_index=255, batch=True, dice_weight=0.3, ce_weight=2.0)
+    (grad,) = torch.autograd.grad(total, logits)
+    (expected_grad,) = torch.autograd.grad(0.3 * expected_dice + 2.0 * expected_ce, logits)
+    torch.testing.assert_close(grad, expected_grad)
+
+
+def test_dice_ce_gradcheck_and_all_ignored_gives_zero_ce():
+    logits, labels = seg_data(4)
+    assert torch.autograd.gradcheck(lambda x: dice_ce(x, labels, ignore_index=2), (logits,))
+    ignored = torch.full_like(labels, 255)
+    parts = dice_ce_components(logits, ignored, ignore_index=255)
+    assert parts["ce"].item() == 0.0
+    (grad,) = torch.autograd.grad(parts["ce"] + parts["dice"], logits)
+    assert torch.isfinite(grad).all()
+
+
+def test_dice_ce_half_precision_is_float32():
+    logits, labels = seg_data(5, dtype=torch.float16)
+    result = dice_ce(logits, labels)
+    assert result.dtype == torch.float32 and torch.isfinite(result)
+
+
+@pytest.mark.parametrize(
+    ("call", "error", "match"),
+    [
+        (
+            lambda x, y: dice_ce(x, y.float()),
+            TypeError,
+            "dice_ce: 'target' must hold class indices",
+        ),
+        (lambda x, y: dice_ce(x, y, dice_weight=-1.0), ValueError, "'dice_weight'"),
+        (
+            lambda x, y: dice_ce(x, y[:, :3]),
+            ValueError,
+            "dice_ce: class-index 'target' must have shape",
+        ),
+        (lambda x, y: dice_ce(x, y + 4), ValueError, "dice_ce: class index"),
+    ],
+)
+def test_dice_ce_errors_name_the_loss(call, error, match):
+    logits, labels = seg_data(6)
+    with pytest.raises(error, match=match):
+        call(logits, labels)
+
+
+# ----------------------------------------------------------------------- binary focal
+@pytest.mark.parametrize("gamma", [0.0, 0.5, 1.0, 2.0, 3.7])
+@pytest.mark.parametrize("soft", [False, True])
+def test_sigmoid_focal_function_matches_the_autograd_formula(gamma, soft):
+    logits = (torch.randn(300, generator=seeded(7), dtype=torch.float64) * 6).requires_grad_()
+    if soft:
+        target = torch.rand(300, generator=seeded(8), dtype=torch.float64)
+    else:
+        target = torch.randint(0, 2, (300,), generator=seeded(8)).double()
+    fused = _SigmoidFocal.apply(logits, target, gamma, None)
+    expected = _sigmoid_focal_autograd(logits, target, gamma)
+    torch.testing.assert_close(fused, expected)
+    (grad,) = torch.autograd.grad(fused.sum(), logits)
+    (expected_grad,) = torch.autograd.grad(expected.sum(), logits)
+    torch.testing.assert_close(grad, expected_grad)
+    assert torch.autograd.gradcheck(
+        lambda x: _SigmoidFocal.apply(x, target[:20], gamma, None),
+        (logits[:20].detach().requires_grad_(),),
+    )
+
+
+@pytest.mark.parametrize("gamma", [0.0, 0.3, 1.0, 2.0])
+@pytest.mark.parametrize("label", [0.0, 1.0, 0.3, 1e-7])
+def test_sigmoid_focal_is_finite_and_accurate_at_extreme_logits(gamma, label):
+    logits = torch.tensor([-1e4, -200.0, -90.0, -1e-3, 0.0, 1e-3, 50.0, 90.0, 200.0, 1e4])
+    logits.requires_grad_()
+    target = torch.full_like(logits, label)
+    loss = _SigmoidFocal.apply(logits, target, gamma, None)
+    (grad,) = torch.autograd.grad(loss.sum(), logits)
+    assert torch.isfinite(loss).all() and torch.isfinite(grad).all()
+    expected = _sigmoid_focal_autograd(logits.double(), target.double(), gamma).float()
+    # relative accuracy down to float32's smallest normal number
+    torch.testing.assert_close(loss, expected, rtol=1e-5, atol=torch.finfo(torch.float32).tiny)
+
+
+def test_binary_focal_with_a_target_that_needs_a_gradient_differentiates_it():
+    logits = torch.randn(10, generator=seeded(9), dtype=torch.float64)
+    target = torch.rand(10, generator=seeded(10), dtype=torch.float64).requires_grad_()
+    loss = LF.focal(logits, target, alpha=0.25)
+    (grad,) = torch.autograd.grad(loss, target)
+    assert grad.abs().sum() > 0
+    assert torch.autograd.gradcheck(lambda t: LF.focal(logits, t, alpha=0.25), (target,))
+
+
+@pytest.mark.parametrize("gamma", [0.5, 2.0])
+def test_multiclass_focal_factor_is_finite_where_pt_rounds_to_one(gamma):
+    logits = torch.tensor([[200.0, -200.0, 0.0], [0.0, 1.0, 2.0]], requires_grad=True)
+    loss = LF.focal(logits, torch.tensor([0, 2]), mode="multiclass", gamma=gamma, reduction="none")
+    (grad,) = torch.autograd.grad(loss.sum(), logits)
+    assert loss[0].item() == 0.0 and torch.isfinite(grad).all()
+    p_t = logits[1].detach().softmax(0)[2].double()
+    expected = float(-((1 - p_t) ** gamma) * p_t.log())
+    assert loss[1].item() == pytest.approx(expected, rel=1e-5)
+
+
+# ------------------------------------------------------------------ metric learning
+def dense_triplet(emb, labels, margin):
+    """Every (a, p, n) triplet in one (B, B, B) tensor: the plain formula."""
+    d = pairwise_distances(emb)
+    same = labels[:, None] == labels[None, :]
+    positive = same & ~torch.eye(len(labels), dtype=torch.bool)
+    valid = positive[:, :, None] & ~same[:, None, :]
+    losses = torch.relu(d[:, :, None] - d[:, None, :] + margin) * valid
+    return losses.sum(), (losses > 0).sum()
+
+
+@pytest.mark.parametrize("margin", [0.0, 0.1, 1.0])
+@pytest.mark.parametrize("reduction", ["mean", "sum"])
+def test_sorted_triplet_sum_matches_the_dense_tensor(margin, reduction):
+    emb = (torch.randn(40, 6, generator=seeded(11), dtype=torch.float64) * 0.3).requires_grad_()
+    labels = torch.randint(0, 5, (40,), generator=seeded(12))
+    total, active = dense_triplet(emb, labels, margin)
+    expected = total if reduction == "sum" else total / active.clamp_min(1)
+    result = LF.triplet(emb, labels, margin=margin, reduction=reduction)
+    torch.testing.assert_close(result, expected)
+    (grad,) = torch.autograd.grad(result, emb)
+    (expected_grad,) = torch.autograd.grad(expected, emb)
+    torch.testing.assert_close(grad, expected_grad)
+
+
+def test_sorted_triplet_sum_with_tied_distances_counts_only_active_triplets():
+    # a lattice gives many equal distances: a triplet with d(a, n) = d(a, p) + margin is inactive
+    points = torch.tensor(
+        [[float(i), float(j)] for i in range(4) for j in range(3)], dtype=torch.float64
+    )
+    labels = torch.arange(12) % 3
+    total, active = dense_triplet(points, labels, margin=1.0)
+    assert active > 0
+    torch.testing.assert_close(LF.triplet(points, labels, margin=1.0), total / active)
+    torch.testing.assert_close(LF.triplet(points, labels, margin=1.0, reduction="sum"), total)
+
+
+def test_contrastive_sum_counts_each_pair_once():
+    emb = torch.randn(9, 4, generator=seeded(13), dtype=torch.float64)
+    labels = torch.tensor([0, 0, 1, 1, 1, 2, 2, 0, 3])
+    per_pair = LF.contrastive_components(emb, labels, neg_margin=3.0, reduction="none")
+    summed = LF.contrastive_components(emb, labels, neg_margin=3.0, reduction="sum")
+    for name in ("pos", "neg"):
+        torch.testing.assert_close(summed[name], per_pair[name].sum())
+
+
+# ----------------------------------------------------------------------------- memory
+def _peak(loss, *inputs):
+    leaf = inputs[0]
+
+    def step():
+        loss(*inputs).backward()
+        leaf.grad = None
+
+    step()
+    return peak_memory(step, torch.device("cpu"))
+
+
+def test_triplet_memory_grows_with_pairs_not_triplets():
+    labels = torch.arange(96) % 8
+    emb = torch.randn(96, 16, generator=seeded(14)).requires_grad_()
+    # the (B, B, B) float tensor alone would be 96^3 * 4 bytes = 3.5 MB
+    assert _peak(LF.triplet, emb, labels) < 96**3 * 4 / 4
+
+
+def test_overlap_and_focal_losses_need_less_memory_than_monai():
+    logits = torch.randn(2, 4, 64, 64, generator=seeded(15)).requires_grad_()
+    labels = torch.randint(0, 4, (2, 64, 64), generator=seeded(16))
+    pairs = [
+        (LF.dice, monai.losses.DiceLoss(softmax=True, to_onehot_y=True)),
+        (LF.tversky, monai.losses.TverskyLoss(softmax=True, to_onehot_y=True)),
+        (dice_ce, monai.losses.DiceCELoss(softmax=True, to_onehot_y=True)),
+        (
+            lambda x, y: LF.focal(x, y, mode="multiclass"),
+            monai.losses.FocalLoss(use_softmax=True, to_onehot_y=True),
+        ),
+    ]
+    for ours, theirs in pairs:
+        theirs_peak = _peak(lambda x, y, f=theirs: f(x, y[:, None]), logits, labels)
+        assert _peak(ours, logits, labels) <= theirs_peak, theirs
