@@ -92,26 +92,21 @@ class LossMetrics(Metric):
                 f"LossMetrics: components {sorted(unknown)} are not among the names "
                 f"{list(self.names)} this metric was built with"
             )
+        if not isinstance(weight, Mapping):
+            weight = dict.fromkeys(components, weight)
         zero = self.totals.new_zeros(())
         values = torch.stack(
             [self._scalar(name, components.get(name), zero) for name in self.names]
         )
-        if isinstance(weight, Mapping):
-            weights = torch.stack(
-                [
-                    torch.as_tensor(weight.get(name, 0), dtype=zero.dtype, device=zero.device)
-                    if name in components
-                    else zero
-                    for name in self.names
-                ]
-            )
-        else:
-            present = [name in components for name in self.names]
-            weights = torch.as_tensor(weight, dtype=zero.dtype, device=zero.device)
-            if not all(present):
-                weights = weights * torch.tensor(present, dtype=zero.dtype, device=zero.device)
-            weights = weights.expand(len(self.names))
-        self.totals += torch.stack([values.to(zero.dtype) * weights, weights])
+        weights = torch.stack(
+            [
+                torch.as_tensor(weight.get(name, 0), dtype=zero.dtype, device=zero.device)
+                if name in components
+                else zero
+                for name in self.names
+            ]
+        )
+        self.totals += torch.stack([values * weights, weights])
 
     @staticmethod
     def _scalar(name: str, value: Tensor | None, zero: Tensor) -> Tensor:

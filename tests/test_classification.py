@@ -262,3 +262,16 @@ def test_hinge_multiclass_is_weston_watkins(squared):
 def test_bad_input_names_loss_and_argument(call, match):
     with pytest.raises((ValueError, TypeError), match=match):
         call()
+
+
+def test_weighted_cross_entropy_with_an_ignore_index_outside_the_classes():
+    logits = torch.randn(6, 3, dtype=torch.float64)
+    target = torch.tensor([0, 255, 2, 1, 255, 2])
+    weight = torch.tensor([1.0, 2.0, 0.5], dtype=torch.float64)
+    ours = F.cross_entropy(logits, target, weight=weight, ignore_index=255)
+    torch.testing.assert_close(
+        ours, TF.cross_entropy(logits, target, weight=weight, ignore_index=255)
+    )
+    loss = losses.CrossEntropyLoss(weight=[1.0, 2.0, 0.5], ignore_index=255)
+    _, counts = loss.measured_components(logits.float(), target)
+    assert counts["cross_entropy"].item() == pytest.approx(1.0 + 0.5 + 2.0 + 0.5)

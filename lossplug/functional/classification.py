@@ -92,9 +92,28 @@ def cross_entropy(
         lowest, highest = torch.aminmax(target)
         counts = (lowest != ignore_index) | (highest != ignore_index)
     else:
-        kept = target != ignore_index
-        counts = (weight.to(mean.dtype)[target.clamp_min(0)] * kept).sum() > 0
+        counts = kept_target_weight(target, ignore_index, weight.to(mean.dtype)) > 0
     return torch.where(counts, mean, 0.0)
+
+
+def kept_target_weight(target: Tensor, ignore_index: int, weight: Tensor | None = None) -> Tensor:
+    """The denominator of cross-entropy's mean: the class weights of the kept targets, summed.
+
+    Without ``weight`` it is the number of targets that are not ``ignore_index``. An
+    ``ignore_index`` outside ``[0, C)`` (such as 255) is never used as an index.
+
+    Args:
+        target: class indices ``(N, ...)``.
+        ignore_index: the target value that is skipped.
+        weight: optional per-class weights ``(C,)``.
+
+    Returns:
+        A 0-d tensor.
+    """
+    kept = target != ignore_index
+    if weight is None:
+        return kept.sum()
+    return (weight[torch.where(kept, target, 0)] * kept).sum()
 
 
 def _soft_target_cross_entropy(

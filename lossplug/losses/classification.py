@@ -57,10 +57,8 @@ class CrossEntropyLoss(LossModule):
         components = self.components(pred, target)
         if target.is_floating_point():
             return components, {self.name: target.numel() // max(target.shape[1], 1)}
-        kept = target != self.ignore_index
-        if self.weight is None:
-            return components, {self.name: kept.sum()}
-        return components, {self.name: (self.weight[target.clamp_min(0)] * kept).sum()}
+        count = F.kept_target_weight(target, self.ignore_index, self.weight)
+        return components, {self.name: count}
 
 
 @register_loss("bce")

@@ -109,24 +109,18 @@ class TripletLoss(LossModule):
         """The loss, counted over the batch's active triplets (0 when none is active)."""
         if self.reduction != "mean":
             return super().measured_components(embeddings, labels)
-        total, active = F.triplet_total_and_count(
-            embeddings,
-            labels,
-            margin=self.margin,
-            mining=self.mining,
-            distance=self.distance,
-            p=self.p,
-        )
+        total, active = F.triplet_total_and_count(embeddings, labels, **self._mining_options())
         return {self.name: total / active.clamp_min(1).to(total.dtype)}, {self.name: active}
 
     def forward(self, embeddings: Tensor, labels: Tensor) -> Tensor:
         """The loss of the batch's triplets."""
-        return F.triplet(
-            embeddings,
-            labels,
-            margin=self.margin,
-            mining=self.mining,
-            distance=self.distance,
-            p=self.p,
-            reduction=self.reduction,
-        )
+        return F.triplet(embeddings, labels, reduction=self.reduction, **self._mining_options())
+
+    def _mining_options(self) -> dict[str, object]:
+        """How triplets are formed and scored: the functional's keyword options."""
+        return {
+            "margin": self.margin,
+            "mining": self.mining,
+            "distance": self.distance,
+            "p": self.p,
+        }
