@@ -28,6 +28,7 @@ from omegaconf import DictConfig, ListConfig
 from torch import Tensor, nn
 
 from lossplug._config import check_options, is_config, to_plain
+from lossplug.input_checks import InputChecks
 from lossplug.losses.base import LossModule
 from lossplug.metrics import LossMetrics
 from lossplug.optim import OptimizerSpec, SchedulerSpec
@@ -57,6 +58,10 @@ class LossPlugMixin:
         optimizer: an optimizer config or a factory called ``optimizer(params=...)``
             (see :mod:`lossplug.optim` for the parameter-group options).
         scheduler: ``None``, a scheduler config or a factory called ``scheduler(optimizer)``.
+        check_inputs: when the criterion checks input values (class range, probabilities
+            given to a logits loss, ...): ``"first"`` on the first batch of each stage (the
+            default; later batches pay no host sync), ``"always"`` or ``"never"``. Shape and
+            dtype checks always run: they cost nothing.
 
     The default steps expect ``(inputs, target)`` batches. For another layout override
     :meth:`split_batch`; to adapt the model's output to the loss override :meth:`loss_inputs`;
@@ -70,10 +75,15 @@ class LossPlugMixin:
         loss: Any,
         optimizer: Any,
         scheduler: Any = None,
+        check_inputs: str = "first",
     ) -> None:
         super().__init__()
         self._save_config_hyperparameters(inspect.currentframe())
         self.criterion = build_criterion(loss)
+        self.input_checks = InputChecks(check_inputs)
+        #: the current training step's components, graph attached, for callbacks such as
+        #: :class:`~lossplug.diagnostics.GradientDiagnostics`; ``None`` outside a step.
+        self.step_components: dict[str, Tensor] | None = None
         names = self.criterion.component_names()
         # keyed "{stage}_loss": a key "train" would shadow nn.Module.train
         self.loss_metrics = nn.ModuleDict({f"{stage}_loss": LossMetrics(names) for stage in STAGES})
@@ -108,8 +118,12 @@ class LossPlugMixin:
         """
         inputs, target = self.split_batch(batch)
         output = self(inputs)
-        components, counts = self.criterion.measured_components(*self.loss_inputs(output, target))
+        pred, loss_target = self.loss_inputs(output, target)
+        with self.input_checks.batch(stage, self.criterion, pred, loss_target):
+            components, counts = self.criterion.measured_components(pred, loss_target)
         total = self.criterion.total(components)
+        if stage == "train":
+            self.step_components = components
         self.log_loss(stage, total, components, counts)
         self.update_metrics(stage, output, target)
         return total
@@ -137,7 +151,8 @@ class LossPlugMixin:
 
         Per step (training only, this process's values, no sync): ``train_step/loss`` every
         step and ``train_step/loss/{name}`` on the steps the trainer writes logs
-        (``log_every_n_steps``), both in the progress bar; logging each component every step
+        (``log_every_n_steps``), both in the progress bar, with ``train/loss_weight/{name}``
+        for every weight that is not constant; logging each component every step
         would cost more than the step itself for small models. Per epoch, every stage logs
         ``{stage}/loss`` and ``{stage}/loss/{name}`` from :class:`~lossplug.metrics.LossMetrics`:
         exact sample-weighted means over all processes, synced once per epoch.
@@ -150,12 +165,17 @@ class LossPlugMixin:
             return
         for name, value in components.items():
             self.log(f"train_step/loss/{name}", value, on_step=True, on_epoch=False, prog_bar=True)
+        for name, weight in self.criterion.varying_weights().items():
+            self.log(f"train/loss_weight/{name}", weight, on_step=True, on_epoch=False)
 
     def log_epoch_loss(self, stage: str) -> None:
         """Log the epoch values of ``stage`` (one collective) and start a new epoch.
 
         Every process logs the same keys in the same order; the total is formed from the
-        epoch means by the criterion, so it equals the weighted sum of the logged components.
+        epoch means by the criterion with its current weights, so it equals the weighted sum
+        of the logged components. The training means then go to the criterion's
+        :meth:`~lossplug.LossModule.end_epoch` (weights that adapt per epoch); they are the
+        same on every process, so every process gets the same weights.
         """
         metric = self.loss_metrics[f"{stage}_loss"]
         means = metric.compute()
@@ -164,6 +184,20 @@ class LossPlugMixin:
         self.log(f"{stage}/loss", self.criterion.total(means), prog_bar=stage == "val", **options)
         for name, value in means.items():
             self.log(f"{stage}/loss/{name}", value, **options)
+        if stage == "train":
+            self.criterion.end_epoch(means)
+
+    def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
+        """Move scheduled loss weights to the current epoch and step."""
+        self.criterion.set_progress(self.current_epoch, self.global_step)
+
+    def on_after_backward(self) -> None:
+        """Drop the step's components (their graph is spent)."""
+        self.step_components = None
+
+    def on_validation_epoch_start(self) -> None:
+        """Validate with the weights of the current epoch and step (also after a resume)."""
+        self.criterion.set_progress(self.current_epoch, self.global_step)
 
     def on_train_epoch_end(self) -> None:
         """Log the training epoch's loss values."""

@@ -80,6 +80,37 @@ class LossModule(nn.Module):
         """
         return sum_components(components)
 
+    def weighted_terms(self, components: Mapping[str, Tensor]) -> dict[str, Tensor]:
+        """Each component times its current weight (here 1): the parts the total adds up.
+
+        Gradient diagnostics differentiate these one by one. A loss whose total adds a term
+        that is no component (the regulariser of learned weights) leaves it out here.
+        """
+        return dict(components)
+
+    def varying_weights(self) -> dict[str, Tensor]:
+        """The current value of every weight that is not constant, by component name.
+
+        Logged as ``{stage}/loss_weight/{name}``; empty for a loss without such weights.
+        """
+        return {}
+
+    def set_progress(self, epoch: int, step: int) -> None:
+        """Tell weights that follow a schedule where training is; nothing by default.
+
+        Args:
+            epoch: the current epoch (from 0).
+            step: the number of optimizer steps taken so far.
+        """
+
+    def end_epoch(self, epoch_means: Mapping[str, Tensor]) -> None:
+        """Hand weights that adapt per epoch the training epoch's means; nothing by default.
+
+        Args:
+            epoch_means: each component's exact mean over the epoch and every process (the
+                same values on every process).
+        """
+
     def extra_repr(self) -> str:
         """The options, as ``repr`` shows them."""
         names = (*self.repr_options, "reduction")
