@@ -23,6 +23,18 @@ def _all_reduce_sum(tensor: Tensor, group: object | None = None) -> list[Tensor]
     return [reduced]
 
 
+def _scalar(name: str, value: Tensor) -> Tensor:
+    """A component's detached value as a 0-d tensor; the batch mean must be a scalar."""
+    if value.ndim:
+        if value.numel() != 1:
+            raise ValueError(
+                f"LossMetrics: component {name!r} must be a scalar batch mean, got shape "
+                f"{tuple(value.shape)}"
+            )
+        value = value.reshape(())
+    return value.detach()
+
+
 class LossMetrics(Metric):
     r"""Sample-weighted epoch means of named loss components.
 
@@ -92,33 +104,26 @@ class LossMetrics(Metric):
                 f"LossMetrics: components {sorted(unknown)} are not among the names "
                 f"{list(self.names)} this metric was built with"
             )
-        if not isinstance(weight, Mapping):
-            weight = dict.fromkeys(components, weight)
-        zero = self.totals.new_zeros(())
-        values = torch.stack(
-            [self._scalar(name, components.get(name), zero) for name in self.names]
-        )
-        weights = torch.stack(
-            [
-                torch.as_tensor(weight.get(name, 0), dtype=zero.dtype, device=zero.device)
-                if name in components
-                else zero
-                for name in self.names
-            ]
-        )
-        self.totals += torch.stack([values * weights, weights])
-
-    @staticmethod
-    def _scalar(name: str, value: Tensor | None, zero: Tensor) -> Tensor:
-        """A component's detached scalar value, or ``zero`` when the batch has none."""
-        if value is None:
-            return zero
-        if value.numel() != 1:
-            raise ValueError(
-                f"LossMetrics: component {name!r} must be a scalar batch mean, got shape "
-                f"{tuple(value.shape)}"
-            )
-        return value.detach().reshape(()).to(zero.dtype)
+        present = [name for name in self.names if name in components]
+        if not present:
+            return
+        values = torch.stack([_scalar(name, components[name]) for name in present])
+        if isinstance(weight, Mapping):
+            counts = [weight.get(name, 0) for name in present]
+        else:
+            counts = [weight] * len(present)
+        dtype, device = self.totals.dtype, self.totals.device
+        if any(isinstance(count, Tensor) for count in counts):
+            weights = torch.stack([torch.as_tensor(count, device=device) for count in counts])
+            weights = weights.to(dtype)
+        else:
+            weights = torch.tensor(counts, dtype=dtype, device=device)
+        batch = torch.stack([values.to(dtype) * weights, weights])
+        if len(present) == len(self.names):
+            self.totals.add_(batch)
+        else:
+            columns = torch.tensor([self._index[name] for name in present], device=device)
+            self.totals.index_add_(1, columns, batch)
 
     def compute(self) -> dict[str, Tensor]:
         """The epoch mean of each component (0 for a component that never had weight)."""
