@@ -9,9 +9,10 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-from lossplug import functional, losses
+from lossplug import functional, losses, weighting
 from lossplug._validation import value_checks
-from lossplug.composite import CompositeLoss
+from lossplug.composite import CompositeLoss, Route
+from lossplug.input_checks import InputMisuseError, InputMisuseWarning, detect_misuse
 from lossplug.losses import LossModule, MultiTermLoss
 from lossplug.registry import (
     CallableLoss,
@@ -31,17 +32,22 @@ __all__ = [
     "CallableLoss",
     "CompositeLoss",
     "ConfigError",
+    "InputMisuseError",
+    "InputMisuseWarning",
     "LossModule",
     "LossPlugMixin",
     "MultiTermLoss",
+    "Route",
     "UnknownLossError",
     "__version__",
     "available_losses",
     "build_loss",
+    "detect_misuse",
     "functional",
     "losses",
     "register_loss",
     "value_checks",
+    "weighting",
 ]
 
 _LAZY = {"LossPlugMixin": "lossplug.mixin", "ConfigError": "lossplug._config"}

@@ -1,10 +1,23 @@
-r"""Composite losses: named terms with fixed weights, e.g. Dice + cross-entropy.
+r"""Composite losses: named terms, fixed, scheduled or learned weights, per-term routing.
 
-For terms :math:`L_i` with weights :math:`w_i \ge 0`
+For terms :math:`L_i`, weights :math:`w_i(t) \ge 0` (constant or following a schedule of
+the epoch or step, see :mod:`lossplug.weighting.schedules`) and, with a learned weighting,
+factors :math:`\lambda_i`
 
 .. math::
 
-    L = \sum_i w_i \, L_i(\hat y, y)
+    L = \sum_i \lambda_i \, w_i(t) \, L_i\big(r_i(\hat y), r_i(y)\big) \; [+ R]
+
+where :math:`r_i` routes term :math:`i` to its part of a multi-head output and target (with an
+optional activation) and :math:`R` is the learned weighting's regulariser, if any:
+
+- ``weighting="fixed"``: :math:`\lambda_i = 1`, no :math:`R`.
+- ``weighting="uncertainty"`` (Kendall et al. 2018): :math:`\lambda_i = \tfrac12 e^{-s_i}`,
+  :math:`R = \sum_i \tfrac12 s_i` with learnable :math:`s_i`. A weight :math:`w_i` then only
+  sets where the effective weight starts (it is the same as starting :math:`s_i` at
+  :math:`-\log w_i`), so weights must be constant and positive.
+- ``weighting="dwa"`` (Liu et al. 2019): :math:`\lambda_i` from the ratio of the term's last
+  two epoch means, see :mod:`lossplug.weighting.dwa`; it multiplies the (scheduled) weights.
 
 Each term is evaluated once; :meth:`CompositeLoss.components` returns the unweighted
 :math:`L_i` by name (what is logged as ``{stage}/loss/{name}``) and the total is formed from
@@ -13,99 +26,435 @@ them by :meth:`CompositeLoss.total`, so logging the parts never costs a second f
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Mapping
+from typing import Any
 
+import torch
 from torch import Tensor, nn
 
-from lossplug._validation import check_number
+from lossplug._validation import check_choice
+from lossplug.functional.classification import kept_target_weight
+from lossplug.functional.overlap import dice_ce_components
 from lossplug.losses.base import LossModule, batch_count, sum_components
-from lossplug.registry import build_loss, register_loss
+from lossplug.losses.classification import CrossEntropyLoss
+from lossplug.losses.overlap import DiceLoss
+from lossplug.registry import UnknownLossError, build_loss, register_loss
+from lossplug.weighting import WEIGHTINGS, Constant, LearnedWeighting, parse_schedule
+from lossplug.weighting.dwa import DEFAULT_TEMPERATURE
 
 LossLike = nn.Module | Callable[[Tensor, Tensor], Tensor]
+WeightSpec = float | Mapping[str, Any]
+Selector = int | str | None
+
+#: activations a route may apply to its prediction, and the input space each produces.
+ACTIVATIONS: dict[str, str] = {"softmax": "probs", "sigmoid": "probs", "log_softmax": "log_probs"}
+WEIGHTING_CHOICES: tuple[str, ...] = ("fixed", *WEIGHTINGS)
+
+
+@dataclasses.dataclass(frozen=True)
+class Route:
+    """Which part of the model's output and of the target a term reads.
+
+    Args:
+        pred: a key of a dict output or an index of a tuple/list output; ``None``: all of it.
+        target: the same for the target.
+        activation: ``None``, ``"softmax"`` or ``"log_softmax"`` (along dim 1) or
+            ``"sigmoid"``, applied to the selected prediction, so e.g. Dice reads
+            probabilities and cross-entropy the same logits.
+    """
+
+    pred: Selector = None
+    target: Selector = None
+    activation: str | None = None
+
+    def select(self, owner: str, term: str, pred: Any, target: Any) -> tuple[Tensor, Tensor]:
+        """The term's ``(pred, target)``, activation applied.
+
+        Raises:
+            ValueError: if the output or target has no such key or index; the message names
+                the term, the key and the available keys or length.
+        """
+        pred = _select(owner, term, "pred", pred, self.pred)
+        target = _select(owner, term, "target", target, self.target)
+        if self.activation == "sigmoid":
+            pred = pred.sigmoid()
+        elif self.activation is not None:
+            pred = getattr(pred, self.activation)(dim=1)
+        return pred, target
+
+
+def _select(owner: str, term: str, what: str, value: Any, key: Selector) -> Any:
+    """``value[key]`` for a dict, tuple or list, with an error that says what there is."""
+    if key is None:
+        return value
+    if isinstance(value, Mapping):
+        if key in value:
+            return value[key]
+        available = f"its keys are {list(value)}"
+    elif isinstance(value, (tuple, list)):
+        if isinstance(key, int) and -len(value) <= key < len(value):
+            return value[key]
+        available = f"it has {len(value)} entries (indices 0 to {len(value) - 1})"
+    else:
+        available = f"it is a single {type(value).__name__}, not a dict, tuple or list"
+    raise ValueError(
+        f"{owner}: term {term!r} reads {what}[{key!r}] (option 'inputs.{term}.{what}'), "
+        f"but {available}"
+    )
+
+
+@dataclasses.dataclass(frozen=True)
+class FusedDiceCE:
+    """A Dice term and a cross-entropy term computed from one softmax.
+
+    :func:`lossplug.functional.overlap.dice_ce_components` gives both values from one
+    softmax and one backward through it, instead of one each. It is used when the terms are
+    exactly lossplug's :class:`~lossplug.losses.DiceLoss` (multiclass, logits, mean, not
+    Jaccard, no class weights) and :class:`~lossplug.losses.CrossEntropyLoss` (mean, no
+    class weights or label smoothing) on the same route without activation, ignoring the
+    same index (Dice's ``None`` matches cross-entropy's default -100, which a valid target
+    never holds), and the target holds class indices; otherwise each term runs on its own.
+    """
+
+    dice: str
+    ce: str
+    options: Mapping[str, Any]
+
+    @classmethod
+    def find(cls, terms: nn.ModuleDict, routes: Mapping[str, Route]) -> FusedDiceCE | None:
+        """The fusable pair among ``terms``, if there is one."""
+        dice = [name for name, term in terms.items() if _fusable_dice(term)]
+        ce = [name for name, term in terms.items() if _fusable_ce(term)]
+        for dice_name, ce_name in ((d, c) for d in dice for c in ce):
+            dice_term, ce_term = terms[dice_name], terms[ce_name]
+            ignore = dice_term.ignore_index
+            same_ignore = ignore == ce_term.ignore_index or (
+                ignore is None and ce_term.ignore_index == -100
+            )
+            route = routes[dice_name]
+            if same_ignore and route == routes[ce_name] and route.activation is None:
+                options = {
+                    "smooth_nr": dice_term.smooth_nr,
+                    "smooth_dr": dice_term.smooth_dr,
+                    "batch": dice_term.batch,
+                    "include_background": dice_term.include_background,
+                    "ignore_index": ignore,
+                }
+                return cls(dice_name, ce_name, options)
+        return None
+
+    def measured(
+        self, pred: Tensor, target: Tensor
+    ) -> tuple[dict[str, Tensor], dict[str, Tensor | int]] | None:
+        """Both values and their counts, or ``None`` for a target of probabilities."""
+        if not isinstance(target, Tensor) or target.is_floating_point():
+            return None
+        values = dice_ce_components(pred, target, **self.options)
+        ignore = self.options["ignore_index"]
+        ce_count = kept_target_weight(target, -100 if ignore is None else ignore)
+        values = {self.dice: values["dice"], self.ce: values["ce"]}
+        return values, {self.dice: batch_count(pred), self.ce: ce_count}
+
+
+def _fusable_dice(term: nn.Module) -> bool:
+    return (
+        type(term) is DiceLoss
+        and (term.mode, term.input, term.reduction) == ("multiclass", "logits", "mean")
+        and not term.jaccard
+        and term.weight is None
+    )
+
+
+def _fusable_ce(term: nn.Module) -> bool:
+    return (
+        type(term) is CrossEntropyLoss
+        and term.reduction == "mean"
+        and term.weight is None
+        and term.label_smoothing == 0
+    )
 
 
 @register_loss("composite")
 class CompositeLoss(LossModule):
-    """A weighted sum of named loss terms that all take the same ``(pred, target)``.
+    """A weighted sum of named loss terms, each on its own part of the output if routed.
 
     Args:
-        terms: ``{name: loss}``; each loss is a :class:`~lossplug.LossModule`, any
-            ``nn.Module`` or a callable ``f(pred, target)`` (wrapped by
+        terms: ``{name: loss}``; each loss is a :class:`~lossplug.LossModule`, a registered
+            loss name, any ``nn.Module`` or a callable ``f(pred, target)`` (wrapped by
             :func:`lossplug.build_loss`). A term with several components of its own
             contributes their sum.
-        weights: ``{name: weight}``, finite and ``>= 0``; names missing here weigh 1.
+        weights: ``{name: weight}``; a weight is a finite number ``>= 0`` or a schedule, a
+            mapping such as ``{schedule: linear, initial: 0.0, final: 1.0, end: 5}`` (see
+            :mod:`lossplug.weighting.schedules`). Names missing here weigh 1.
+        weighting: ``"fixed"`` (the weights as given), ``"uncertainty"`` or ``"dwa"``
+            (learned factors multiplying the weights; see the module docstring).
+        temperature: DWA's softmax temperature (``None``: 2); only with ``weighting="dwa"``.
+        inputs: ``{name: route}``, a route being a :class:`Route` or a mapping with any of
+            ``pred``, ``target`` (a key of a dict or an index of a tuple/list) and
+            ``activation``; terms not named here read the whole output and target.
+            A route is applied to each batch, so a key or index the model does not produce
+            fails at the first batch: in a Lightning run that is the validation sanity check,
+            before any training step.
 
     Raises:
-        ValueError: if there are no terms, a weight names no term, or a weight is negative
-            or not finite.
+        ValueError: if there are no terms, an option names no term, a weight or schedule is
+            invalid (the message names the term and option and lists the valid ones), terms
+            reading the same output expect different inputs, or a route's activation does
+            not give what its term expects.
 
     Example:
         >>> from lossplug.losses import L1Loss, MSELoss
-        >>> loss = CompositeLoss({"mse": MSELoss(), "l1": L1Loss()}, weights={"l1": 0.5})
+        >>> loss = CompositeLoss(
+        ...     {"mse": MSELoss(), "l1": L1Loss()},
+        ...     weights={"l1": {"schedule": "linear", "initial": 0.0, "final": 0.5, "end": 5}},
+        ... )
     """
 
     name = "composite"
     input_space = "values"
-    repr_options = ("weights",)
+    repr_options = ("weights", "weighting")
+
+    term_weights: Tensor
 
     def __init__(
-        self, terms: Mapping[str, LossLike], weights: Mapping[str, float] | None = None
+        self,
+        terms: Mapping[str, LossLike | str],
+        weights: Mapping[str, WeightSpec] | None = None,
+        weighting: str = "fixed",
+        temperature: float | None = None,
+        inputs: Mapping[str, Route | Mapping[str, Any]] | None = None,
     ) -> None:
         super().__init__()
         if not terms:
             raise ValueError(f"{self.name}: option 'terms' must name at least one loss, got none")
-        weights = dict(weights or {})
-        unknown = sorted(set(weights) - set(terms))
+        self.terms = nn.ModuleDict(
+            {name: self._build_term(name, loss) for name, loss in terms.items()}
+        )
+        self._index = {name: k for k, name in enumerate(self.terms)}
+        schedules = {
+            name: parse_schedule(self.name, f"weights.{name}", spec)
+            for name, spec in self._per_term("weights", weights, default=1.0).items()
+        }
+        #: each term's weight: a number, or the schedule it follows.
+        self.weights = {
+            name: float(schedule.value) if isinstance(schedule, Constant) else schedule
+            for name, schedule in schedules.items()
+        }
+        self._schedules = tuple(schedules.values())
+        self._scheduled = tuple(k for k, s in enumerate(self._schedules) if not s.is_constant)
+        self._current = [schedule(0, 0) for schedule in self._schedules]
+        self.register_buffer("term_weights", torch.tensor(self._current))
+        self.register_load_state_dict_post_hook(_read_loaded_weights)
+        self.routes = {
+            name: self._parse_route(name, spec)
+            for name, spec in self._per_term("inputs", inputs, default=Route()).items()
+        }
+        self.weighting = weighting
+        self.learned = self._build_weighting(weighting, temperature)
+        self.input_space = self._common_input_space()
+        #: a Dice and a cross-entropy term computed from one softmax, if the terms allow it.
+        self.fused = FusedDiceCE.find(self.terms, self.routes)
+
+    # -- construction -----------------------------------------------------------------------
+
+    def _build_term(self, name: str, loss: LossLike | str) -> LossModule:
+        """A term's loss module; an error names the term."""
+        try:
+            return build_loss(loss)
+        except (UnknownLossError, TypeError) as error:
+            raise type(error)(f"{self.name}: option 'terms.{name}': {error}") from None
+
+    def _per_term(self, option: str, values: Mapping[str, Any] | None, default: Any) -> dict:
+        """``values`` for every term in term order, ``default`` where missing."""
+        values = dict(values or {})
+        unknown = sorted(set(values) - set(self.terms))
         if unknown:
             raise ValueError(
-                f"{self.name}: option 'weights' names {unknown}, which are not terms; "
-                f"the terms are {sorted(terms)}"
+                f"{self.name}: option {option!r} names {unknown}, which are not terms; "
+                f"the terms are {sorted(self.terms)}"
             )
-        self.terms = nn.ModuleDict({name: build_loss(loss) for name, loss in terms.items()})
-        self.weights = {
-            name: check_number(self.name, f"weights.{name}", weights.get(name, 1.0), minimum=0.0)
-            for name in terms
-        }
-        self.input_space = self._common_input_space()
+        return {name: values.get(name, default) for name in self.terms}
+
+    def _parse_route(self, name: str, spec: Route | Mapping[str, Any]) -> Route:
+        option = f"inputs.{name}"
+        if not isinstance(spec, Route):
+            if not isinstance(spec, Mapping):
+                raise TypeError(
+                    f"{self.name}: option {option!r} must be a mapping with pred, target or "
+                    f"activation, got {spec!r}"
+                )
+            valid = [field.name for field in dataclasses.fields(Route)]
+            unknown = sorted(set(spec) - set(valid))
+            if unknown:
+                raise ValueError(
+                    f"{self.name}: option {option!r}: unknown option {unknown[0]!r}; "
+                    f"valid options: {', '.join(valid)}"
+                )
+            spec = Route(**spec)
+        for what in ("pred", "target"):
+            key = getattr(spec, what)
+            if isinstance(key, bool) or not isinstance(key, (int, str, type(None))):
+                raise TypeError(
+                    f"{self.name}: option '{option}.{what}' must be a key (str), an index (int) "
+                    f"or null, got {key!r}"
+                )
+        if spec.activation is not None:
+            check_choice(self.name, f"{option}.activation", spec.activation, (*ACTIVATIONS, None))
+            gives, expects = ACTIVATIONS[spec.activation], self.terms[name].input_space
+            if expects not in (gives, "values"):
+                raise ValueError(
+                    f"{self.name}: option '{option}.activation' is {spec.activation!r}, which "
+                    f"gives {gives}, but term {name!r} expects {expects}; drop the activation "
+                    f"or make the term take {gives}"
+                )
+        return spec
+
+    def _build_weighting(
+        self, weighting: str, temperature: float | None
+    ) -> LearnedWeighting | None:
+        check_choice(self.name, "weighting", weighting, WEIGHTING_CHOICES)
+        if temperature is not None and weighting != "dwa":
+            raise ValueError(
+                f"{self.name}: option 'temperature' applies to weighting='dwa' only, got "
+                f"weighting={weighting!r}"
+            )
+        if weighting == "fixed":
+            return None
+        if weighting == "uncertainty":
+            for name, weight in self.weights.items():
+                if not isinstance(weight, float) or weight <= 0:
+                    raise ValueError(
+                        f"{self.name}: option 'weights.{name}' must be a constant > 0 with "
+                        f"weighting='uncertainty' (the learned weight would undo a schedule, "
+                        f"and a weight of 0 drives its log-variance to -inf), got {weight!r}"
+                    )
+            return WEIGHTINGS[weighting](len(self.terms))
+        if temperature is None:
+            temperature = DEFAULT_TEMPERATURE
+        return WEIGHTINGS[weighting](len(self.terms), temperature)
 
     def _common_input_space(self) -> str:
-        """The one input space the terms share; ``"values"`` terms accept any."""
-        spaces = {name: term.input_space for name, term in self.terms.items()}
-        specific = {space for space in spaces.values() if space != "values"}
-        if len(specific) > 1:
-            raise ValueError(
-                f"{self.name}: every term receives the same 'pred', but the terms expect "
-                f"different inputs: {spaces}"
-            )
-        return specific.pop() if specific else "values"
+        """The input space of the whole output; terms reading one head must agree on it.
+
+        A term with an activation reads logits; ``"values"`` terms accept any input. When
+        every term reads a part of the output, the whole output is a container: ``"values"``.
+        """
+        by_head: dict[Selector, dict[str, str]] = {}
+        for name, term in self.terms.items():
+            route = self.routes[name]
+            space = "logits" if route.activation else term.input_space
+            by_head.setdefault(route.pred, {})[name] = space
+        for head, spaces in by_head.items():
+            specific = set(spaces.values()) - {"values"}
+            if len(specific) > 1:
+                what = "the same 'pred'" if head is None else f"pred[{head!r}]"
+                raise ValueError(
+                    f"{self.name}: the terms reading {what} expect different inputs: "
+                    f"{spaces}; give a term an activation (option 'inputs.<term>.activation') "
+                    "or route it to another output"
+                )
+        whole = set(by_head.get(None, {}).values()) - {"values"}
+        return whole.pop() if whole else "values"
+
+    # -- the loss ---------------------------------------------------------------------------
 
     def component_names(self) -> tuple[str, ...]:
         """The term names."""
         return tuple(self.terms)
 
-    def components(self, pred: Tensor, target: Tensor) -> dict[str, Tensor]:
-        """Each term's unweighted value, by name."""
-        return {name: term(pred, target) for name, term in self.terms.items()}
+    def components(self, pred: Any, target: Any) -> dict[str, Tensor]:
+        """Each term's unweighted value on its route, by name."""
+        values = self._fused_values(pred, target)[0]
+        for name, term in self.terms.items():
+            if name not in values:
+                values[name] = term(*self.routes[name].select(self.name, name, pred, target))
+        return {name: values[name] for name in self.terms}
 
     def measured_components(
-        self, pred: Tensor, target: Tensor
+        self, pred: Any, target: Any
     ) -> tuple[dict[str, Tensor], dict[str, Tensor | int]]:
         """Each term's value and count (a term of several components counts samples)."""
-        values: dict[str, Tensor] = {}
-        counts: dict[str, Tensor | int] = {}
+        values, counts = self._fused_values(pred, target)
         for name, term in self.terms.items():
-            parts, part_counts = term.measured_components(pred, target)
+            if name in values:
+                continue
+            term_pred, term_target = self.routes[name].select(self.name, name, pred, target)
+            parts, part_counts = term.measured_components(term_pred, term_target)
             values[name] = term.total(parts)
             single = len(part_counts) == 1
-            counts[name] = next(iter(part_counts.values())) if single else batch_count(pred)
-        return values, counts
+            counts[name] = next(iter(part_counts.values())) if single else batch_count(term_pred)
+        return {name: values[name] for name in self.terms}, counts
+
+    def _fused_values(
+        self, pred: Any, target: Any
+    ) -> tuple[dict[str, Tensor], dict[str, Tensor | int]]:
+        """The fused pair's values and counts; empty when there is none or it does not apply."""
+        if self.fused is None:
+            return {}, {}
+        route_pred, route_target = self.routes[self.fused.dice].select(
+            self.name, self.fused.dice, pred, target
+        )
+        return self.fused.measured(route_pred, route_target) or ({}, {})
+
+    def weighted_terms(self, components: Mapping[str, Tensor]) -> dict[str, Tensor]:
+        r"""Each component times its current effective weight (:math:`\lambda_i w_i`)."""
+        weights = self._effective_weights()
+        return {name: weights[self._index[name]] * value for name, value in components.items()}
 
     def total(self, components: Mapping[str, Tensor]) -> Tensor:
-        """The weighted sum of the components :meth:`components` returned."""
-        return sum_components(
-            {name: self.weights[name] * value for name, value in components.items()}
-        )
+        """The weighted sum of the components, plus the learned weighting's regulariser.
 
-    def forward(self, pred: Tensor, target: Tensor) -> Tensor:
+        Works on a batch's components and on epoch means alike.
+        """
+        total = sum_components(self.weighted_terms(components))
+        regularizer = self.learned.regularizer() if self.learned is not None else None
+        return total if regularizer is None else total + regularizer
+
+    def forward(self, pred: Any, target: Any) -> Tensor:
         """The weighted sum of the terms."""
         return self.total(self.components(pred, target))
+
+    # -- weights that change ----------------------------------------------------------------
+
+    def _effective_weights(self) -> list[float] | tuple[Tensor, ...]:
+        """Python numbers for fixed weighting (no device work), else tensors with gradient."""
+        if self.learned is None:
+            return self._current
+        return self._learned_weights().unbind()
+
+    def _learned_weights(self) -> Tensor:
+        return self.learned.factors() * self.term_weights
+
+    def varying_weights(self) -> dict[str, Tensor]:
+        """The current effective weight of each scheduled term, or of every learned one."""
+        names = tuple(self.terms)
+        if self.learned is not None:
+            return dict(zip(names, self._learned_weights().detach(), strict=True))
+        return {names[k]: self.term_weights[k] for k in self._scheduled}
+
+    def set_progress(self, epoch: int, step: int) -> None:
+        """Move the scheduled weights to ``epoch`` and ``step`` (the buffer too)."""
+        for k in self._scheduled:
+            weight = self._schedules[k](epoch, step)
+            if weight != self._current[k]:
+                self._current[k] = weight
+                self.term_weights[k].fill_(weight)
+
+    def end_epoch(self, epoch_means: Mapping[str, Tensor]) -> None:
+        """Hand a learned weighting the training epoch's (process-synced) mean of each term."""
+        if self.learned is not None:
+            self.learned.end_epoch(torch.stack([epoch_means[name] for name in self.terms]))
+
+
+def _read_loaded_weights(module: CompositeLoss, incompatible_keys: object) -> None:
+    """After ``load_state_dict``: scheduled weights as loaded, constant ones as configured.
+
+    A scheduled weight keeps the loaded value until :meth:`CompositeLoss.set_progress`
+    recomputes it from the (restored) epoch and step; a constant weight comes from the
+    configuration, so a checkpoint loaded into a loss with other weights uses the new ones.
+    """
+    loaded = module.term_weights.tolist()
+    for k in module._scheduled:
+        module._current[k] = loaded[k]
+    module.term_weights.copy_(torch.tensor(module._current))

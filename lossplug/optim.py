@@ -14,9 +14,11 @@ may hold the parameter-group options of :class:`ParamGroupOptions` (as MMEngine'
     bias_decay_mult: 0.0       # ... nor on biases
 
 Every trainable parameter of the module joins the optimizer, the criterion's learnable
-parameters included. A scheduler config may hold Lightning's ``interval``, ``frequency``,
-``monitor``, ``strict`` and ``name``; run-length options left ``null`` (``T_max``,
-``total_steps``) are filled from the trainer, and ``max_lr: null`` with each group's lr.
+parameters included; learned loss weights (:class:`~lossplug.weighting.LearnedWeighting`,
+e.g. uncertainty weighting's log-variances) get no weight decay. A scheduler config may hold
+Lightning's ``interval``, ``frequency``, ``monitor``, ``strict`` and ``name``; run-length
+options left ``null`` (``T_max``, ``total_steps``) are filled from the trainer, and
+``max_lr: null`` with each group's lr.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ from torch.optim import Optimizer
 
 from lossplug._config import ConfigError, check_options, is_config, split_config
 from lossplug._validation import check_number
+from lossplug.weighting import LearnedWeighting
 
 #: lossplug's parameter-group options in an optimizer config (not passed to the optimizer).
 PARAM_GROUP_OPTIONS = ("lr_mult", "norm_decay_mult", "bias_decay_mult")
@@ -96,7 +99,9 @@ def param_groups(module: nn.Module, options: ParamGroupOptions) -> list[dict[str
         prefix = _longest_prefix(name, options.lr_mult)
         used_prefixes.add(prefix)
         lr_mult = options.lr_mult.get(prefix, 1.0)
-        if isinstance(owner, _NORM_TYPES):
+        if isinstance(owner, LearnedWeighting):
+            decay_mult = 0.0  # learned loss weights: decay would pull them to a fixed value
+        elif isinstance(owner, _NORM_TYPES):
             decay_mult = options.norm_decay_mult
         elif name.rsplit(".", 1)[-1] == "bias":
             decay_mult = options.bias_decay_mult

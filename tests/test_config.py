@@ -35,6 +35,10 @@ LOSS_EXPERIMENTS = [
     ("dice", "segmentation"),
     ("tversky", "segmentation"),
     ("dice_ce", "segmentation"),
+    ("dice_ce_ramp", "segmentation"),
+    ("dice_ce_uncertainty", "segmentation"),
+    ("dice_ce_dwa", "segmentation"),
+    ("focal_dice", "segmentation"),
     ("focal", "segmentation"),
     ("cross_entropy", "segmentation"),
     ("bce", "segmentation"),
@@ -59,6 +63,7 @@ def test_the_documented_choices_exist():
             *("mse", "l1", "huber", "smooth_l1"),
             *("cross_entropy", "bce", "kl_div", "hinge", "focal"),
             *("dice", "tversky", "dice_ce", "triplet", "contrastive"),
+            *("dice_ce_ramp", "dice_ce_uncertainty", "dice_ce_dwa", "focal_dice"),
         ]
     )
     assert options("optimizer") == ["adam", "adamw", "rmsprop", "sgd"]
@@ -73,7 +78,10 @@ def test_the_documented_choices_exist():
     assert {loss for loss, _ in LOSS_EXPERIMENTS} == set(options("loss"))
 
 
-@pytest.mark.parametrize("name", [n for n in options("loss") if n != "dice_ce"])
+COMPOSITES = {"dice_ce", "dice_ce_ramp", "dice_ce_uncertainty", "dice_ce_dwa", "focal_dice"}
+
+
+@pytest.mark.parametrize("name", [n for n in options("loss") if n not in COMPOSITES])
 def test_each_loss_config_lists_every_option_of_its_class(name):
     cfg = OmegaConf.load(CONF / "loss" / f"{name}.yaml")
     parameters = inspect.signature(get_object(cfg._target_)).parameters
@@ -92,7 +100,10 @@ def test_every_loss_runs_with_a_matching_experiment(compose_train, loss, experim
     component_names = job.model.criterion.components.__self__  # the built criterion
     assert component_names is job.model.criterion
     logged = {key.split("/")[-1] for key in metrics if key.startswith("val/loss/")}
-    expected = {"dice_ce": {"dice", "ce"}, "contrastive": {"pos", "neg"}}
+    expected = {name: {"dice", "ce"} for name in COMPOSITES} | {
+        "focal_dice": {"focal", "dice"},
+        "contrastive": {"pos", "neg"},
+    }
     assert logged == expected.get(loss, {job.model.criterion.name})
 
 

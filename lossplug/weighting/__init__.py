@@ -1,0 +1,33 @@
+"""Loss weighting for :class:`~lossplug.CompositeLoss`: schedules and learned weights."""
+
+from lossplug.weighting.base import LearnedWeighting
+from lossplug.weighting.dwa import DynamicWeightAverage
+from lossplug.weighting.schedules import (
+    SCHEDULES,
+    Constant,
+    Cosine,
+    Linear,
+    Step,
+    WeightSchedule,
+    parse_schedule,
+)
+from lossplug.weighting.uncertainty import UncertaintyWeighting
+
+#: ``weighting=`` names of :class:`~lossplug.CompositeLoss`; ``"fixed"`` learns nothing.
+WEIGHTINGS: dict[str, type[LearnedWeighting]] = {
+    cls.name: cls for cls in (UncertaintyWeighting, DynamicWeightAverage)
+}
+
+__all__ = [
+    "SCHEDULES",
+    "WEIGHTINGS",
+    "Constant",
+    "Cosine",
+    "DynamicWeightAverage",
+    "LearnedWeighting",
+    "Linear",
+    "Step",
+    "UncertaintyWeighting",
+    "WeightSchedule",
+    "parse_schedule",
+]

@@ -1,0 +1,36 @@
+"""The interface of learned loss weightings: per-term factors that training adapts."""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+from torch import Tensor, nn
+
+
+class LearnedWeighting(nn.Module):
+    r"""Factors :math:`\lambda_i` that multiply the terms' configured weights.
+
+    A :class:`~lossplug.CompositeLoss` with a learned weighting forms
+    :math:`\sum_i \lambda_i w_i L_i` plus :meth:`regularizer`. The factors live in the
+    module's parameters or buffers, so they follow it across devices and into checkpoints.
+
+    Args:
+        num_terms: how many terms are weighted.
+    """
+
+    name: ClassVar[str]
+
+    def __init__(self, num_terms: int) -> None:
+        super().__init__()
+        self.num_terms = num_terms
+
+    def factors(self) -> Tensor:
+        """The current factor of each term, shape ``(num_terms,)``."""
+        raise NotImplementedError
+
+    def regularizer(self) -> Tensor | None:
+        """A term the total adds besides the weighted losses, or ``None``."""
+        return None
+
+    def end_epoch(self, epoch_means: Tensor) -> None:
+        """Adapt to a training epoch's mean of each term, shape ``(num_terms,)``; no-op here."""

@@ -1,0 +1,109 @@
+"""A 2-process DDP (gloo, CPU) job with Dynamic Weight Average; run as a script.
+
+    python tests/ddp_weighting_job.py OUT_DIR
+
+Each rank trains on its own slice of the data (rank 0: 64 samples, rank 1: 48 whose targets
+are scaled, so the ranks' local epoch means differ a lot; no distributed sampler). After each
+training epoch every rank records the DWA weights, the epoch means the criterion received
+and the epoch means of its own batches only, and writes them to ``rank{r}.json``.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import lightning as L
+import torch
+from lightning.pytorch.strategies import DDPStrategy
+from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
+
+from lossplug import CompositeLoss, LossPlugMixin
+from lossplug.losses import L1Loss, MSELoss
+
+RANK_SLICES = (slice(0, 64), slice(64, 112))
+
+
+def make_data() -> TensorDataset:
+    generator = torch.Generator().manual_seed(0)
+    x = torch.randn(112, 4, generator=generator)
+    y = x @ torch.randn(4, 2, generator=generator) + torch.randn(112, 2, generator=generator)
+    y[64:] *= 5.0  # rank 1's targets: a different scale, so its local means differ
+    return TensorDataset(x, y)
+
+
+class Job(LossPlugMixin, L.LightningModule):
+    def __init__(self) -> None:
+        loss = CompositeLoss(
+            {"mse": MSELoss(), "l1": L1Loss()},
+            inputs={"mse": {"pred": 0, "target": 0}, "l1": {"pred": 1, "target": 1}},
+            weighting="dwa",
+        )
+        super().__init__(loss=loss, optimizer=_sgd)
+        self.net = nn.Linear(4, 2)
+        self.data = make_data()
+        self.local_sums = torch.zeros(2, dtype=torch.float64)
+        self.local_count = 0
+        self.records: list[dict[str, list[float]]] = []
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        out = self.net(x)
+        return out[:, 0], out[:, 1]
+
+    def split_batch(self, batch):
+        x, y = batch
+        return x, (y[:, 0], y[:, 1])
+
+    def training_step(self, batch, batch_idx: int) -> torch.Tensor:
+        loss = super().training_step(batch, batch_idx)
+        parts = self.step_components
+        size = batch[0].shape[0]
+        self.local_sums += size * torch.stack([parts["mse"], parts["l1"]]).detach().double()
+        self.local_count += size
+        return loss
+
+    def train_dataloader(self) -> DataLoader:
+        mine = self.data[RANK_SLICES[self.global_rank]]
+        # 4 batches on each rank: DDP all-reduces gradients every step
+        return DataLoader(TensorDataset(*mine), batch_size=(16, 12)[self.global_rank])
+
+    def on_train_epoch_end(self) -> None:
+        super().on_train_epoch_end()  # logs the synced means and hands them to DWA
+        learned = self.criterion.learned
+        self.records.append(
+            {
+                "weights": learned.lambdas.tolist(),
+                "synced_means": learned.history[1].tolist(),
+                "local_means": (self.local_sums / self.local_count).tolist(),
+            }
+        )
+        self.local_sums.zero_()
+        self.local_count = 0
+
+
+def _sgd(params):
+    return torch.optim.SGD(params, lr=0.02)
+
+
+def main(out: Path) -> None:
+    L.seed_everything(0)
+    model = Job()
+    trainer = L.Trainer(
+        accelerator="cpu",
+        devices=2,
+        strategy=DDPStrategy(process_group_backend="gloo"),
+        max_epochs=4,
+        use_distributed_sampler=False,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
+    trainer.fit(model)
+    (out / f"rank{trainer.global_rank}.json").write_text(json.dumps(model.records))
+
+
+if __name__ == "__main__":
+    main(Path(sys.argv[1]))
