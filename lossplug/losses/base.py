@@ -27,6 +27,10 @@ class LossModule(nn.Module):
 
     name: ClassVar[str] = "loss"
     input_space: InputSpace = "values"
+    #: the dimension of ``pred`` holding the classes, along which probabilities sum to 1 (a
+    #: softmax); ``None`` where every element is a probability of its own (a sigmoid). The
+    #: input checks (:mod:`lossplug.input_checks`) read it to recognise misplaced softmaxes.
+    class_dim: int | None = 1
     #: attribute names shown in ``repr(loss)`` besides ``reduction``.
     repr_options: ClassVar[tuple[str, ...]] = ()
 

@@ -73,6 +73,7 @@ class BCELoss(LossModule):
 
     name = "bce"
     repr_options = ("input",)
+    class_dim = None
 
     def __init__(
         self,
@@ -129,6 +130,11 @@ class KLDivLoss(LossModule):
         )
         self.log_target = bool(log_target)
         self.dim = int(dim)
+
+    @property
+    def class_dim(self) -> int:
+        """The distribution dimension, :attr:`dim`."""
+        return self.dim
 
     def forward(self, pred: Tensor, target: Tensor) -> Tensor:
         """The divergence of ``target`` from ``pred`` (log-probabilities)."""

@@ -54,6 +54,11 @@ class FocalLoss(LossModule):
             self.alpha = None
             self.register_buffer("alpha_per_class", check_weight_tensor(self.name, "alpha", alpha))
 
+    @property
+    def class_dim(self) -> int | None:
+        """Dim 1 (a softmax) in multiclass mode; ``None`` (a sigmoid per element) otherwise."""
+        return 1 if self.mode == "multiclass" else None
+
     def forward(self, pred: Tensor, target: Tensor) -> Tensor:
         """The loss of logits against labels (binary/multilabel) or class indices."""
         alpha = self.alpha if self.alpha is not None else self.alpha_per_class

@@ -56,6 +56,11 @@ class _OverlapLoss(LossModule):
         self.weight: Tensor | None
         self.register_buffer("weight", check_weight_tensor(self.name, "weight", weight))
 
+    @property
+    def class_dim(self) -> int | None:
+        """Dim 1 (a softmax) in multiclass mode; ``None`` (a sigmoid per element) otherwise."""
+        return 1 if self.mode == "multiclass" else None
+
     def _shared_options(self) -> dict[str, object]:
         """The keyword arguments every overlap functional takes, from this module's options."""
         return {
