@@ -14,6 +14,7 @@ from lossplug._validation import value_checks
 from lossplug.composite import CompositeLoss, Route
 from lossplug.input_checks import InputMisuseError, InputMisuseWarning, detect_misuse
 from lossplug.losses import LossModule, MultiTermLoss
+from lossplug.nonfinite import NonFiniteLossError, NonFiniteLossWarning
 from lossplug.registry import (
     CallableLoss,
     UnknownLossError,
@@ -24,6 +25,7 @@ from lossplug.registry import (
 
 if TYPE_CHECKING:
     from lossplug._config import ConfigError
+    from lossplug.diagnostics import GradientDiagnostics
     from lossplug.mixin import LossPlugMixin
 
 __version__ = "0.1.0"
@@ -32,11 +34,14 @@ __all__ = [
     "CallableLoss",
     "CompositeLoss",
     "ConfigError",
+    "GradientDiagnostics",
     "InputMisuseError",
     "InputMisuseWarning",
     "LossModule",
     "LossPlugMixin",
     "MultiTermLoss",
+    "NonFiniteLossError",
+    "NonFiniteLossWarning",
     "Route",
     "UnknownLossError",
     "__version__",
@@ -50,7 +55,11 @@ __all__ = [
     "weighting",
 ]
 
-_LAZY = {"LossPlugMixin": "lossplug.mixin", "ConfigError": "lossplug._config"}
+_LAZY = {
+    "LossPlugMixin": "lossplug.mixin",
+    "ConfigError": "lossplug._config",
+    "GradientDiagnostics": "lossplug.diagnostics",
+}
 
 
 def __getattr__(name: str) -> Any:

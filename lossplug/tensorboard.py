@@ -33,6 +33,8 @@ def custom_scalars_layout(component_names: Sequence[str] | None) -> dict[str, An
             patterns += [f"^{re.escape(f'{stage}/loss/{name}')}$" for name in component_names]
         charts[f"{stage} loss and components"] = ["Multiline", patterns]
     charts["loss weights"] = ["Multiline", [r"^train/loss_weight/.*$"]]
+    charts["gradient norm per term"] = ["Multiline", [r"^train/grad_norm/.*$"]]
+    charts["gradient cosine between terms"] = ["Multiline", [r"^train/grad_cosine/.*$"]]
     return {"lossplug": charts}
 
 
