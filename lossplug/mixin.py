@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import inspect
 import warnings
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from hydra.utils import instantiate
@@ -31,11 +31,14 @@ from lossplug._config import check_options, is_config, to_plain
 from lossplug.input_checks import InputChecks
 from lossplug.losses.base import LossModule
 from lossplug.metrics import LossMetrics
+from lossplug.nonfinite import NonFiniteGuard, drop_unless
 from lossplug.optim import OptimizerSpec, SchedulerSpec
 from lossplug.registry import build_loss
 from lossplug.tensorboard import log_final_hparams, write_layout
 
 STAGES = ("train", "val", "test")
+#: where the mixin's own state (the skipped-step counter) is kept in a checkpoint.
+CHECKPOINT_KEY = "lossplug"
 
 # The epoch loss values are already summed over processes by LossMetrics (one all_reduce),
 # so Lightning's advice to sync them again does not apply to them.
@@ -62,10 +65,18 @@ class LossPlugMixin:
             given to a logits loss, ...): ``"first"`` on the first batch of each stage (the
             default; later batches pay no host sync), ``"always"`` or ``"never"``. Shape and
             dtype checks always run: they cost nothing.
+        on_nonfinite: what a NaN or infinite loss does (see :mod:`lossplug.nonfinite`):
+            ``"raise"`` (the default) stops naming the stage, epoch, batch and components;
+            ``"skip"`` drops the training step (no optimizer step) and leaves the batch out
+            of the epoch means, counting dropped steps as ``train/nonfinite_skipped``;
+            ``"warn"`` warns and goes on. Only ``"skip"`` reads a value on the host every
+            optimizer step; the others check at the trainer's logging steps.
 
     The default steps expect ``(inputs, target)`` batches. For another layout override
     :meth:`split_batch`; to adapt the model's output to the loss override :meth:`loss_inputs`;
-    to track metrics override :meth:`update_metrics`.
+    to track metrics override :meth:`update_metrics`. A subclass that overrides a Lightning
+    hook the mixin implements (``optimizer_step``, ``on_save_checkpoint``,
+    ``on_train_batch_start``, ...) calls ``super()`` in it.
     """
 
     criterion: LossModule
@@ -76,11 +87,14 @@ class LossPlugMixin:
         optimizer: Any,
         scheduler: Any = None,
         check_inputs: str = "first",
+        on_nonfinite: str = "raise",
     ) -> None:
         super().__init__()
         self._save_config_hyperparameters(inspect.currentframe())
         self.criterion = build_criterion(loss)
         self.input_checks = InputChecks(check_inputs)
+        self.nonfinite = NonFiniteGuard(on_nonfinite)
+        self._batch_idx = 0  # the current batch's index in its epoch, for messages
         #: the current training step's components, graph attached, for callbacks such as
         #: :class:`~lossplug.diagnostics.GradientDiagnostics`; ``None`` outside a step.
         self.step_components: dict[str, Tensor] | None = None
@@ -124,7 +138,10 @@ class LossPlugMixin:
         total = self.criterion.total(components)
         if stage == "train":
             self.step_components = components
-        self.log_loss(stage, total, components, counts)
+        keep = self.nonfinite.observe(stage, self.current_epoch, self._batch_idx, total, components)
+        self.log_loss(stage, total, components, counts, keep)
+        if stage == "train" and self._writes_step_logs():
+            self.nonfinite.check("train")  # the logger reads values back now anyway
         self.update_metrics(stage, output, target)
         return total
 
@@ -146,27 +163,40 @@ class LossPlugMixin:
         total: Tensor,
         components: Mapping[str, Tensor],
         counts: Mapping[str, Tensor | int],
+        keep: Tensor | None = None,
     ) -> None:
         """Accumulate a batch's components for the epoch; log training values per step.
 
-        Per step (training only, this process's values, no sync): ``train_step/loss`` every
-        step and ``train_step/loss/{name}`` on the steps the trainer writes logs
-        (``log_every_n_steps``), both in the progress bar, with ``train/loss_weight/{name}``
-        for every weight that is not constant; logging each component every step
-        would cost more than the step itself for small models. Per epoch, every stage logs
+        Per step (training only, this process's values, no sync), on the steps the trainer
+        writes logs (``log_every_n_steps``): ``train_step/loss`` and ``train_step/loss/{name}``,
+        both in the progress bar, and ``train/loss_weight/{name}`` for every weight that is not
+        constant. Values logged on other steps would never reach a logger, and ``self.log``
+        costs more than the loss itself for small models. Per epoch, every stage logs
         ``{stage}/loss`` and ``{stage}/loss/{name}`` from :class:`~lossplug.metrics.LossMetrics`:
         exact sample-weighted means over all processes, synced once per epoch.
+
+        ``keep`` (a boolean device scalar, given under ``on_nonfinite="skip"``) leaves the
+        batch out of the epoch means when false, without a host read.
         """
+        if keep is not None:
+            components, counts = drop_unless(keep, components, counts)
         self.loss_metrics[f"{stage}_loss"].update(components, counts)
-        if stage != "train":
+        if stage != "train" or not self._writes_step_logs():
             return
         self.log("train_step/loss", total, on_step=True, on_epoch=False, prog_bar=True)
-        if not self.trainer._logger_connector.should_update_logs:
-            return
         for name, value in components.items():
             self.log(f"train_step/loss/{name}", value, on_step=True, on_epoch=False, prog_bar=True)
         for name, weight in self.criterion.varying_weights().items():
             self.log(f"train/loss_weight/{name}", weight, on_step=True, on_epoch=False)
+
+    def _writes_step_logs(self) -> bool:
+        """Whether the trainer writes this training step's logs (``log_every_n_steps``).
+
+        Values logged on other steps would reach only the progress bar, which keeps showing the
+        last written ones; skipping ``self.log`` there saves most of the logging cost.
+        """
+        trainer = self.trainer
+        return bool(trainer.fast_dev_run) or trainer._logger_connector.should_update_logs
 
     def log_epoch_loss(self, stage: str) -> None:
         """Log the epoch values of ``stage`` (one collective) and start a new epoch.
@@ -176,7 +206,13 @@ class LossPlugMixin:
         of the logged components. The training means then go to the criterion's
         :meth:`~lossplug.LossModule.end_epoch` (weights that adapt per epoch); they are the
         same on every process, so every process gets the same weights.
+
+        First the epoch's last batches are checked for non-finite losses (which raises under
+        ``on_nonfinite="raise"``). Under ``"skip"``, ``{stage}/nonfinite_skipped`` is logged
+        too: for training the optimizer steps dropped since the run began, for validation and
+        test the batches left out of this epoch's means, over all processes.
         """
+        dropped = self.nonfinite.end_epoch(stage)
         metric = self.loss_metrics[f"{stage}_loss"]
         means = metric.compute()
         metric.reset()
@@ -184,12 +220,28 @@ class LossPlugMixin:
         self.log(f"{stage}/loss", self.criterion.total(means), prog_bar=stage == "val", **options)
         for name, value in means.items():
             self.log(f"{stage}/loss/{name}", value, **options)
+        if self.nonfinite.skips and stage == "train":  # the same count on every process
+            self.log("train/nonfinite_skipped", float(self.nonfinite.skipped_steps), **options)
+        elif self.nonfinite.skips:
+            dropped_here = {"on_epoch": True, "sync_dist": True, "reduce_fx": "sum"}
+            self.log(f"{stage}/nonfinite_skipped", float(dropped), **dropped_here)
         if stage == "train":
             self.criterion.end_epoch(means)
 
     def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
         """Move scheduled loss weights to the current epoch and step."""
+        self._batch_idx = batch_idx
         self.criterion.set_progress(self.current_epoch, self.global_step)
+
+    def on_validation_batch_start(
+        self, batch: Any, batch_idx: int, dataloader_idx: int = 0
+    ) -> None:
+        """Note the batch's index (for messages about a non-finite loss)."""
+        self._batch_idx = batch_idx
+
+    def on_test_batch_start(self, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> None:
+        """Note the batch's index (for messages about a non-finite loss)."""
+        self._batch_idx = batch_idx
 
     def on_after_backward(self) -> None:
         """Drop the step's components (their graph is spent)."""
@@ -212,7 +264,18 @@ class LossPlugMixin:
         self.log_epoch_loss("test")
 
     def on_fit_start(self) -> None:
-        """Write the TensorBoard custom-scalars layout once (rank 0)."""
+        """Write the TensorBoard custom-scalars layout once (rank 0).
+
+        Raises:
+            ValueError: for ``on_nonfinite="skip"`` with manual optimization (the step to
+                skip is then the module's own).
+        """
+        if self.nonfinite.skips and not self.automatic_optimization:
+            raise ValueError(
+                "LossPlugMixin: on_nonfinite='skip' drops the optimizer steps Lightning takes; "
+                "with manual optimization, check the loss in your training_step or use "
+                "on_nonfinite='raise' or 'warn'"
+            )
         if self.trainer.is_global_zero:
             write_layout(self.trainer.loggers, self.criterion.component_names())
 
@@ -221,7 +284,37 @@ class LossPlugMixin:
         if self.trainer.is_global_zero:
             log_final_hparams(self.trainer.loggers, self.hparams, self.trainer.callback_metrics)
 
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Check for non-finite losses first (no poisoned checkpoint); keep the skip counter."""
+        self.nonfinite.check("train")
+        checkpoint[CHECKPOINT_KEY] = self.nonfinite.state_dict()
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Restore the skip counter."""
+        self.nonfinite.load_state_dict(checkpoint.get(CHECKPOINT_KEY, {}))
+
     # -- optimisation -----------------------------------------------------------------------
+
+    def optimizer_step(
+        self,
+        epoch: int,
+        batch_idx: int,
+        optimizer: Any,
+        optimizer_closure: Callable[[], Any] | None = None,
+    ) -> None:
+        """Step the optimizer, unless ``on_nonfinite="skip"`` drops this step.
+
+        Under ``"skip"`` the closure (training step and backward) runs first, then one host
+        read decides: a non-finite loss in any batch of the step, on any process, leaves the
+        optimizer uncalled. The optimizer must evaluate its closure once (not L-BFGS).
+        """
+        if not self.nonfinite.skips:
+            super().optimizer_step(epoch, batch_idx, optimizer, optimizer_closure)
+            return
+        loss = optimizer_closure() if optimizer_closure is not None else None
+        if self.nonfinite.end_step():
+            return
+        super().optimizer_step(epoch, batch_idx, optimizer, lambda: loss)
 
     def configure_optimizers(self) -> Any:
         """The optimizer over every trainable parameter (the criterion's too) and its scheduler."""

@@ -114,7 +114,12 @@ def test_training_step_returns_the_total_that_is_backpropagated():
 
 def test_built_objects_work_and_are_not_saved_as_hyperparameters():
     model = Lit(F.smooth_l1_loss, functools.partial(torch.optim.Adam, lr=0.01), width=4)
-    assert dict(model.hparams) == {"width": 4, "scheduler": None, "check_inputs": "first"}
+    assert dict(model.hparams) == {
+        "width": 4,
+        "scheduler": None,
+        "check_inputs": "first",
+        "on_nonfinite": "raise",
+    }
     run = trainer(limit_train_batches=2, limit_val_batches=1)
     run.fit(model, loader(), loader())
     assert "val/loss/smooth_l1_loss" in run.callback_metrics

@@ -2,7 +2,8 @@
 
 They give every loss of the catalogue something to learn: digit classification, shape
 segmentation, diabetes regression and digit embeddings. Each logs one quality metric for
-validation and test as ``{stage}/{metric_name}``.
+validation and test as ``{stage}/{metric_name}``. Every task takes the mixin's own options,
+``check_inputs`` and ``on_nonfinite``, as keywords and hands them on unchanged.
 """
 
 from __future__ import annotations
@@ -59,8 +60,22 @@ class _ClassScoreTask(_DemoTask):
     the targets become one-hot ``(N, C, *)`` floats, as BCE and KL divergence need.
     """
 
-    def __init__(self, loss: Any, optimizer: Any, scheduler: Any, target_format: str) -> None:
-        super().__init__(loss=loss, optimizer=optimizer, scheduler=scheduler)
+    def __init__(
+        self,
+        loss: Any,
+        optimizer: Any,
+        scheduler: Any,
+        target_format: str,
+        check_inputs: str,
+        on_nonfinite: str,
+    ) -> None:
+        super().__init__(
+            loss=loss,
+            optimizer=optimizer,
+            scheduler=scheduler,
+            check_inputs=check_inputs,
+            on_nonfinite=on_nonfinite,
+        )
         check_choice(type(self).__name__, "target_format", target_format, TARGET_FORMATS)
         self.target_format = target_format
 
@@ -84,6 +99,8 @@ class Classifier(_ClassScoreTask):
         num_classes: number of classes.
         dropout: dropout probability in the backbone.
         target_format: ``"index"`` or ``"one_hot"`` targets for the loss.
+        check_inputs: when input values are checked, see :class:`~lossplug.LossPlugMixin`.
+        on_nonfinite: what a NaN or infinite loss does, see :class:`~lossplug.LossPlugMixin`.
     """
 
     metric_name = "acc"
@@ -98,8 +115,10 @@ class Classifier(_ClassScoreTask):
         num_classes: int = 10,
         dropout: float = 0.1,
         target_format: str = "index",
+        check_inputs: str = "first",
+        on_nonfinite: str = "raise",
     ) -> None:
-        super().__init__(loss, optimizer, scheduler, target_format)
+        super().__init__(loss, optimizer, scheduler, target_format, check_inputs, on_nonfinite)
         self.backbone = MLP(in_features, hidden, dropout)
         self.head = nn.Linear(self.backbone.out_features, num_classes)
         self.track(lambda: MulticlassAccuracy(num_classes))
@@ -120,6 +139,8 @@ class Segmenter(_ClassScoreTask):
         num_classes: number of classes, background included.
         width: channels of the U-Net's first level.
         target_format: ``"index"`` or ``"one_hot"`` targets for the loss.
+        check_inputs: when input values are checked, see :class:`~lossplug.LossPlugMixin`.
+        on_nonfinite: what a NaN or infinite loss does, see :class:`~lossplug.LossPlugMixin`.
     """
 
     metric_name = "miou"
@@ -133,8 +154,10 @@ class Segmenter(_ClassScoreTask):
         num_classes: int = 3,
         width: int = 16,
         target_format: str = "index",
+        check_inputs: str = "first",
+        on_nonfinite: str = "raise",
     ) -> None:
-        super().__init__(loss, optimizer, scheduler, target_format)
+        super().__init__(loss, optimizer, scheduler, target_format, check_inputs, on_nonfinite)
         self.net = TinyUNet(in_channels, num_classes, width)
         self.track(lambda: MulticlassJaccardIndex(num_classes))
 
@@ -153,6 +176,8 @@ class Regressor(_DemoTask):
         in_features: input size.
         hidden: hidden widths.
         dropout: dropout probability.
+        check_inputs: when input values are checked, see :class:`~lossplug.LossPlugMixin`.
+        on_nonfinite: what a NaN or infinite loss does, see :class:`~lossplug.LossPlugMixin`.
     """
 
     metric_name = "r2"
@@ -165,8 +190,16 @@ class Regressor(_DemoTask):
         in_features: int = 10,
         hidden: Sequence[int] = (64,),
         dropout: float = 0.0,
+        check_inputs: str = "first",
+        on_nonfinite: str = "raise",
     ) -> None:
-        super().__init__(loss=loss, optimizer=optimizer, scheduler=scheduler)
+        super().__init__(
+            loss=loss,
+            optimizer=optimizer,
+            scheduler=scheduler,
+            check_inputs=check_inputs,
+            on_nonfinite=on_nonfinite,
+        )
         self.backbone = MLP(in_features, hidden, dropout)
         self.head = nn.Linear(self.backbone.out_features, 1)
         self.track(R2Score)
@@ -187,6 +220,8 @@ class Embedder(_DemoTask):
         hidden: hidden widths.
         embedding_dim: size of the embeddings.
         normalize: whether embeddings are scaled to unit length.
+        check_inputs: when input values are checked, see :class:`~lossplug.LossPlugMixin`.
+        on_nonfinite: what a NaN or infinite loss does, see :class:`~lossplug.LossPlugMixin`.
     """
 
     metric_name = "knn_acc"
@@ -200,8 +235,16 @@ class Embedder(_DemoTask):
         hidden: Sequence[int] = (128,),
         embedding_dim: int = 32,
         normalize: bool = True,
+        check_inputs: str = "first",
+        on_nonfinite: str = "raise",
     ) -> None:
-        super().__init__(loss=loss, optimizer=optimizer, scheduler=scheduler)
+        super().__init__(
+            loss=loss,
+            optimizer=optimizer,
+            scheduler=scheduler,
+            check_inputs=check_inputs,
+            on_nonfinite=on_nonfinite,
+        )
         self.backbone = MLP(in_features, hidden)
         self.head = nn.Linear(self.backbone.out_features, embedding_dim)
         self.normalize = normalize

@@ -1,0 +1,104 @@
+"""Resuming a training job where it stopped, its TensorBoard curves included.
+
+A run killed mid-epoch (SIGKILL, a pre-empted node, a crash) restarts from its last
+checkpoint. Lightning restores the epoch and step counters, the optimizer, the scheduler and
+every module's state: the model, scheduled and learned loss weights (buffers and parameters
+of the criterion) and lossplug's count of skipped non-finite steps. The TensorBoard run goes
+on too: the resumed job writes into the same version directory and first purges every event
+the killed job logged at or after the checkpoint's step (``SummaryWriter(purge_step=...)``),
+so each step shows once, without gaps or duplicates.
+
+The resumed job logs its first step at the checkpoint's ``global_step``, wherever the
+checkpoint was saved (mid-epoch every ``every_n_train_steps``, or at an epoch's end): that is
+the purge step. This holds for automatic optimization with one optimizer, what
+:class:`~lossplug.LossPlugMixin` does.
+"""
+
+from __future__ import annotations
+
+import re
+import shlex
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+from lightning.pytorch.callbacks import Callback, ModelCheckpoint
+
+#: the ``ckpt_path`` that means "the newest ``last.ckpt`` of the run's checkpoint folders".
+LAST = "last"
+_LAST_FILE = re.compile(r"^last(-v\d+)?\.ckpt$")
+_VERSION_DIR = re.compile(r"^version_(\d+)$")
+
+
+def find_checkpoint(ckpt_path: str | None, callbacks: Sequence[Callback]) -> str | None:
+    """The checkpoint file a run resumes from.
+
+    Args:
+        ckpt_path: ``None``, a checkpoint file, or ``"last"``: the newest ``last*.ckpt`` in
+            the ``dirpath`` of the :class:`~lightning.pytorch.callbacks.ModelCheckpoint`
+            callbacks (as Lightning reads it). Lightning's other special values (``"best"``,
+            ``"hpc"``, ...) come back unchanged.
+        callbacks: the run's callbacks.
+
+    Returns:
+        The file, or ``ckpt_path`` itself when it names none; ``"last"`` without any last
+        checkpoint stays ``"last"`` (Lightning then warns and starts afresh).
+    """
+    if ckpt_path != LAST:
+        return ckpt_path
+    folders = {
+        Path(cb.dirpath) for cb in callbacks if isinstance(cb, ModelCheckpoint) and cb.dirpath
+    }
+    found = [
+        path
+        for folder in folders
+        if folder.is_dir()
+        for path in folder.iterdir()
+        if _LAST_FILE.match(path.name)
+    ]
+    if not found:
+        return ckpt_path
+    return str(max(found, key=lambda path: path.stat().st_mtime))
+
+
+def is_checkpoint_file(ckpt_path: str | None) -> bool:
+    """Whether ``ckpt_path`` is an existing file (not ``None`` or a special value)."""
+    return ckpt_path is not None and Path(ckpt_path).is_file()
+
+
+def checkpoint_step(path: str | Path) -> int:
+    """The ``global_step`` stored in a Lightning checkpoint: the resumed run's first step.
+
+    The file is memory-mapped, so its tensors are not read.
+    """
+    checkpoint = torch.load(path, map_location="cpu", mmap=True, weights_only=False)
+    return int(checkpoint["global_step"])
+
+
+def latest_version(root_dir: str | Path) -> int | None:
+    """The highest ``version_N`` folder under a logger's root, or ``None`` if there is none."""
+    root = Path(root_dir)
+    if not root.is_dir():
+        return None
+    versions = [
+        int(match.group(1))
+        for path in root.iterdir()
+        if path.is_dir() and (match := _VERSION_DIR.match(path.name))
+    ]
+    return max(versions, default=None)
+
+
+def resume_command(script: str, overrides: Sequence[str], run_dir: str | Path) -> str:
+    """The command line that resumes a Hydra run: its overrides, its folder, the last checkpoint.
+
+    Args:
+        script: the entry point, e.g. ``"scripts/train.py"``.
+        overrides: the run's task overrides (``HydraConfig.get().overrides.task``).
+        run_dir: the run's output folder.
+
+    Returns:
+        ``python script overrides... hydra.run.dir=run_dir ckpt_path=last``, shell-quoted.
+    """
+    kept = [item for item in overrides if not item.startswith("ckpt_path=")]
+    words = ["python", script, *kept, f"hydra.run.dir={run_dir}", f"ckpt_path={LAST}"]
+    return shlex.join(words)

@@ -1,0 +1,106 @@
+"""A 2-process DDP (gloo, CPU) run with ``on_nonfinite="skip"``; run as a script.
+
+    python tests/nonfinite_ddp_job.py OUT_DIR
+
+Each rank trains on its own data; only rank 1 has a NaN target, in training batch 2 and in
+validation batch 1. Every rank writes ``rank{R}.json``: whether its parameters and optimizer
+state were unchanged by training batch 2 (and changed by batch 3), its skip counter, its
+final parameters and, on rank 0, the logged counters.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import lightning as L
+import torch
+from lightning.pytorch.callbacks import Callback
+from lightning.pytorch.strategies import DDPStrategy
+from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
+
+from lossplug import LossPlugMixin
+
+BAD_TRAIN_BATCH = 2
+BAD_VAL_BATCH = 1
+SGD = {"_target_": "torch.optim.SGD", "_partial_": True, "lr": 0.05, "momentum": 0.9}
+
+
+def rank_data(rank: int, bad_batch: int, batches: int) -> DataLoader:
+    generator = torch.Generator().manual_seed(rank)
+    x = torch.randn(batches * 4, 3, generator=generator)
+    y = x @ torch.tensor([1.0, -2.0, 0.5])
+    if rank == 1:
+        y[bad_batch * 4] = float("nan")
+    return DataLoader(TensorDataset(x, y), batch_size=4)
+
+
+class Job(LossPlugMixin, L.LightningModule):
+    def __init__(self) -> None:
+        super().__init__(loss="mse", optimizer={**SGD, "weight_decay": 0.1}, on_nonfinite="skip")
+        self.net = nn.Linear(3, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x).squeeze(-1)
+
+    def train_dataloader(self) -> DataLoader:
+        return rank_data(self.global_rank, BAD_TRAIN_BATCH, batches=5)
+
+    def val_dataloader(self) -> DataLoader:
+        return rank_data(self.global_rank, BAD_VAL_BATCH, batches=3)
+
+
+class StepEffects(Callback):
+    """Whether each training batch changed the parameters or the optimizer state."""
+
+    def __init__(self) -> None:
+        self.changed: dict[int, bool] = {}
+        self._before: list[torch.Tensor] = []
+
+    @staticmethod
+    def _state(trainer: L.Trainer, module: L.LightningModule) -> list[torch.Tensor]:
+        momenta = [s["momentum_buffer"] for s in trainer.optimizers[0].state.values()]
+        return [p.detach().clone() for p in module.parameters()] + [m.clone() for m in momenta]
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        self._before = self._state(trainer, pl_module)
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        after = self._state(trainer, pl_module)
+        same = len(after) == len(self._before) and all(
+            torch.equal(a, b) for a, b in zip(after, self._before, strict=True)
+        )
+        self.changed[batch_idx] = not same
+
+
+def main(out: Path) -> None:
+    L.seed_everything(0)
+    model = Job()
+    effects = StepEffects()
+    trainer = L.Trainer(
+        accelerator="cpu",
+        devices=2,
+        strategy=DDPStrategy(process_group_backend="gloo"),
+        max_epochs=1,
+        use_distributed_sampler=False,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        callbacks=[effects],
+    )
+    trainer.fit(model)
+    result = {
+        "changed": effects.changed,
+        "skipped_steps": model.nonfinite.skipped_steps,
+        "params": [p.detach().flatten().tolist() for p in model.parameters()],
+        "metrics": {name: float(value) for name, value in trainer.callback_metrics.items()},
+    }
+    (out / f"rank{trainer.global_rank}.json").write_text(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main(Path(sys.argv[1]))
