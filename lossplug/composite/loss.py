@@ -26,7 +26,6 @@ them by :meth:`CompositeLoss.total`, so logging the parts never costs a second f
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -34,145 +33,17 @@ import torch
 from torch import Tensor, nn
 
 from lossplug._validation import check_choice
-from lossplug.functional.classification import kept_target_weight
-from lossplug.functional.overlap import dice_ce_components
+from lossplug.composite.fused import FusedDiceCE
+from lossplug.composite.routing import Route, Selector, parse_route
 from lossplug.losses.base import LossModule, batch_count, sum_components
-from lossplug.losses.classification import CrossEntropyLoss
-from lossplug.losses.overlap import DiceLoss
 from lossplug.registry import UnknownLossError, build_loss, register_loss
 from lossplug.weighting import WEIGHTINGS, Constant, LearnedWeighting, parse_schedule
 from lossplug.weighting.dwa import DEFAULT_TEMPERATURE
 
 LossLike = nn.Module | Callable[[Tensor, Tensor], Tensor]
 WeightSpec = float | Mapping[str, Any]
-Selector = int | str | None
 
-#: activations a route may apply to its prediction, and the input space each produces.
-ACTIVATIONS: dict[str, str] = {"softmax": "probs", "sigmoid": "probs", "log_softmax": "log_probs"}
 WEIGHTING_CHOICES: tuple[str, ...] = ("fixed", *WEIGHTINGS)
-
-
-@dataclasses.dataclass(frozen=True)
-class Route:
-    """Which part of the model's output and of the target a term reads.
-
-    Args:
-        pred: a key of a dict output or an index of a tuple/list output; ``None``: all of it.
-        target: the same for the target.
-        activation: ``None``, ``"softmax"`` or ``"log_softmax"`` (along dim 1) or
-            ``"sigmoid"``, applied to the selected prediction, so e.g. Dice reads
-            probabilities and cross-entropy the same logits.
-    """
-
-    pred: Selector = None
-    target: Selector = None
-    activation: str | None = None
-
-    def select(self, owner: str, term: str, pred: Any, target: Any) -> tuple[Tensor, Tensor]:
-        """The term's ``(pred, target)``, activation applied.
-
-        Raises:
-            ValueError: if the output or target has no such key or index; the message names
-                the term, the key and the available keys or length.
-        """
-        pred = _select(owner, term, "pred", pred, self.pred)
-        target = _select(owner, term, "target", target, self.target)
-        if self.activation == "sigmoid":
-            pred = pred.sigmoid()
-        elif self.activation is not None:
-            pred = getattr(pred, self.activation)(dim=1)
-        return pred, target
-
-
-def _select(owner: str, term: str, what: str, value: Any, key: Selector) -> Any:
-    """``value[key]`` for a dict, tuple or list, with an error that says what there is."""
-    if key is None:
-        return value
-    if isinstance(value, Mapping):
-        if key in value:
-            return value[key]
-        available = f"its keys are {list(value)}"
-    elif isinstance(value, (tuple, list)):
-        if isinstance(key, int) and -len(value) <= key < len(value):
-            return value[key]
-        available = f"it has {len(value)} entries (indices 0 to {len(value) - 1})"
-    else:
-        available = f"it is a single {type(value).__name__}, not a dict, tuple or list"
-    raise ValueError(
-        f"{owner}: term {term!r} reads {what}[{key!r}] (option 'inputs.{term}.{what}'), "
-        f"but {available}"
-    )
-
-
-@dataclasses.dataclass(frozen=True)
-class FusedDiceCE:
-    """A Dice term and a cross-entropy term computed from one softmax.
-
-    :func:`lossplug.functional.overlap.dice_ce_components` gives both values from one
-    softmax and one backward through it, instead of one each. It is used when the terms are
-    exactly lossplug's :class:`~lossplug.losses.DiceLoss` (multiclass, logits, mean, not
-    Jaccard, no class weights) and :class:`~lossplug.losses.CrossEntropyLoss` (mean, no
-    class weights or label smoothing) on the same route without activation, ignoring the
-    same index (Dice's ``None`` matches cross-entropy's default -100, which a valid target
-    never holds), and the target holds class indices; otherwise each term runs on its own.
-    """
-
-    dice: str
-    ce: str
-    options: Mapping[str, Any]
-
-    @classmethod
-    def find(cls, terms: nn.ModuleDict, routes: Mapping[str, Route]) -> FusedDiceCE | None:
-        """The fusable pair among ``terms``, if there is one."""
-        dice = [name for name, term in terms.items() if _fusable_dice(term)]
-        ce = [name for name, term in terms.items() if _fusable_ce(term)]
-        for dice_name, ce_name in ((d, c) for d in dice for c in ce):
-            dice_term, ce_term = terms[dice_name], terms[ce_name]
-            ignore = dice_term.ignore_index
-            same_ignore = ignore == ce_term.ignore_index or (
-                ignore is None and ce_term.ignore_index == -100
-            )
-            route = routes[dice_name]
-            if same_ignore and route == routes[ce_name] and route.activation is None:
-                options = {
-                    "smooth_nr": dice_term.smooth_nr,
-                    "smooth_dr": dice_term.smooth_dr,
-                    "batch": dice_term.batch,
-                    "include_background": dice_term.include_background,
-                    "ignore_index": ignore,
-                }
-                return cls(dice_name, ce_name, options)
-        return None
-
-    def measured(
-        self, pred: Tensor, target: Tensor
-    ) -> tuple[dict[str, Tensor], dict[str, Tensor | int]] | None:
-        """Both values and their counts, or ``None`` for a target of probabilities."""
-        if not isinstance(target, Tensor) or target.is_floating_point():
-            return None
-        values = dice_ce_components(pred, target, **self.options)
-        ignore = self.options["ignore_index"]
-        ce_count = kept_target_weight(target, -100 if ignore is None else ignore)
-        values = {self.dice: values["dice"], self.ce: values["ce"]}
-        return values, {self.dice: batch_count(pred), self.ce: ce_count}
-
-
-def _fusable_dice(term: nn.Module) -> bool:
-    return (
-        type(term) is DiceLoss
-        and (term.mode, term.input, term.reduction) == ("multiclass", "logits", "mean")
-        and not term.jaccard
-        and term.weight is None
-    )
-
-
-def _fusable_ce(term: nn.Module) -> bool:
-    return (
-        type(term) is CrossEntropyLoss
-        and term.reduction == "mean"
-        and term.weight is None
-        and term.label_smoothing == 0
-    )
 
 
 @register_loss("composite")
@@ -247,7 +118,7 @@ class CompositeLoss(LossModule):
         self.register_buffer("term_weights", torch.tensor(self._current))
         self.register_load_state_dict_post_hook(_read_loaded_weights)
         self.routes = {
-            name: self._parse_route(name, spec)
+            name: parse_route(self.name, name, spec, self.terms[name].input_space)
             for name, spec in self._per_term("inputs", inputs, default=Route()).items()
         }
         self.weighting = weighting
@@ -275,40 +146,6 @@ class CompositeLoss(LossModule):
                 f"the terms are {sorted(self.terms)}"
             )
         return {name: values.get(name, default) for name in self.terms}
-
-    def _parse_route(self, name: str, spec: Route | Mapping[str, Any]) -> Route:
-        option = f"inputs.{name}"
-        if not isinstance(spec, Route):
-            if not isinstance(spec, Mapping):
-                raise TypeError(
-                    f"{self.name}: option {option!r} must be a mapping with pred, target or "
-                    f"activation, got {spec!r}"
-                )
-            valid = [field.name for field in dataclasses.fields(Route)]
-            unknown = sorted(set(spec) - set(valid))
-            if unknown:
-                raise ValueError(
-                    f"{self.name}: option {option!r}: unknown option {unknown[0]!r}; "
-                    f"valid options: {', '.join(valid)}"
-                )
-            spec = Route(**spec)
-        for what in ("pred", "target"):
-            key = getattr(spec, what)
-            if isinstance(key, bool) or not isinstance(key, (int, str, type(None))):
-                raise TypeError(
-                    f"{self.name}: option '{option}.{what}' must be a key (str), an index (int) "
-                    f"or null, got {key!r}"
-                )
-        if spec.activation is not None:
-            check_choice(self.name, f"{option}.activation", spec.activation, (*ACTIVATIONS, None))
-            gives, expects = ACTIVATIONS[spec.activation], self.terms[name].input_space
-            if expects not in (gives, "values"):
-                raise ValueError(
-                    f"{self.name}: option '{option}.activation' is {spec.activation!r}, which "
-                    f"gives {gives}, but term {name!r} expects {expects}; drop the activation "
-                    f"or make the term take {gives}"
-                )
-        return spec
 
     def _build_weighting(
         self, weighting: str, temperature: float | None
