@@ -7,6 +7,8 @@
     python scripts/train.py --help                           # every group and option
 
 The configs are the package's own (``lossplug/conf``), so this works from any directory.
+A bad override stops the script with one line saying what to fix (exit code 2 for an override
+that cannot be parsed, 1 otherwise); ``HYDRA_FULL_ERROR=1`` shows the full trace instead.
 """
 
 import sys
@@ -14,19 +16,19 @@ import sys
 import hydra
 from omegaconf import DictConfig
 
-from lossplug._config import ConfigError, check_command_line
-from lossplug.training import train
+from lossplug._config import check_command_line, one_line_errors
 
 
 @hydra.main(version_base="1.3", config_path="pkg://lossplug.conf", config_name="train")
 def main(cfg: DictConfig) -> float | None:
-    metrics = train(cfg)
+    with one_line_errors():
+        from lossplug.training import train  # Lightning is loaded once the command line is good
+
+        metrics = train(cfg)
     return metrics.get("val/loss")
 
 
 if __name__ == "__main__":
-    try:
+    with one_line_errors():
         check_command_line(sys.argv[1:])
-    except ConfigError as error:
-        sys.exit(f"Error: {error}")
     main()

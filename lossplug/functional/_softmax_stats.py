@@ -25,7 +25,8 @@ the gradient of the logits into a single buffer,
 (:math:`g` the incoming gradients), which on the CPU is both faster and leaner: fresh memory is
 paid for in page faults on every call. Both functions are differentiable once (a second
 derivative raises an error rather than being silently wrong) and trace under
-``torch.compile``.
+``torch.compile``. They take float32 (or wider) logits, as the losses upcast 16-bit ones, and
+run with autocast off: autocast would compute the masked sums (a ``bmm``) in 16 bits.
 """
 
 from __future__ import annotations
@@ -35,6 +36,8 @@ from typing import Any, NamedTuple
 import torch
 from torch import Tensor
 from torch.autograd.function import FunctionCtx, once_differentiable
+
+from lossplug.functional._precision import autocast_off
 
 
 class OverlapSoftmaxStats(NamedTuple):
@@ -58,7 +61,8 @@ def target_log_prob(logits: Tensor, labels: Tensor) -> Tensor:
     Returns:
         The target-class log-probabilities, shaped like ``labels``.
     """
-    return _TargetLogProb.apply(logits, labels)
+    with autocast_off(logits.device):
+        return _TargetLogProb.apply(logits, labels)
 
 
 def softmax_overlap_stats(
@@ -76,7 +80,9 @@ def softmax_overlap_stats(
     Returns:
         ``(log_prob, intersection, prob_sum)``; ``log_prob`` is not masked.
     """
-    return OverlapSoftmaxStats(*_OverlapStats.apply(logits, labels, valid, with_log_prob))
+    with autocast_off(logits.device):
+        stats = _OverlapStats.apply(logits, labels, valid, with_log_prob)
+    return OverlapSoftmaxStats(*stats)
 
 
 def _softmax_and_log_total(logits: Tensor) -> tuple[Tensor, Tensor]:

@@ -19,6 +19,10 @@ Where the derivative of :math:`(1 - p_t)^\gamma` is infinite (:math:`\gamma < 1`
 (binary), so logits of ±100 (or more) give finite values *and* finite gradients for any
 :math:`\gamma \ge 0`. Implementations that compute :math:`(1 - \sigma(z))^\gamma` directly
 give ``inf``/NaN gradients once :math:`\sigma(z)` rounds to 1 and :math:`\gamma < 1`.
+float16/bfloat16 logits are computed in float32, also under autocast, so the modulating factor
+and :math:`\log p_t` keep float32's range: the loss is float32, within float32 rounding
+(relative 1e-5) of the float32 loss of the same rounded logits, and the gradient is the float32
+gradient rounded to the logits' dtype.
 
 Speed: the multiclass form takes :math:`\log p_t` from a fused autograd function that keeps
 no full-size ``(N, C, ...)`` intermediate for the backward pass

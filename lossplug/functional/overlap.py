@@ -33,8 +33,11 @@ both the prediction and the target, e.g. all-zero probabilities on an empty mask
 classes stay in the average: they are perfect answers. (Logits never give an exactly zero
 prediction, so this only changes results for probability inputs.)
 
-The statistics are computed in float32 for float16/bfloat16 inputs, whose sums over a large
-image overflow or lose all precision; the loss is then float32.
+Precision: the statistics are computed in float32 for float16/bfloat16 inputs, whose sums over
+a large image overflow (float16 above 65504) or lose all precision, and with autocast off for
+their matrix products; the loss is float32, within float32 rounding (relative 1e-5) of the
+float32 loss of the same rounded values, and the gradient is the float32 gradient rounded to the
+input's dtype (:mod:`lossplug.functional._precision`).
 """
 
 from __future__ import annotations

@@ -15,6 +15,11 @@ so :math:`\text{huber}_\delta = \delta \cdot \text{smooth\_l1}_\delta`: their gr
 by the factor :math:`\delta` in the linear region (Huber's is :math:`\pm\delta`, SmoothL1's
 :math:`\pm 1`). Huber (1964), "Robust Estimation of a Location Parameter"; SmoothL1 from
 Girshick (2015), "Fast R-CNN".
+
+Precision: float16/bfloat16 inputs are computed in float32 and give a float32 loss (a float16
+squared error overflows from 256 on), also under autocast, within float32 rounding (relative
+1e-5) of the float32 loss of the same rounded values; the gradient is the float32 gradient
+rounded to the input's dtype (:mod:`lossplug.functional._precision`).
 """
 
 from __future__ import annotations
@@ -32,6 +37,7 @@ from lossplug._validation import (
     check_same_shape,
     value_checks_enabled,
 )
+from lossplug.functional._precision import at_least_float32
 from lossplug.functional._reduce import reduce_loss
 
 
@@ -124,6 +130,7 @@ def _pointwise(
     check_floating(name, "pred", pred, "predictions")
     check_floating(name, "target", target, "regression targets")
     check_same_shape(name, pred, target)
+    pred, target = at_least_float32(pred), at_least_float32(target)
     if weight is None:
         return torch_loss(pred, target, reduction=reduction, **options)
     _check_element_weight(name, weight, pred)
