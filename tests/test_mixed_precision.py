@@ -325,7 +325,7 @@ MIXED_RUNS = [
 
 @pytest.mark.parametrize("overrides", MIXED_RUNS, ids=lambda o: " ".join(o))
 def test_lightning_bf16_mixed_gives_float32_losses(compose_train, overrides):
-    cfg = compose_train(*overrides, "+trainer.precision=bf16-mixed", "+trainer.fast_dev_run=true")
+    cfg = compose_train(*overrides, "trainer.precision=bf16-mixed", "+trainer.fast_dev_run=true")
     recorder, metrics = _fit_and_record(cfg)
     assert recorder.output_dtypes == {torch.bfloat16}  # autocast ran the model in bf16
     assert _float32_and_finite(recorder.losses)
@@ -336,7 +336,7 @@ def test_lightning_bf16_mixed_gives_float32_losses(compose_train, overrides):
 @pytest.mark.parametrize("overrides", MIXED_RUNS, ids=lambda o: " ".join(o))
 def test_lightning_16_mixed_on_gpu_gives_float32_losses(compose_train, overrides):
     cfg = compose_train(
-        *overrides, "trainer=gpu", "+trainer.precision=16-mixed", "+trainer.fast_dev_run=true"
+        *overrides, "trainer=gpu", "trainer.precision=16-mixed", "+trainer.fast_dev_run=true"
     )
     recorder, metrics = _fit_and_record(cfg)
     assert recorder.output_dtypes == {torch.float16}

@@ -72,37 +72,10 @@ def test_sweep_runs_each_choice_with_the_overrides(tmp_path):
     assert "focal" in yaml.safe_load((tmp_path / "1" / ".hydra" / "overrides.yaml").read_text())[0]
 
 
-def test_bad_values_stop_the_script_before_training(tmp_path):
-    result = run_python(
-        TRAIN,
-        "experiment=segmentation",
-        "loss.weights.dice=-1",
-        f"hydra.run.dir={tmp_path}",
-        cwd=tmp_path,
-        timeout=120,
-    )
-    assert result.returncode != 0
-    assert (
-        "composite: option 'weights.dice' must be a finite number >= 0.0, got -1" in result.stderr
-    )
-    assert not (tmp_path / "tensorboard").exists()  # no training started
-
-
-@pytest.mark.parametrize(
-    ("override", "message"),
-    [
-        (
-            "loss.gama=3",
-            "loss: unknown option 'gama' for lossplug.losses.FocalLoss. Did you mean 'gamma'?",
-        ),
-        (
-            "optimizer.lrr=0.1",
-            "optimizer: unknown option 'lrr' for torch.optim.AdamW. Did you mean 'lr'?",
-        ),
-    ],
-)
-def test_a_typo_on_the_command_line_names_the_valid_options(override, message, tmp_path):
-    result = run_python(TRAIN, "loss=focal", override, cwd=tmp_path, timeout=120)
+def test_a_typo_on_the_command_line_names_the_valid_options(tmp_path):
+    result = run_python(TRAIN, "loss=focal", "optimizer.lrr=0.1", cwd=tmp_path, timeout=120)
     assert result.returncode == 1
-    assert message in result.stderr
+    assert "optimizer: unknown option 'lrr' for torch.optim.AdamW. Did you mean 'lr'?" in (
+        result.stderr
+    )
     assert "Valid options:" in result.stderr

@@ -1,0 +1,30 @@
+"""Hydra-style configs (``{"_target_": ..., option: value}``): checks, conversion, errors.
+
+A config is checked against its target's signature *before* it is instantiated, so a typo
+such as ``loss.gama=3`` fails at once with the valid options, not after a model was built.
+A command line is checked before Hydra runs it (:func:`check_command_line`), and the errors
+a user's config causes are printed as one line that says what to fix, not as a trace
+(:func:`one_line_errors`); ``HYDRA_FULL_ERROR=1`` brings the trace back.
+
+- :mod:`~lossplug._config.options`: :class:`ConfigError` and the option checks;
+- :mod:`~lossplug._config.command_line`: :func:`check_command_line`, the keys and choices;
+- :mod:`~lossplug._config.values`: whether a value fits what its option takes;
+- :mod:`~lossplug._config.errors`: :func:`one_line_errors` and :func:`user_error`;
+- :mod:`~lossplug._config.wording`: the closest name, a message on one line.
+"""
+
+from lossplug._config.command_line import OverrideSyntaxError, check_command_line
+from lossplug._config.errors import one_line_errors, user_error
+from lossplug._config.options import ConfigError, check_options, is_config, split_config, to_plain
+
+__all__ = [
+    "ConfigError",
+    "OverrideSyntaxError",
+    "check_command_line",
+    "check_options",
+    "is_config",
+    "one_line_errors",
+    "split_config",
+    "to_plain",
+    "user_error",
+]
