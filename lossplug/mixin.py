@@ -168,10 +168,12 @@ class LossPlugMixin:
         """Accumulate a batch's components for the epoch; log training values per step.
 
         Per step (training only, this process's values, no sync), on the steps the trainer
-        writes logs (``log_every_n_steps``): ``train_step/loss`` and ``train_step/loss/{name}``,
-        both in the progress bar, and ``train/loss_weight/{name}`` for every weight that is not
-        constant. Values logged on other steps would never reach a logger, and ``self.log``
-        costs more than the loss itself for small models. Per epoch, every stage logs
+        writes logs (``log_every_n_steps``): ``train_step/loss`` (also in the progress bar),
+        ``train_step/loss/{name}`` and ``train/loss_weight/{name}`` for every weight that is
+        not constant. Values logged on other steps would never reach a logger. The components
+        go to the loggers in one call at the trainer's step: a ``self.log`` per key costs more
+        than a small model's whole step (``scripts/bench_overhead.py``). Per epoch,
+        every stage logs
         ``{stage}/loss`` and ``{stage}/loss/{name}`` from :class:`~lossplug.metrics.LossMetrics`:
         exact sample-weighted means over all processes, synced once per epoch.
 
@@ -184,10 +186,16 @@ class LossPlugMixin:
         if stage != "train" or not self._writes_step_logs():
             return
         self.log("train_step/loss", total, on_step=True, on_epoch=False, prog_bar=True)
-        for name, value in components.items():
-            self.log(f"train_step/loss/{name}", value, on_step=True, on_epoch=False, prog_bar=True)
+        self._write_to_loggers({f"train_step/loss/{k}": value for k, value in components.items()})
         for name, weight in self.criterion.varying_weights().items():
             self.log(f"train/loss_weight/{name}", weight, on_step=True, on_epoch=False)
+
+    def _write_to_loggers(self, values: Mapping[str, Tensor]) -> None:
+        """Write scalars to every logger at the step Lightning writes this step's logs."""
+        step = self.trainer.fit_loop.epoch_loop._batches_that_stepped
+        scalars = {key: float(value) for key, value in values.items()}
+        for logger in self.loggers:
+            logger.log_metrics(scalars, step)
 
     def _writes_step_logs(self) -> bool:
         """Whether the trainer writes this training step's logs (``log_every_n_steps``).
@@ -219,7 +227,7 @@ class LossPlugMixin:
         options = {"on_step": False, "on_epoch": True, "sync_dist": False}
         self.log(f"{stage}/loss", self.criterion.total(means), prog_bar=stage == "val", **options)
         for name, value in means.items():
-            self.log(f"{stage}/loss/{name}", value, **options)
+            self.log(f"{stage}/loss/{name}", value, prog_bar=stage == "train", **options)
         if self.nonfinite.skips and stage == "train":  # the same count on every process
             self.log("train/nonfinite_skipped", float(self.nonfinite.skipped_steps), **options)
         elif self.nonfinite.skips:
