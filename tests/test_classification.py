@@ -2,8 +2,10 @@ import pytest
 import torch
 import torch.nn.functional as TF
 
+import lossplug
 from lossplug import functional as F
 from lossplug import losses
+from lossplug.functional import classification
 
 torch.manual_seed(0)
 
@@ -65,6 +67,136 @@ def test_cross_entropy_empty_or_all_ignored_is_zero_not_nan():
     assert torch.equal(logits.grad, torch.zeros(3, 4))
     assert F.cross_entropy(torch.randn(0, 4), torch.zeros(0, dtype=torch.long)).item() == 0.0
     assert torch.isnan(TF.cross_entropy(logits, torch.full((3,), -100)))  # torch's own: NaN
+
+
+def _seeded(seed):
+    return torch.Generator().manual_seed(seed)
+
+
+def _mean_without_reading_values(logits, target, weight=None, ignore_index=-100, **options):
+    """The mean as computed on CUDA and under torch.compile: sum / kept weight, no host read."""
+    options = {"weight": weight, "ignore_index": ignore_index, "label_smoothing": 0.0, **options}
+    return classification._mean_over_kept_targets(logits, target, options)
+
+
+#: the public function (eagerly on the CPU: torch's mean, read to catch 0 / 0) and the mean
+#: it falls back on, which CUDA and torch.compile use
+CE_MEANS = [F.cross_entropy, _mean_without_reading_values]
+
+
+@pytest.mark.parametrize("mean", CE_MEANS)
+def test_weighted_cross_entropy_whose_kept_targets_all_weigh_zero_is_zero_not_nan(mean):
+    logits = torch.randn(3, 4, 2, dtype=torch.float64, generator=_seeded(3), requires_grad=True)
+    target = torch.tensor([[1, -100], [1, 1], [-100, 1]])
+    weight = torch.tensor([1.0, 0.0, 2.0, 0.5], dtype=torch.float64)
+    assert torch.isnan(TF.cross_entropy(logits, target, weight=weight))  # torch's own: 0 / 0
+    for eps in (0.0, 0.2):
+        value = mean(logits, target, weight=weight, label_smoothing=eps)
+        (grad,) = torch.autograd.grad(value, logits)
+        assert value.item() == 0.0
+        assert torch.equal(grad, torch.zeros_like(grad))
+
+
+def _some_ignored(shape, classes, ignore_index, seed):
+    target = torch.randint(0, classes, shape, generator=_seeded(seed))
+    target.view(-1)[::3] = ignore_index
+    return target
+
+
+@pytest.mark.parametrize("mean", CE_MEANS)
+@pytest.mark.parametrize("spatial", [(), (5,), (3, 2), (2, 2, 2)], ids=lambda s: f"{len(s) + 2}d")
+@pytest.mark.parametrize("ignore_index", [-100, 0, 255])
+@pytest.mark.parametrize("eps", [0.0, 0.2])
+@pytest.mark.parametrize("use_weight", [False, True])
+def test_cross_entropy_mean_matches_torch_in_value_and_gradient(
+    mean, spatial, ignore_index, eps, use_weight
+):
+    gen = _seeded(len(spatial))
+    logits = torch.randn(4, 3, *spatial, dtype=torch.float64, generator=gen, requires_grad=True)
+    target = _some_ignored((4, *spatial), 3, ignore_index, seed=len(spatial))
+    weight = torch.tensor([0.5, 2.0, 1.5], dtype=torch.float64) if use_weight else None
+    options = {"weight": weight, "ignore_index": ignore_index, "label_smoothing": eps}
+    ours = mean(logits, target, **options)
+    theirs = TF.cross_entropy(logits, target, **options)
+    torch.testing.assert_close(ours, theirs)
+    torch.testing.assert_close(
+        torch.autograd.grad(ours, logits)[0], torch.autograd.grad(theirs, logits)[0]
+    )
+
+
+@pytest.mark.parametrize("mean", CE_MEANS)
+def test_cross_entropy_mean_keeps_a_nan_of_nan_logits(mean):
+    logits = torch.tensor([[0.0, float("nan")], [1.0, 2.0]])
+    assert torch.isnan(mean(logits, torch.tensor([0, 1])))
+    assert mean(logits, torch.tensor([-100, -100])).item() == 0.0
+
+
+def test_per_sample_gradients_with_vmap_match_a_loop_over_torch():
+    # torch.func.vmap refuses host reads: the mean falls back on sum / kept weight there
+    logits = torch.randn(3, 2, 4, dtype=torch.float64, generator=_seeded(8))
+    target = torch.tensor([[0, 3], [-100, -100], [2, -100]])
+    grads = torch.func.vmap(torch.func.grad(F.cross_entropy))(logits, target)
+    for sample in (0, 2):
+        expected = torch.func.grad(TF.cross_entropy)(logits[sample], target[sample])
+        torch.testing.assert_close(grads[sample], expected)
+    assert torch.equal(grads[1], torch.zeros(2, 4, dtype=torch.float64))  # nothing counts: 0
+
+
+def test_compiled_cross_entropy_mean_matches_eager_also_when_nothing_counts():
+    logits = torch.randn(2, 3, 4, generator=_seeded(7))
+    target = _some_ignored((2, 4), 3, 255, seed=7)
+    weight = torch.tensor([0.0, 1.0, 2.0])
+    compiled = torch.compile(F.cross_entropy, fullgraph=True, dynamic=False, backend="aot_eager")
+    for labels in (target, torch.where(target == 255, 255, 0)):  # then every kept weight is 0
+        pred = logits.clone().requires_grad_()
+        value = compiled(pred, labels, weight=weight, ignore_index=255)
+        (grad,) = torch.autograd.grad(value, pred)
+        expected = F.cross_entropy(pred, labels, weight=weight, ignore_index=255)
+        torch.testing.assert_close(value, expected)
+        torch.testing.assert_close(grad, torch.autograd.grad(expected, pred)[0])
+    assert value.item() == 0.0
+
+
+@pytest.mark.parametrize(
+    ("pred_shape", "target", "error", "match"),
+    [
+        (
+            (4, 3),
+            torch.tensor([0, 1, 3, -100]),
+            ValueError,
+            r"^cross_entropy: class index 3 in 'target' is out of range for 3 classes; "
+            r"expected values in \[0, 2\] \(ignore_index=-100\)$",
+        ),
+        ((4, 3), torch.tensor([0, -1, 2, 1]), ValueError, r"class index -1 in 'target'"),
+        ((2, 3, 2, 2), torch.full((2, 2, 2), 7), ValueError, r"class index 7 in 'target'"),
+        ((4, 3), torch.tensor([True, False, True, True]), TypeError, r"must be an integer tensor"),
+        ((4, 3), torch.zeros(4, 1, dtype=torch.long), ValueError, r"must have shape \(4,\)"),
+        ((2, 3, 2, 2), torch.zeros(2, 1, 2, 2, dtype=torch.long), ValueError, r"shape \(2, 2, 2\)"),
+        ((3,), torch.tensor(1), ValueError, r"'pred' must have shape \(N, C, \.\.\.\)"),
+    ],
+)
+@pytest.mark.parametrize("reduction", ["mean", "none"])
+def test_cross_entropy_explains_targets_in_lossplug_words(
+    pred_shape, target, error, match, reduction
+):
+    # on the CPU torch's kernel checks the targets, and lossplug explains what it refuses
+    with pytest.raises(error, match=match):
+        F.cross_entropy(torch.zeros(pred_shape), target, reduction=reduction)
+
+
+def test_cross_entropy_with_value_checks_off_leaves_torch_error_as_it_is():
+    with lossplug.value_checks(False), pytest.raises(IndexError, match="out of bounds"):
+        F.cross_entropy(torch.zeros(4, 3), torch.tensor([0, 1, 3, 1]))
+
+
+def test_cross_entropy_casts_class_weights_and_accepts_any_integer_target():
+    logits = torch.randn(5, 3, dtype=torch.float64, generator=_seeded(5))
+    target = torch.tensor([0, 2, 1, 1, 2])
+    loss = losses.CrossEntropyLoss(weight=[1.0, 2.0, 0.5])  # a float32 buffer
+    expected = TF.cross_entropy(logits, target, weight=torch.tensor([1.0, 2.0, 0.5]).double())
+    torch.testing.assert_close(loss(logits, target), expected)
+    for dtype in (torch.int32, torch.int16, torch.uint8):
+        torch.testing.assert_close(loss(logits, target.to(dtype)), expected)
 
 
 def test_bce_matches_formula_and_torch_with_pos_weight():

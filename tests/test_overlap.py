@@ -10,7 +10,7 @@ import pytest
 import torch
 import torch.nn.functional as TF
 
-from lossplug.functional.overlap import dice, tversky
+from lossplug.functional.overlap import dice, dice_ce_components, tversky
 from lossplug.losses.overlap import DiceLoss, TverskyLoss
 from lossplug.registry import build_loss
 
@@ -305,6 +305,44 @@ def test_focal_tversky_exponent_is_applied_per_class():
 
 
 # --- empty masks and absent classes --------------------------------------------------------
+
+
+EMPTY_INPUTS = {
+    "multiclass": (torch.zeros(0, C, H, W), torch.zeros(0, H, W, dtype=torch.long)),
+    "multilabel": (torch.zeros(0, C, H, W), torch.zeros(0, C, H, W)),
+    "binary": (torch.zeros(0, H, W), torch.zeros(0, H, W)),
+}
+
+
+@pytest.mark.parametrize("loss", [dice, tversky])
+@pytest.mark.parametrize(
+    ("mode", "include_background"),
+    [("multiclass", True), ("multiclass", False), ("multilabel", False), ("binary", True)],
+)
+def test_an_empty_batch_gives_zero_with_batch_statistics_or_without(loss, mode, include_background):
+    pred, target = EMPTY_INPUTS[mode]
+    pred = pred.clone().requires_grad_()
+    options = {"mode": mode, "include_background": include_background, "ignore_index": 255}
+    kept = (1 if mode == "binary" else C) - (not include_background)
+    # one score per sample and class: none
+    assert loss(pred, target, reduction="none", **options).shape == (0, kept)
+    # one score per class: every class is absent from both (empty) sums, so it scores 1
+    per_class = loss(pred, target, batch=True, reduction="none", **options)
+    assert torch.equal(per_class, torch.zeros(kept))
+    for batch in (False, True):
+        value = loss(pred, target, batch=batch, **options)
+        value.backward()
+        assert value.item() == 0.0
+        assert pred.grad.shape == pred.shape
+
+
+def test_dice_ce_on_an_empty_batch_gives_zero_terms():
+    pred, target = EMPTY_INPUTS["multiclass"]
+    pred = pred.clone().requires_grad_()
+    terms = dice_ce_components(pred, target, ignore_index=255)
+    sum(terms.values()).backward()
+    assert {name: term.item() for name, term in terms.items()} == {"dice": 0.0, "ce": 0.0}
+    assert pred.grad.shape == pred.shape
 
 
 @pytest.mark.parametrize("loss", [dice, tversky])

@@ -15,7 +15,10 @@ Over drawn shapes, class counts, options and values, every loss is
   margin-``m`` logits ``m * one_hot(y)`` is checked against its closed form instead, positive
   and shrinking as ``m`` grows. The composite (Dice + cross-entropy) inherits that;
 - **invariant to batch order**: permuting the batch (embeddings and labels together for the
-  metric-learning losses) leaves ``mean`` and ``sum`` unchanged.
+  metric-learning losses) leaves ``mean`` and ``sum`` unchanged;
+- **0 on an empty batch**, ``mean`` and ``sum`` alike, and back-propagates: a mean over no
+  element is 0 by lossplug's convention (never NaN), and a batch-Dice/Tversky class that is
+  absent from both an empty prediction and an empty target scores 1 (loss 0).
 """
 
 from __future__ import annotations
@@ -116,8 +119,8 @@ def _class_shape(data: st.DataObject) -> tuple[int, int, tuple[int, ...]]:
 
 def _cross_entropy(data: st.DataObject) -> Drawn:
     n, c, spatial = _class_shape(data)
-    # weights > 0: see test_cross_entropy_gradient_is_finite_when_every_kept_weight_is_zero
-    weight = data.draw(st.none() | st.lists(st.floats(0.1, 2.0), min_size=c, max_size=c))
+    # weights of 0 too: every kept target may weigh 0 (the mean is then 0, its gradient too)
+    weight = data.draw(st.none() | st.lists(st.floats(0.0, 2.0), min_size=c, max_size=c))
     loss = build_loss(
         "cross_entropy",
         weight=weight,
@@ -400,6 +403,65 @@ def test_invariant_to_batch_order(name, data):
     torch.testing.assert_close(permuted, value, rtol=1e-4, atol=1e-5)
 
 
+# -- empty batches -------------------------------------------------------------------------
+
+
+def _empty_index_batch(*spatial: int) -> tuple[Tensor, Tensor]:
+    return torch.zeros(0, 3, *spatial), torch.zeros(0, *spatial, dtype=torch.long)
+
+
+def _empty_overlap_cases(name: str) -> list[tuple[str, dict[str, object], Tensor, Tensor]]:
+    flat = torch.zeros(0, 4, 4)
+    multilabel = {"mode": "multilabel", "input": "probs"}
+    return [
+        case
+        for batch in (False, True)
+        for case in (
+            (name, {"batch": batch}, *_empty_index_batch(4, 4)),
+            (name, {"batch": batch, "mode": "binary"}, flat, flat),
+            (name, {"batch": batch, **multilabel}, torch.zeros(0, 2, 3), torch.zeros(0, 2, 3)),
+        )
+    ]
+
+
+EMPTY_BATCHES = [
+    *[(name, {}, torch.zeros(0, 3), torch.zeros(0, 3)) for name in ("mse", "l1", "huber")],
+    ("smooth_l1", {"beta": 0.5}, torch.zeros(0, 2, 2), torch.zeros(0, 2, 2)),
+    ("cross_entropy", {}, *_empty_index_batch()),
+    ("cross_entropy", {"weight": [1.0, 2.0, 0.5], "label_smoothing": 0.1}, *_empty_index_batch(4)),
+    ("bce", {}, torch.zeros(0, 3), torch.zeros(0, 3)),
+    ("kl_div", {}, torch.zeros(0, 3), torch.zeros(0, 3)),
+    ("hinge", {"mode": "multiclass"}, *_empty_index_batch()),
+    ("focal", {"mode": "multiclass"}, *_empty_index_batch(2)),
+    *_empty_overlap_cases("dice"),
+    *_empty_overlap_cases("tversky"),
+    ("triplet", {}, torch.zeros(0, 4), torch.zeros(0, dtype=torch.long)),
+    ("contrastive", {}, torch.zeros(0, 4), torch.zeros(0, dtype=torch.long)),
+    ("composite", {}, *_empty_index_batch(4, 4)),
+]
+
+
+def _empty_batch_loss(name: str, options: dict[str, object], reduction: str) -> LossModule:
+    if name == "composite":  # Dice + cross-entropy, the fused route; each term a mean
+        return CompositeLoss({"dice": build_loss("dice"), "ce": build_loss("cross_entropy")})
+    return build_loss(name, reduction=reduction, **options)
+
+
+def test_every_loss_of_the_catalogue_has_an_empty_batch():
+    assert sorted({case[0] for case in EMPTY_BATCHES}) == lossplug.available_losses()
+
+
+@pytest.mark.parametrize("reduction", ["mean", "sum"])
+@pytest.mark.parametrize(("name", "options", "pred", "target"), EMPTY_BATCHES)
+def test_an_empty_batch_gives_zero_and_back_propagates(name, options, pred, target, reduction):
+    pred = pred.clone().requires_grad_()
+    value = _empty_batch_loss(name, options, reduction)(pred, target)
+    value.backward()
+    assert value.ndim == 0
+    assert value.item() == 0.0
+    assert pred.grad.shape == pred.shape
+
+
 # -- losses that are never 0 at finite logits ----------------------------------------------
 
 
@@ -438,17 +500,14 @@ def test_cross_entropy_and_focal_shrink_towards_zero_as_the_margin_grows():
         assert values[0] > values[1] > values[2] > 0.0
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="lossplug.functional.cross_entropy: the mean is 0 when every kept target weighs 0, "
-    "but its gradient is NaN (torch.where over a 0/0 mean); the property test draws weights > 0",
-)
-def test_cross_entropy_gradient_is_finite_when_every_kept_weight_is_zero():
+@pytest.mark.parametrize("label_smoothing", [0.0, 0.3])
+def test_cross_entropy_gradient_is_finite_when_every_kept_weight_is_zero(label_smoothing):
     logits = torch.zeros(3, 2, requires_grad=True)
-    loss = build_loss("cross_entropy", weight=[0.0, 1.0])(logits, torch.zeros(3, dtype=torch.long))
-    loss.backward()
-    assert loss.item() == 0.0
-    assert bool(torch.isfinite(logits.grad).all())
+    loss = build_loss("cross_entropy", weight=[0.0, 1.0], label_smoothing=label_smoothing)
+    value = loss(logits, torch.zeros(3, dtype=torch.long))
+    value.backward()
+    assert value.item() == 0.0
+    assert torch.equal(logits.grad, torch.zeros(3, 2))
 
 
 @pytest.mark.parametrize(("prob", "label"), [(0.0, 0.0), (1.0, 1.0), (0.0, 1.0), (1.0, 0.0)])

@@ -66,6 +66,20 @@ def test_mask_averages_over_kept_elements_only(loss):
     )
 
 
+@pytest.mark.parametrize("loss", [F.mse, F.l1, F.huber, F.smooth_l1])
+@pytest.mark.parametrize("weighted", [False, True])
+def test_an_empty_batch_gives_zero_not_nan(loss, weighted):
+    pred, target = torch.zeros(0, 3, requires_grad=True), torch.zeros(0, 3)
+    weight = torch.ones(0, 3) if weighted else None
+    assert torch.isnan(TF.mse_loss(pred, target))  # torch's mean over no element
+    value = loss(pred, target, weight=weight)
+    value.backward()
+    assert value.item() == 0.0
+    assert pred.grad.shape == (0, 3)
+    assert loss(pred, target, weight=weight, reduction="sum").item() == 0.0
+    assert loss(pred, target, weight=weight, reduction="none").shape == (0, 3)
+
+
 def test_weights_give_weighted_mean_and_broadcast():
     pred, target = torch.tensor([[1.0, 2.0], [3.0, 5.0]]), torch.zeros(2, 2)
     row_weight = torch.tensor([[1.0], [3.0]])

@@ -13,6 +13,9 @@ values; the gradient is the float32 gradient rounded to the input's dtype
 
 from __future__ import annotations
 
+import math
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -29,6 +32,10 @@ from lossplug._validation import (
 )
 from lossplug.functional._precision import at_least_float32
 from lossplug.functional._reduce import reduce_loss
+from lossplug.functional._shapes import flatten_from
+
+#: ``at::Reduction::Sum``, the reduction code of torch's loss kernels.
+_SUM = 2
 
 
 def cross_entropy(
@@ -50,16 +57,17 @@ def cross_entropy(
     with label smoothing :math:`\varepsilon` (Szegedy et al. 2016, "Rethinking the Inception
     Architecture"). With class weights the mean is :math:`\sum_i \ell_i / \sum_i w_{y_i}` over
     non-ignored positions (torch's convention), so smoothing never counts ignored positions.
-    An empty batch, or one whose targets are all ``ignore_index``, gives 0 rather than NaN.
+    When that denominator is 0 — an empty batch, every target ``ignore_index``, or every kept
+    target's class weighing 0 — the mean is 0 with a zero gradient (torch's is NaN in both).
 
     ``pred`` must be logits: probabilities passed here are softmaxed a second time, which
     trains but flattens the gradient (a classic tutorial bug).
 
     Args:
         pred: logits of shape ``(N, C, d1, ...)``.
-        target: class indices ``(N, d1, ...)`` (integer), or class probabilities shaped like
-            ``pred`` (floating point; one-hot or soft).
-        weight: optional per-class weights of shape ``(C,)``.
+        target: class indices ``(N, d1, ...)`` (any integer dtype), or class probabilities
+            shaped like ``pred`` (floating point; one-hot or soft).
+        weight: optional per-class weights of shape ``(C,)``, cast to ``pred``'s dtype.
         ignore_index: target value skipped in the loss and the mean (index targets only).
         label_smoothing: :math:`\varepsilon \in [0, 1]`.
         reduction: ``"mean"``, ``"sum"`` or ``"none"`` (per position, 0 at ignored ones).
@@ -72,34 +80,111 @@ def cross_entropy(
     check_number(name, "label_smoothing", label_smoothing, minimum=0.0, maximum=1.0)
     check_floating(name, "pred", pred, "logits of shape (N, C, ...)")
     soft_target = isinstance(target, Tensor) and target.is_floating_point()
+    eager_cpu = _eager_on_cpu(pred)
     if soft_target:
         check_same_shape(name, pred, target)
         check_unit_interval(name, "target", target, "class probabilities")
-    else:
+    elif not eager_cpu or pred.ndim < 2:  # torch takes an unbatched (C,); lossplug does not
         check_class_target(name, pred, target, ignore_index)
     if weight is not None and tuple(weight.shape) != (pred.shape[1],):
         raise ValueError(
             f"{name}: 'weight' must have one entry per class, shape ({pred.shape[1]},), "
             f"got {tuple(weight.shape)}"
         )
-    pred, weight = at_least_float32(pred), at_least_float32(weight)
+    pred = at_least_float32(pred)
+    if weight is not None:
+        weight = weight.to(pred.dtype)
     options = {"weight": weight, "label_smoothing": label_smoothing}
     if soft_target:
         return _soft_target_cross_entropy(pred, at_least_float32(target), reduction, options)
+    options["ignore_index"] = ignore_index
+    try:
+        return _index_target_cross_entropy(pred, _as_index(target), reduction, options, eager_cpu)
+    except (IndexError, RuntimeError, ValueError) as error:
+        # torch refused the targets (on the CPU, unchecked so far): say why, lossplug's way
+        try:
+            check_class_target(name, pred, target, ignore_index)
+        except (TypeError, ValueError) as clear:
+            raise clear from error
+        raise
+
+
+def _eager_on_cpu(pred: Tensor) -> bool:
+    """Whether ``pred`` is on the CPU outside ``torch.compile``, where checks can be left to torch.
+
+    There torch's kernel itself refuses class indices out of range (an error lossplug then
+    explains), and reading a computed value waits for no device. On CUDA an index out of range
+    is a device-side assert that kills the process, so targets are checked first there.
+    """
+    return pred.device.type == "cpu" and not torch.compiler.is_compiling()
+
+
+def _as_index(target: Tensor) -> Tensor:
+    """Integer class indices as the int64 torch's kernels take (a bool tensor stays refused)."""
+    return target if target.dtype in (torch.long, torch.bool) else target.long()
+
+
+def _index_target_cross_entropy(
+    pred: Tensor, target: Tensor, reduction: str, options: dict[str, Any], eager_cpu: bool
+) -> Tensor:
+    """Cross-entropy against class indices; a mean over nothing is 0, not torch's 0 / 0.
+
+    Eagerly on the CPU, torch's mean is used unless it is not finite, which reading it tells
+    for free; elsewhere, and for a mean that is not finite (or not readable), the mean is the
+    sum divided by the kept targets' weight (:func:`_mean_over_kept_targets`).
+    """
     if reduction != "mean":
-        return F.cross_entropy(
-            pred, target, ignore_index=ignore_index, reduction=reduction, **options
-        )
-    mean = F.cross_entropy(pred, target, ignore_index=ignore_index, **options)
-    # torch's mean is 0 / 0 = NaN when nothing counts (no target kept, or all weights 0)
-    if target.numel() == 0:
-        counts = torch.zeros((), dtype=torch.bool, device=mean.device)
-    elif weight is None:  # some target is not ignore_index: one pass (aminmax), no host sync
-        lowest, highest = torch.aminmax(target)
-        counts = (lowest != ignore_index) | (highest != ignore_index)
+        return F.cross_entropy(pred, target, reduction=reduction, **options)
+    if eager_cpu:
+        mean = F.cross_entropy(pred, target, **options)
+        if _read_finite(mean):
+            return mean
+    return _mean_over_kept_targets(pred, target, options)
+
+
+def _read_finite(value: Tensor) -> bool:
+    """Whether a 0-d CPU tensor is finite, read on the host; False where it cannot be read.
+
+    ``torch.func.vmap`` (per-sample gradients) refuses host reads of the values it batches.
+    """
+    try:
+        return math.isfinite(value.item())
+    except RuntimeError:
+        return False
+
+
+def _mean_over_kept_targets(pred: Tensor, target: Tensor, options: dict[str, Any]) -> Tensor:
+    """The sum of the losses divided by the kept targets' weight; 0 when that weight is 0.
+
+    torch's own mean is then 0 / 0, NaN in value and in gradient (even masked: NaN · 0).
+    """
+    weight, ignore_index = options["weight"], options["ignore_index"]
+    if options["label_smoothing"] == 0.0:
+        total, kept_weight = _summed_nll(pred.log_softmax(1), target, weight, ignore_index)
     else:
-        counts = kept_target_weight(target, ignore_index, weight.to(mean.dtype)) > 0
-    return torch.where(counts, mean, 0.0)
+        total = F.cross_entropy(pred, target, reduction="sum", **options)
+        kept_weight = kept_target_weight(target, ignore_index, weight).to(total.dtype)
+        # smoothing spreads eps/C over every class: the sum is not 0 when the kept targets weigh 0
+        total = torch.where(kept_weight > 0, total, 0.0)
+    return total / kept_weight.clamp_min(torch.finfo(total.dtype).tiny)
+
+
+def _summed_nll(
+    log_probs: Tensor, target: Tensor, weight: Tensor | None, ignore_index: int
+) -> tuple[Tensor, Tensor]:
+    """The summed negative log-likelihood and the kept targets' weight, from torch's kernel.
+
+    The weight is the denominator of torch's mean, which its NLL kernel sums anyway; with it,
+    the mean costs one division instead of a second pass over the targets. Inputs of 3 or more
+    than 4 dimensions are viewed as ``(N, C, 1, S)``, as ``torch.nn.functional.nll_loss``
+    does.
+    """
+    if log_probs.ndim == 2:
+        return torch.ops.aten.nll_loss_forward(log_probs, target, weight, _SUM, ignore_index)
+    if log_probs.ndim != 4:
+        log_probs = flatten_from(log_probs, 2).unsqueeze(2)
+        target = flatten_from(target, 1).unsqueeze(1)
+    return torch.ops.aten.nll_loss2d_forward(log_probs, target, weight, _SUM, ignore_index)
 
 
 def kept_target_weight(target: Tensor, ignore_index: int, weight: Tensor | None = None) -> Tensor:

@@ -53,6 +53,7 @@ from lossplug._validation import (
 )
 from lossplug.functional._precision import at_least_float32
 from lossplug.functional._reduce import reduce_loss
+from lossplug.functional._shapes import flatten_from
 from lossplug.functional._softmax_stats import target_log_prob
 
 FOCAL_MODES = ("binary", "multiclass", "multilabel")
@@ -211,8 +212,7 @@ def _multiclass_focal(
         kept = target != ignore_index
         target = torch.where(kept, target, 0)
     if logits.ndim > 2:  # (N, C, S): one softmax over dim 1; (N, C) keeps the faster last dim
-        flat_logits = logits.reshape(logits.shape[0], logits.shape[1], -1)
-        log_pt = target_log_prob(flat_logits, target.reshape(target.shape[0], -1).long())
+        log_pt = target_log_prob(flatten_from(logits, 2), flatten_from(target, 1).long())
     else:
         log_pt = target_log_prob(logits, target.long())
     log_pt = log_pt.reshape(target.shape)

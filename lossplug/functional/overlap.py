@@ -33,6 +33,10 @@ both the prediction and the target, e.g. all-zero probabilities on an empty mask
 classes stay in the average: they are perfect answers. (Logits never give an exactly zero
 prediction, so this only changes results for probability inputs.)
 
+Empty batches: a batch of no sample gives 0. Per sample there is no score to average (the mean
+over none is 0, ``reduction="none"`` an empty ``(0, C)`` tensor); with ``batch=True`` every
+class is absent from both (empty) sums, so each scores 1 by the rule above and loses 0.
+
 Precision: the statistics are computed in float32 for float16/bfloat16 inputs, whose sums over
 a large image overflow (float16 above 65504) or lose all precision, and with autocast off for
 their matrix products; the loss is float32, within float32 rounding (relative 1e-5) of the
@@ -63,6 +67,7 @@ from lossplug._validation import (
 )
 from lossplug.functional._precision import at_least_float32
 from lossplug.functional._reduce import reduce_loss
+from lossplug.functional._shapes import flatten_from
 from lossplug.functional._softmax_stats import softmax_overlap_stats
 
 Mode = Literal["binary", "multilabel", "multiclass"]
@@ -493,7 +498,10 @@ def _checked_scores(
         )
     if input == "probs":
         check_unit_interval(name, "pred", pred, "probabilities")
-    return at_least_float32(pred).reshape(pred.shape[0], num_channels, -1), index_target
+    scores = at_least_float32(pred)
+    if mode == "binary":  # (N, *) or (N, 1, *): one channel
+        scores = scores.unsqueeze(1)
+    return flatten_from(scores, 2), index_target
 
 
 def _pooled(stats: OverlapStats, *, batch: bool, include_background: bool) -> OverlapStats:
@@ -517,7 +525,7 @@ def _kept_labels(
     target: Tensor, ignore_index: int | None, dtype: torch.dtype
 ) -> tuple[Tensor, Tensor | None]:
     """Class indices ``(N, S)`` (ignored positions set to 0) and the mask of kept positions."""
-    labels = target.reshape(target.shape[0], -1).long()
+    labels = flatten_from(target, 1).long()
     if ignore_index is None:
         return labels, None
     kept = labels != ignore_index

@@ -16,6 +16,9 @@ by the factor :math:`\delta` in the linear region (Huber's is :math:`\pm\delta`,
 :math:`\pm 1`). Huber (1964), "Robust Estimation of a Location Parameter"; SmoothL1 from
 Girshick (2015), "Fast R-CNN".
 
+An empty batch gives 0 with ``reduction="mean"`` (torch's mean over no element is NaN), with or
+without weights, as every lossplug loss does.
+
 Precision: float16/bfloat16 inputs are computed in float32 and give a float32 loss (a float16
 squared error overflows from 256 on), also under autocast, within float32 rounding (relative
 1e-5) of the float32 loss of the same rounded values; the gradient is the float32 gradient
@@ -132,6 +135,8 @@ def _pointwise(
     check_same_shape(name, pred, target)
     pred, target = at_least_float32(pred), at_least_float32(target)
     if weight is None:
+        if reduction == "mean" and pred.numel() == 0:  # torch's mean over nothing is NaN
+            reduction = "sum"
         return torch_loss(pred, target, reduction=reduction, **options)
     _check_element_weight(name, weight, pred)
     return reduce_loss(torch_loss(pred, target, reduction="none", **options), reduction, weight)

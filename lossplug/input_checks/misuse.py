@@ -105,7 +105,7 @@ def _check_finite(name: str, stats: BatchStats) -> None:
 
 
 def _check_empty_batch(criterion: LossModule, pred: Any, target: Any, where: str) -> None:
-    """Refuse an empty batch if the loss fails on it or gives NaN (most losses give 0)."""
+    """Refuse an empty batch if the loss fails on it or gives NaN (every lossplug loss gives 0)."""
     batch = "an empty batch"
     if isinstance(pred, Tensor):
         batch += f" ('pred' of shape {tuple(pred.shape)})"
