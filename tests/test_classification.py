@@ -354,7 +354,7 @@ def test_hinge_multiclass_is_weston_watkins(squared):
             r"bce: option 'input' must be one of 'logits', 'probs'",
         ),
         (
-            lambda: F.bce(torch.randn(4), torch.rand(4), input="probs"),
+            lambda: F.bce(torch.tensor([0.5, 1.5, -0.2, 0.3]), torch.rand(4), input="probs"),
             r"bce: 'pred' must hold probabilities \(input='probs'\) in \[0, 1\]",
         ),
         (
