@@ -21,7 +21,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from lightning.pytorch.loggers import Logger, TensorBoardLogger
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from lossplug.resume import (
     checkpoint_step,
@@ -117,7 +117,8 @@ def train(cfg: DictConfig) -> dict[str, float]:
     Training resumes from ``cfg.ckpt_path`` if set (``"last"``: the newest ``last.ckpt`` of
     the checkpoint folder); the test split runs if ``cfg.test``.
 
-    On the main process the command that resumes the run is printed first (for a Hydra run
+    On the main process the resolved config is saved (``config_resolved.yaml``) and the
+    command that resumes the run is printed first (for a Hydra run
     that saves a last checkpoint); at the end, the TensorBoard directory and the final
     metrics, which are also written to ``metrics.json`` in ``trainer.default_root_dir``.
 
@@ -130,6 +131,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
     job = build(cfg)
     trainer = job.trainer
     if trainer.is_global_zero:
+        _save_resolved_config(cfg, trainer)
         _print_resume_command(trainer)
     trainer.fit(job.model, datamodule=job.datamodule, ckpt_path=job.ckpt_path)
     metrics = _floats(trainer.callback_metrics)
@@ -139,6 +141,18 @@ def train(cfg: DictConfig) -> dict[str, float]:
     if trainer.is_global_zero:
         _report(trainer, metrics)
     return metrics
+
+
+def _save_resolved_config(cfg: DictConfig, trainer: pl.Trainer) -> None:
+    """Write the run's config, every interpolation resolved, to ``config_resolved.yaml``.
+
+    Hydra's ``.hydra/config.yaml`` keeps interpolations such as ``${hydra:runtime.output_dir}``;
+    this copy holds the values the run used. Written only inside a Hydra run, where those
+    interpolations resolve.
+    """
+    if HydraConfig.initialized():
+        path = Path(trainer.default_root_dir) / "config_resolved.yaml"
+        path.write_text(OmegaConf.to_yaml(cfg, resolve=True))
 
 
 def _print_resume_command(trainer: pl.Trainer) -> None:

@@ -39,6 +39,9 @@ def test_default_run_learns_digits_to_95_percent(tmp_path):
     config = yaml.safe_load((tmp_path / ".hydra" / "config.yaml").read_text())
     assert config["loss"]["_target_"] == "lossplug.losses.CrossEntropyLoss"
     assert config["optimizer"]["_target_"] == "torch.optim.AdamW"
+    resolved = yaml.safe_load((tmp_path / "config_resolved.yaml").read_text())
+    assert resolved["trainer"]["default_root_dir"] == str(tmp_path)  # was ${hydra:...}
+    assert resolved["logger"]["save_dir"] == str(tmp_path)
 
 
 def test_sweep_runs_each_choice_with_the_overrides(tmp_path):
