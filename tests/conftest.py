@@ -8,6 +8,7 @@ import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import lightning.pytorch as pl
 import pytest
 from hydra import compose, initialize_config_module
 from hydra.core.global_hydra import GlobalHydra
@@ -56,3 +57,16 @@ def run_python(*args: str | Path, cwd: Path, timeout: float) -> subprocess.Compl
         timeout=timeout,
         check=False,
     )
+
+
+def quiet_trainer(**options: object) -> pl.Trainer:
+    """A one-epoch CPU ``Trainer`` without logger, checkpoints, progress bar or sanity check."""
+    defaults = {
+        "max_epochs": 1,
+        "logger": False,
+        "enable_checkpointing": False,
+        "enable_progress_bar": False,
+        "enable_model_summary": False,
+        "num_sanity_val_steps": 0,
+    }
+    return pl.Trainer(**{**defaults, **options})

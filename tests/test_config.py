@@ -17,6 +17,7 @@ from omegaconf import OmegaConf
 
 import lossplug.conf
 from lossplug._config import ConfigError
+from lossplug.mixin import build_criterion
 from lossplug.training import build
 
 CONF = Path(lossplug.conf.__file__).parent
@@ -266,3 +267,9 @@ def test_multi_gpu_trainers_compose_with_their_overrides(compose_train):
     assert (cfg.trainer.devices, cfg.trainer.num_nodes) == (4, 2)
     assert cfg.trainer.max_epochs == 15  # the experiment's settings still apply
     assert compose_train("trainer=gpu").trainer.accelerator == "gpu"
+
+
+def test_the_dice_ce_config_shares_one_softmax_between_its_terms(compose_train):
+    cfg = compose_train("experiment=segmentation")
+    criterion = build_criterion(cfg.loss)
+    assert criterion.fused is not None  # the README's claim for loss=dice_ce

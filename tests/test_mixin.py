@@ -8,6 +8,7 @@ import lightning.pytorch as pl
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import quiet_trainer
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from omegaconf import OmegaConf
 from torch import nn
@@ -42,16 +43,7 @@ def loader(batch_size=16, dicts=False):
     return DataLoader(TensorDataset(x, y), batch_size=batch_size)
 
 
-def trainer(**options):
-    defaults = {
-        "max_epochs": 1,
-        "logger": False,
-        "enable_checkpointing": False,
-        "enable_progress_bar": False,
-        "enable_model_summary": False,
-        "num_sanity_val_steps": 0,
-    }
-    return pl.Trainer(**{**defaults, **options})
+trainer = quiet_trainer
 
 
 class TwoTerms(MultiTermLoss):

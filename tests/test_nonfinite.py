@@ -11,7 +11,7 @@ import lightning.pytorch as pl
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import REPO, run_python
+from conftest import REPO, quiet_trainer, run_python
 from hydra.errors import InstantiationException
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from torch import nn
@@ -70,16 +70,8 @@ def data(bad=(), value=0.0, batches=BATCHES):
 
 
 def trainer(**options):
-    defaults = {
-        "max_epochs": 1,
-        "logger": False,
-        "enable_checkpointing": False,
-        "enable_progress_bar": False,
-        "enable_model_summary": False,
-        "num_sanity_val_steps": 0,
-        "log_every_n_steps": 50,  # longer than an epoch: checks run at the epoch's end
-    }
-    return pl.Trainer(**{**defaults, **options})
+    # logging every 50 steps, longer than an epoch: checks run at the epoch's end
+    return quiet_trainer(**{"log_every_n_steps": 50, **options})
 
 
 class Snapshots(Callback):

@@ -9,6 +9,7 @@ import pytest
 import torch
 from torch import nn
 
+from lossplug import CompositeLoss
 from lossplug._config import ConfigError
 from lossplug.optim import OptimizerSpec, ParamGroupOptions, SchedulerSpec, param_groups
 
@@ -55,6 +56,18 @@ def test_no_decay_on_norms_and_biases_by_default():
         "head.bias": (0.1, 0.0),
         "scale": (0.1, 0.5),
     }  # frozen parameters are left out
+
+
+def test_learned_loss_weights_get_no_weight_decay():
+    net = nn.Module()
+    net.head = nn.Linear(3, 2)
+    net.criterion = CompositeLoss({"mse": nn.MSELoss(), "l1": nn.L1Loss()}, weighting="uncertainty")
+    optimizer = OptimizerSpec.parse(adamw(lr=0.1, weight_decay=0.5)).build(net)
+    settings = settings_by_name(net, optimizer)
+    learned = [name for name in settings if name.startswith("criterion.")]
+    assert learned  # the log-variances join the optimizer ...
+    assert all(settings[name] == (0.1, 0.0) for name in learned)  # ... without decay
+    assert settings["head.weight"] == (0.1, 0.5)
 
 
 def test_decay_multipliers_and_lr_multipliers_are_configurable():
