@@ -203,7 +203,12 @@ def check_min_dims(loss: str, name: str, tensor: Tensor, ndim: int, layout: str)
 
 
 def check_class_target(
-    loss: str, pred: Tensor, target: Tensor, ignore_index: int | None = None
+    loss: str,
+    pred: Tensor,
+    target: Tensor,
+    ignore_index: int | None = None,
+    *,
+    values: bool = True,
 ) -> None:
     """Check class-index targets against class-score predictions of shape ``(N, C, *)``.
 
@@ -212,6 +217,9 @@ def check_class_target(
         pred: scores of shape ``(N, C, d1, ...)``.
         target: class indices of shape ``(N, d1, ...)``.
         ignore_index: a target value that is skipped, if any.
+        values: also check that the indices lie in ``[0, C)`` (a value check, so only where
+            those run); ``False`` where torch's own kernel refuses them, inside
+            :func:`explain_class_target_errors`.
 
     Raises:
         TypeError: if ``target`` is not an integer tensor.
@@ -229,7 +237,7 @@ def check_class_target(
             f"{loss}: class-index 'target' must have shape {expected} for pred of shape "
             f"{tuple(pred.shape)} (N, C, ...), got {tuple(target.shape)}"
         )
-    if not value_checks_enabled() or target.numel() == 0:
+    if not values or not value_checks_enabled() or target.numel() == 0:
         return
     num_classes = pred.shape[1]
     # one pass (aminmax) and one host sync in the common case; a second look without the
@@ -251,6 +259,43 @@ def check_class_target(
         f"{loss}: class index {bad} in 'target' is out of range for {num_classes} classes; "
         f"expected values in [0, {num_classes - 1}]{ignored}"
     )
+
+
+def class_indices_checked_by_torch(pred: Tensor) -> bool:
+    """Whether torch's kernels refuse class indices out of range for ``pred`` themselves.
+
+    True on the CPU outside ``torch.compile``: there the gather/scatter and NLL kernels raise
+    on an index outside ``[0, C)``, so a loss can skip its own pass over the target (and the
+    host read it needs) and explain torch's error instead (:func:`explain_class_target_errors`).
+    On CUDA an index out of range is a device-side assert that kills the process, so targets
+    are checked first there.
+    """
+    return pred.device.type == "cpu" and not torch.compiler.is_compiling()
+
+
+@contextmanager
+def explain_class_target_errors(
+    loss: str, pred: Tensor, target: Tensor, ignore_index: int | None = None
+) -> Iterator[None]:
+    """Run a block that indexes with ``target``; replace torch's refusal by lossplug's message.
+
+    Args:
+        loss: the loss's name.
+        pred: class scores ``(N, C, *)``.
+        target: the class indices the block uses.
+        ignore_index: a target value that is skipped, if any.
+
+    Raises:
+        ValueError: naming the loss and the offending index, when torch refused ``target``.
+    """
+    try:
+        yield
+    except (IndexError, RuntimeError, ValueError) as error:
+        try:
+            check_class_target(loss, pred, target, ignore_index)
+        except (TypeError, ValueError) as clear:
+            raise clear from error
+        raise
 
 
 def check_unit_interval(loss: str, name: str, tensor: Tensor, meaning: str) -> None:

@@ -18,7 +18,11 @@ from conftest import REPO
 
 from lossplug import functional as LF
 from lossplug.functional._distance import pairwise_distances
-from lossplug.functional._softmax_stats import softmax_overlap_stats, target_log_prob
+from lossplug.functional._softmax_stats import (
+    IN_PLACE_MIN_POSITIONS,
+    softmax_overlap_stats,
+    target_log_prob,
+)
 from lossplug.functional.focal import _sigmoid_focal_autograd, _SigmoidFocal
 from lossplug.functional.overlap import dice_ce, dice_ce_components
 
@@ -83,6 +87,66 @@ def test_softmax_overlap_stats_gradcheck_each_output_alone(output):
         return softmax_overlap_stats(x, labels, valid, with_log_prob=True)[output]
 
     assert torch.autograd.gradcheck(pick, (logits,))
+
+
+def weighted_sum_gradient(outputs, logits, used, *, retain_graph=False):
+    """Gradient of a random weighting of the chosen outputs (indices into ``outputs``)."""
+    total = sum(
+        (torch.randn(outputs[i].shape, generator=seeded(i), dtype=logits.dtype) * outputs[i]).sum()
+        for i in used
+    )
+    return torch.autograd.grad(total, logits, retain_graph=retain_graph)[0]
+
+
+@pytest.mark.parametrize("positions", [40, IN_PLACE_MIN_POSITIONS // 2])
+@pytest.mark.parametrize("used", [(0,), (1,), (2,), (1, 2), (0, 1, 2)])
+def test_softmax_overlap_stats_gradient_in_place_and_out_of_place(positions, used):
+    """From IN_PLACE_MIN_POSITIONS the CPU gradient is written into the saved probabilities."""
+    logits, labels = logits_and_labels(c=5, s=positions)
+    valid = (torch.rand(labels.shape, generator=seeded(4)) > 0.3).double()
+    fused = softmax_overlap_stats(logits, labels, valid, with_log_prob=True)
+    expected = reference_stats(logits, labels, valid)
+    torch.testing.assert_close(
+        weighted_sum_gradient(fused, logits, used), weighted_sum_gradient(expected, logits, used)
+    )
+
+
+@pytest.mark.parametrize("with_valid", [False, True])
+def test_softmax_overlap_stats_backward_twice_with_retain_graph(with_valid):
+    """A retained graph keeps its saved probabilities: the second pass gives the same gradient."""
+    logits, labels = logits_and_labels()
+    valid = (torch.rand(labels.shape, generator=seeded(5)) > 0.3).double() if with_valid else None
+    fused = softmax_overlap_stats(logits, labels, valid, with_log_prob=True)
+    first = weighted_sum_gradient(fused, logits, (0, 1, 2), retain_graph=True)
+    second = weighted_sum_gradient(fused, logits, (0, 1, 2))
+    expected = weighted_sum_gradient(reference_stats(logits, labels, valid), logits, (0, 1, 2))
+    torch.testing.assert_close(first, expected)
+    torch.testing.assert_close(second, expected)
+
+
+def test_in_place_backward_allocates_no_full_size_gradient():
+    """Peak memory of forward + backward: the in-place pass needs one ``(N, C, S)`` buffer less.
+
+    Less a few ``(N, S)`` temporaries of the per-class update.
+    """
+    positions = IN_PLACE_MIN_POSITIONS // 4
+    logits = torch.randn(4, 8, positions).requires_grad_()
+    labels = torch.randint(0, 8, (4, positions), generator=seeded(6))
+    full_size = logits.numel() * logits.element_size()
+    per_position = full_size // logits.shape[1]
+
+    def step(retain_graph):
+        def run():
+            stats = softmax_overlap_stats(logits, labels, None, with_log_prob=False)
+            loss = (stats.intersection / stats.prob_sum).sum()
+            torch.autograd.grad(loss, logits, retain_graph=retain_graph)
+
+        return run
+
+    saved = peak_memory(step(True), torch.device("cpu")) - peak_memory(
+        step(False), torch.device("cpu")
+    )
+    assert saved >= full_size - 3 * per_position
 
 
 @pytest.mark.parametrize("shape", [(5, 7), (3, 4, 6)])
@@ -319,3 +383,41 @@ def test_overlap_and_focal_losses_need_less_memory_than_monai():
     for ours, theirs in pairs:
         theirs_peak = _peak(lambda x, y, f=theirs: f(x, y[:, None]), logits, labels)
         assert _peak(ours, logits, labels) <= theirs_peak, theirs
+
+
+# ------------------------------------------- class indices checked by torch's own kernels
+INDEX_TARGET_LOSSES = {
+    "dice": lambda x, y, **kw: LF.dice(x, y, **kw),
+    "dice (probs)": lambda x, y, **kw: LF.dice(x.softmax(1), y, input="probs", **kw),
+    "tversky": lambda x, y, **kw: LF.tversky(x, y, **kw),
+    "focal": lambda x, y, **kw: LF.focal(x, y, mode="multiclass", **kw),
+    "dice_ce": lambda x, y, **kw: dice_ce(x, y, **kw),
+}
+
+
+@pytest.mark.parametrize("loss", sorted(INDEX_TARGET_LOSSES))
+@pytest.mark.parametrize(("bad", "ignore_index"), [(4, None), (-1, None), (9, 255), (-3, 255)])
+def test_class_index_out_of_range_is_explained_on_the_cpu(loss, bad, ignore_index):
+    """On the CPU the losses leave the index check to torch's gather and explain its error."""
+    logits = torch.randn(2, 4, 6, 6)
+    target = torch.randint(0, 4, (2, 6, 6), generator=seeded(8))
+    target[1, 2, 3] = bad
+    if ignore_index is not None:
+        target[0, 0, 0] = ignore_index
+    name = loss.split()[0]
+    with pytest.raises(ValueError, match=rf"^{name}: class index {bad} in 'target' is out of"):
+        INDEX_TARGET_LOSSES[loss](logits, target, ignore_index=ignore_index)
+
+
+@pytest.mark.parametrize("loss", ["dice", "tversky", "focal", "dice_ce"])
+def test_valid_class_indices_cost_no_pass_and_no_host_read_on_the_cpu(loss):
+    """No ``aminmax`` over the target and no ``.item()``: torch's kernel does the checking.
+
+    (From logits: probabilities given as ``pred`` are value-checked themselves.)
+    """
+    logits = torch.randn(2, 4, 6, 6, requires_grad=True)
+    target = torch.randint(0, 4, (2, 6, 6), generator=seeded(8))
+    with torch.profiler.profile() as prof:
+        INDEX_TARGET_LOSSES[loss](logits, target).backward()
+    ops = {event.key for event in prof.key_averages()}
+    assert not ops & {"aten::aminmax", "aten::min", "aten::max", "aten::_local_scalar_dense"}

@@ -23,8 +23,10 @@ the gradient of the logits into a single buffer,
     d_{n,s} = \sum_c p_{n,c,s}\, g^P_{n,c} + p_{n,y,s}\, g^I_{n,y}
 
 (:math:`g` the incoming gradients), which on the CPU is both faster and leaner: fresh memory is
-paid for in page faults on every call. Both functions are differentiable once (a second
-derivative raises an error rather than being silently wrong) and trace under
+paid for in page faults on every call. On the CPU that buffer is, for large enough inputs, the
+saved softmax itself, overwritten class by class, when the backward pass frees the graph. Both
+functions are differentiable once (a second derivative raises an error rather than being
+silently wrong) and trace under
 ``torch.compile``. They take float32 (or wider) logits, as the losses upcast 16-bit ones, and
 run with autocast off: autocast would compute the masked sums (a ``bmm``) in 16 bits.
 """
@@ -38,6 +40,11 @@ from torch import Tensor
 from torch.autograd.function import FunctionCtx, once_differentiable
 
 from lossplug.functional._precision import autocast_off
+
+#: From this many positions per class (``N * S``) the backward pass may write the gradient into
+#: the saved probabilities (see :func:`_may_overwrite`): below it one operation per class costs
+#: more than the fresh buffer it saves (measured on CPU, 4 to 150 classes).
+IN_PLACE_MIN_POSITIONS = 32768
 
 
 class OverlapSoftmaxStats(NamedTuple):
@@ -155,27 +162,69 @@ class _OverlapStats(torch.autograd.Function):
         grad_prob_sum: Tensor | None,
     ) -> tuple[Tensor, None, None, None]:
         probs, labels, valid, target_prob = ctx.saved_tensors
-        # grad = v * [p * (g_P - d) + onehot * a] + g_log * (onehot - p), per position:
-        # a = p_y * g_I[y] (the intersection's extra term), d = sum_c p_c g_P[c] + a
-        if grad_prob_sum is not None:
-            grad_logits = probs * grad_prob_sum.unsqueeze(-1)
-            dot = grad_logits.sum(1)
-            if valid is not None:
-                grad_logits.mul_(valid.unsqueeze(1))
-        else:
-            grad_logits = torch.zeros_like(probs)
-            dot = torch.zeros_like(target_prob)
+        # grad = p * (v * g_P - shift) + onehot * at_target, per position, with
+        # at_target = v * p_y * g_I[y] + g_log and shift = v * sum_c p_c g_P[c] + at_target
+        at_target = None
         if grad_intersection is not None:
             at_target = grad_intersection.gather(1, labels).mul_(target_prob)
-            dot += at_target
-        else:
-            at_target = torch.zeros_like(target_prob)
-        if valid is not None:
-            dot.mul_(valid)
-            at_target.mul_(valid)
+            if valid is not None:
+                at_target.mul_(valid)
         if grad_log_prob is not None and grad_log_prob.numel() > 0:
-            dot += grad_log_prob
-            at_target += grad_log_prob
-        grad_logits.addcmul_(probs, dot.unsqueeze(1), value=-1)
-        grad_logits.scatter_add_(1, labels.unsqueeze(1), at_target.unsqueeze(1))
+            at_target = grad_log_prob if at_target is None else at_target.add_(grad_log_prob)
+        shift = torch.zeros_like(target_prob) if at_target is None else at_target.clone()
+        if grad_prob_sum is not None:
+            weighted = torch.bmm(grad_prob_sum.unsqueeze(1), probs).squeeze(1)
+            shift += weighted if valid is None else weighted.mul_(valid)
+        if _may_overwrite(probs):
+            grad_logits = _scale_in_place(probs, grad_prob_sum, valid, shift)
+        else:
+            grad_logits = _scale(probs, grad_prob_sum, valid, shift)
+        if at_target is not None:
+            grad_logits.scatter_add_(1, labels.unsqueeze(1), at_target.unsqueeze(1))
         return grad_logits, None, None, None
+
+
+def _may_overwrite(probs: Tensor) -> bool:
+    """Whether the backward pass may write the gradient into the saved ``probs`` itself.
+
+    Only on the CPU, where a fresh full-size buffer costs a page fault per 4 KiB (about as
+    much as the arithmetic); from :data:`IN_PLACE_MIN_POSITIONS` positions (the update takes
+    one operation per class); outside ``torch.compile``; and only when this backward pass
+    frees the graph (no ``retain_graph=True``: a second pass would read the overwritten
+    probabilities). A torch without that query keeps the out-of-place path.
+    """
+    if probs.device.type != "cpu" or probs.shape[0] * probs.shape[2] < IN_PLACE_MIN_POSITIONS:
+        return False
+    if torch.compiler.is_compiling():
+        return False
+    graph_is_kept = getattr(torch._C._autograd, "_get_current_graph_task_keep_graph", None)
+    return graph_is_kept is not None and not graph_is_kept()
+
+
+def _scale(
+    probs: Tensor, grad_prob_sum: Tensor | None, valid: Tensor | None, shift: Tensor
+) -> Tensor:
+    """``probs * (valid * grad_prob_sum - shift)`` into a new tensor, ``(N, C, S)``."""
+    if grad_prob_sum is None:
+        return probs * shift.neg().unsqueeze(1)
+    grad = probs * grad_prob_sum.unsqueeze(-1)
+    if valid is not None:
+        grad.mul_(valid.unsqueeze(1))
+    return grad.addcmul_(probs, shift.unsqueeze(1), value=-1)
+
+
+def _scale_in_place(
+    probs: Tensor, grad_prob_sum: Tensor | None, valid: Tensor | None, shift: Tensor
+) -> Tensor:
+    """:func:`_scale` written into ``probs``, one class at a time (temporaries of ``(N, S)``)."""
+    neg_shift = shift.neg_()
+    if grad_prob_sum is None:
+        return probs.mul_(neg_shift.unsqueeze(1))
+    for c in range(probs.shape[1]):
+        class_grad = grad_prob_sum[:, c : c + 1]
+        if valid is None:
+            factor = neg_shift + class_grad
+        else:
+            factor = torch.addcmul(neg_shift, valid, class_grad)
+        probs[:, c].mul_(factor)
+    return probs

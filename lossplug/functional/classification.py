@@ -28,6 +28,8 @@ from lossplug._validation import (
     check_reduction,
     check_same_shape,
     check_unit_interval,
+    class_indices_checked_by_torch,
+    explain_class_target_errors,
     value_checks_enabled,
 )
 from lossplug.functional._precision import at_least_float32
@@ -80,12 +82,12 @@ def cross_entropy(
     check_number(name, "label_smoothing", label_smoothing, minimum=0.0, maximum=1.0)
     check_floating(name, "pred", pred, "logits of shape (N, C, ...)")
     soft_target = isinstance(target, Tensor) and target.is_floating_point()
-    eager_cpu = _eager_on_cpu(pred)
+    eager_cpu = class_indices_checked_by_torch(pred)
     if soft_target:
         check_same_shape(name, pred, target)
         check_unit_interval(name, "target", target, "class probabilities")
-    elif not eager_cpu or pred.ndim < 2:  # torch takes an unbatched (C,); lossplug does not
-        check_class_target(name, pred, target, ignore_index)
+    else:
+        check_class_target(name, pred, target, ignore_index, values=not eager_cpu)
     if weight is not None and tuple(weight.shape) != (pred.shape[1],):
         raise ValueError(
             f"{name}: 'weight' must have one entry per class, shape ({pred.shape[1]},), "
@@ -98,25 +100,8 @@ def cross_entropy(
     if soft_target:
         return _soft_target_cross_entropy(pred, at_least_float32(target), reduction, options)
     options["ignore_index"] = ignore_index
-    try:
+    with explain_class_target_errors(name, pred, target, ignore_index):
         return _index_target_cross_entropy(pred, _as_index(target), reduction, options, eager_cpu)
-    except (IndexError, RuntimeError, ValueError) as error:
-        # torch refused the targets (on the CPU, unchecked so far): say why, lossplug's way
-        try:
-            check_class_target(name, pred, target, ignore_index)
-        except (TypeError, ValueError) as clear:
-            raise clear from error
-        raise
-
-
-def _eager_on_cpu(pred: Tensor) -> bool:
-    """Whether ``pred`` is on the CPU outside ``torch.compile``, where checks can be left to torch.
-
-    There torch's kernel itself refuses class indices out of range (an error lossplug then
-    explains), and reading a computed value waits for no device. On CUDA an index out of range
-    is a device-side assert that kills the process, so targets are checked first there.
-    """
-    return pred.device.type == "cpu" and not torch.compiler.is_compiling()
 
 
 def _as_index(target: Tensor) -> Tensor:

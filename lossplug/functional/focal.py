@@ -49,6 +49,8 @@ from lossplug._validation import (
     check_same_shape,
     check_unit_interval,
     check_weight_tensor,
+    class_indices_checked_by_torch,
+    explain_class_target_errors,
     value_checks_enabled,
 )
 from lossplug.functional._precision import at_least_float32
@@ -206,7 +208,21 @@ def _multiclass_focal(
     ignore_index: int | None,
 ) -> tuple[Tensor, Tensor | None]:
     """Per-position softmax focal loss and the mask of kept positions."""
-    check_class_target("focal", logits, target, ignore_index)
+    check_class_target(
+        "focal", logits, target, ignore_index, values=not class_indices_checked_by_torch(logits)
+    )
+    with explain_class_target_errors("focal", logits, target, ignore_index):
+        return _unchecked_multiclass_focal(logits, target, gamma, alpha, ignore_index)
+
+
+def _unchecked_multiclass_focal(
+    logits: Tensor,
+    target: Tensor,
+    gamma: float,
+    alpha: float | Tensor | list[float] | None,
+    ignore_index: int | None,
+) -> tuple[Tensor, Tensor | None]:
+    """:func:`_multiclass_focal` after the target's metadata checks; torch checks the indices."""
     kept = None
     if ignore_index is not None:
         kept = target != ignore_index

@@ -63,6 +63,8 @@ from lossplug._validation import (
     check_same_shape,
     check_unit_interval,
     check_weight_tensor,
+    class_indices_checked_by_torch,
+    explain_class_target_errors,
     value_checks_enabled,
 )
 from lossplug.functional._precision import at_least_float32
@@ -322,7 +324,10 @@ def dice_ce_components(
         include_background=include_background,
         ignore_index=ignore_index,
     )
-    stats, log_prob, kept = _softmax_index_stats(scores, target, ignore_index, with_log_prob=True)
+    with explain_class_target_errors(name, pred, target, ignore_index):
+        stats, log_prob, kept = _softmax_index_stats(
+            scores, target, ignore_index, with_log_prob=True
+        )
     stats = _pooled(stats, batch=batch, include_background=include_background)
     per_class = _dice_loss(stats, smooth_nr=smooth_nr, smooth_dr=smooth_dr, jaccard=False)
     return {"dice": reduce_loss(per_class, "mean"), "ce": reduce_loss(-log_prob, "mean", kept)}
@@ -459,10 +464,12 @@ def _overlap_stats(
         include_background=include_background,
         ignore_index=ignore_index,
     )
-    if index_target and input == "logits":
-        stats, _, _ = _softmax_index_stats(scores, target, ignore_index)
-    elif index_target:
-        stats = _index_stats(scores, target, ignore_index)
+    if index_target:
+        with explain_class_target_errors(name, pred, target, ignore_index):
+            if input == "logits":
+                stats, _, _ = _softmax_index_stats(scores, target, ignore_index)
+            else:
+                stats = _index_stats(scores, target, ignore_index)
     else:
         probs = scores
         if input == "logits":
@@ -575,7 +582,9 @@ def _check_target(
     if not isinstance(target, Tensor):
         raise TypeError(f"{name}: 'target' must be a torch.Tensor, got {type(target).__name__}")
     if mode == "multiclass" and not target.is_floating_point():
-        check_class_target(name, pred, target, ignore_index)
+        check_class_target(
+            name, pred, target, ignore_index, values=not class_indices_checked_by_torch(pred)
+        )
         return True
     if mode == "binary":
         check_min_dims(name, "pred", pred, 1, "(N, *) or (N, 1, *) of binary logits")
