@@ -92,7 +92,8 @@ def time_steps(
         single[name] = max(time.perf_counter() - start, 1e-9)
         calls[name] = max(1, math.ceil(min_sample_s / single[name]))
     round_s = sum(calls[name] * single[name] for name in steps)
-    repeats = max(min(repeats, int(budget_s / round_s)), min(repeats, 5))
+    if budget_s < math.inf:
+        repeats = max(min(repeats, int(budget_s / round_s)), min(repeats, 5))
     samples: dict[str, list[float]] = {name: [] for name in steps}
     order = list(steps)
     for repeat in range(repeats):

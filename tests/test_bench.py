@@ -17,7 +17,7 @@ from conftest import REPO, run_python
 sys.path.insert(0, str(REPO / "scripts"))
 
 import bench_losses
-from _benchkit import peak_memory
+from _benchkit import peak_memory, time_steps
 
 
 def test_bench_losses_quick_runs_and_every_row_agrees(tmp_path: Path):
@@ -110,3 +110,26 @@ def test_sizes_are_the_ones_users_train_at(quick):
     rows = bench_losses.all_rows(sizes)
     peers = {row.peer.split()[0] for row in rows}
     assert peers == {"torch", "MONAI", "kornia", "PML"}
+
+
+@pytest.mark.parametrize(("budget_s", "expected"), [(float("inf"), 7), (0.0, 5)])
+def test_time_steps_takes_every_sample_without_a_budget(budget_s, expected):
+    """Without a budget every repeat is taken; a spent budget still leaves 5 samples each."""
+    calls = {"a": 0, "b": 0}
+
+    def counting(name):
+        def step():
+            calls[name] += 1
+
+        return step
+
+    samples = time_steps(
+        {name: counting(name) for name in calls},
+        torch.device("cpu"),
+        repeats=7,
+        warmup=0,
+        min_sample_s=0.0,
+        budget_s=budget_s,
+    )
+    assert [len(samples[name]) for name in calls] == [expected, expected]
+    assert all(seconds > 0 for values in samples.values() for seconds in values)
