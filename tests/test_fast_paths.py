@@ -19,7 +19,7 @@ from conftest import REPO
 from lossplug import functional as LF
 from lossplug.functional._distance import pairwise_distances
 from lossplug.functional._softmax_stats import (
-    IN_PLACE_MIN_POSITIONS,
+    LARGE_INPUT_POSITIONS,
     softmax_overlap_stats,
     target_log_prob,
 )
@@ -98,14 +98,22 @@ def weighted_sum_gradient(outputs, logits, used, *, retain_graph=False):
     return torch.autograd.grad(total, logits, retain_graph=retain_graph)[0]
 
 
-@pytest.mark.parametrize("positions", [40, IN_PLACE_MIN_POSITIONS // 2])
+@pytest.mark.parametrize("layout", ["small", "large", "large channels-last"])
+@pytest.mark.parametrize("with_valid", [False, True])
 @pytest.mark.parametrize("used", [(0,), (1,), (2,), (1, 2), (0, 1, 2)])
-def test_softmax_overlap_stats_gradient_in_place_and_out_of_place(positions, used):
-    """From IN_PLACE_MIN_POSITIONS the CPU gradient is written into the saved probabilities."""
+def test_softmax_overlap_stats_paths_for_small_and_large_inputs(layout, with_valid, used):
+    """From LARGE_INPUT_POSITIONS the CPU reads the target class at flat offsets and writes the
+    gradient into the saved probabilities; channels-last logits keep gather/scatter."""
+    positions = 40 if layout == "small" else LARGE_INPUT_POSITIONS // 2
     logits, labels = logits_and_labels(c=5, s=positions)
-    valid = (torch.rand(labels.shape, generator=seeded(4)) > 0.3).double()
+    if layout == "large channels-last":
+        logits = logits.detach().transpose(1, 2).contiguous().transpose(1, 2).requires_grad_()
+        assert not logits.is_contiguous()
+    valid = (torch.rand(labels.shape, generator=seeded(4)) > 0.3).double() if with_valid else None
     fused = softmax_overlap_stats(logits, labels, valid, with_log_prob=True)
     expected = reference_stats(logits, labels, valid)
+    for ours, reference in zip(fused, expected, strict=True):
+        torch.testing.assert_close(ours, reference)
     torch.testing.assert_close(
         weighted_sum_gradient(fused, logits, used), weighted_sum_gradient(expected, logits, used)
     )
@@ -129,7 +137,7 @@ def test_in_place_backward_allocates_no_full_size_gradient():
 
     Less a few ``(N, S)`` temporaries of the per-class update.
     """
-    positions = IN_PLACE_MIN_POSITIONS // 4
+    positions = LARGE_INPUT_POSITIONS // 4
     logits = torch.randn(4, 8, positions).requires_grad_()
     labels = torch.randint(0, 8, (4, positions), generator=seeded(6))
     full_size = logits.numel() * logits.element_size()
@@ -397,10 +405,11 @@ INDEX_TARGET_LOSSES = {
 
 @pytest.mark.parametrize("loss", sorted(INDEX_TARGET_LOSSES))
 @pytest.mark.parametrize(("bad", "ignore_index"), [(4, None), (-1, None), (9, 255), (-3, 255)])
-def test_class_index_out_of_range_is_explained_on_the_cpu(loss, bad, ignore_index):
-    """On the CPU the losses leave the index check to torch's gather and explain its error."""
-    logits = torch.randn(2, 4, 6, 6)
-    target = torch.randint(0, 4, (2, 6, 6), generator=seeded(8))
+@pytest.mark.parametrize("side", [6, 128])  # 128: flat offsets (LARGE_INPUT_POSITIONS)
+def test_class_index_out_of_range_is_explained_on_the_cpu(loss, bad, ignore_index, side):
+    """On the CPU the losses leave the index check to torch's kernels and explain their error."""
+    logits = torch.randn(2, 4, side, side)
+    target = torch.randint(0, 4, (2, side, side), generator=seeded(8))
     target[1, 2, 3] = bad
     if ignore_index is not None:
         target[0, 0, 0] = ignore_index

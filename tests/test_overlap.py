@@ -384,6 +384,22 @@ def test_absent_class_with_no_smoothing_scores_one_not_nan(loss, gamma):
     assert per_class.tolist() == [[0.0, 1.0, 0.0]]
 
 
+@pytest.mark.parametrize("jaccard", [False, True])
+@pytest.mark.parametrize("smooth", [1e-5, 1.0])
+def test_absent_class_with_equal_smoothing_scores_exactly_one(jaccard, smooth):
+    """Equal smoothing terms take the unguarded ratio: (0 + s) / (0 + s) is exactly 1."""
+    probs = torch.zeros(2, 3, 4, 4, requires_grad=True)
+    target = torch.zeros(2, 3, 4, 4)
+    target[:, 1] = 1.0
+    options = {"smooth_nr": smooth, "smooth_dr": smooth, "jaccard": jaccard}
+    per_class = dice(probs, target, mode="multilabel", input="probs", reduction="none", **options)
+    per_class.sum().backward()
+    assert per_class[:, [0, 2]].tolist() == [[0.0, 0.0], [0.0, 0.0]]
+    expected_missed = 1 - smooth / (16.0 + smooth)  # P = 0, T = 16, I = 0
+    torch.testing.assert_close(per_class[:, 1], torch.full((2,), expected_missed))
+    assert torch.isfinite(probs.grad).all()
+
+
 def test_focal_tversky_gradient_is_finite_at_a_perfect_prediction():
     target = torch.tensor([[[1.0, 0.0, 1.0, 0.0]]])
     probs = target.clone().requires_grad_()
