@@ -25,6 +25,9 @@ _BINARY = torch.randint(0, 2, (2, 3, 4, 4), generator=torch.Generator().manual_s
 _EMBEDDINGS = torch.randn(8, 3, generator=torch.Generator().manual_seed(3))
 _EMBEDDING_LABELS = torch.tensor([0, 0, 1, 1, 2, 2, 0, 1])
 _IGNORED = _LABELS.masked_fill(_LABELS == 2, 255)
+# 2x128x128 = 32768 positions: the Dice statistics' paths for large CPU inputs (flat offsets)
+_LARGE_LOGITS = torch.randn(2, 3, 128, 128, generator=torch.Generator().manual_seed(4)) * 3
+_LARGE_LABELS = torch.randint(0, 3, (2, 128, 128), generator=torch.Generator().manual_seed(5))
 
 
 def _loss_cases() -> dict[str, tuple[Callable[..., torch.Tensor], tuple[torch.Tensor, ...]]]:
@@ -48,6 +51,8 @@ def _loss_cases() -> dict[str, tuple[Callable[..., torch.Tensor], tuple[torch.Te
         "dice_multilabel": (partial(LF.dice, mode="multilabel"), (logits, binary)),
         "tversky": (partial(LF.tversky, alpha=0.3, beta=0.7, gamma=0.75), (logits, labels)),
         "dice_ce": (partial(dice_ce, ignore_index=255, batch=True), (logits, _IGNORED)),
+        "dice_large": (LF.dice, (_LARGE_LOGITS, _LARGE_LABELS)),
+        "dice_ce_large": (dice_ce, (_LARGE_LOGITS, _LARGE_LABELS)),
         "contrastive": (LF.contrastive, (emb, emb_labels)),
         "triplet": (LF.triplet, (emb, emb_labels)),
         "triplet_batch_hard": (partial(LF.triplet, mining="batch_hard"), (emb, emb_labels)),
