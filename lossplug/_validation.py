@@ -291,11 +291,27 @@ def explain_class_target_errors(
     try:
         yield
     except (IndexError, RuntimeError, ValueError) as error:
-        try:
-            check_class_target(loss, pred, target, ignore_index)
-        except (TypeError, ValueError) as clear:
-            raise clear from error
-        raise
+        clear = _class_target_error(loss, pred, target, ignore_index)
+        if clear is None:
+            raise
+        raise clear from error
+
+
+def _class_target_error(
+    loss: str, pred: Tensor, target: Tensor, ignore_index: int | None
+) -> Exception | None:
+    """The clear error for a bad ``target``; ``None`` if it passes or cannot be checked here.
+
+    The check reads the target on the host, which fails under ``torch.func.vmap`` for one:
+    torch's original error is then the one to show.
+    """
+    try:
+        check_class_target(loss, pred, target, ignore_index)
+    except (TypeError, ValueError) as clear:
+        return clear
+    except Exception:  # the check cannot run here: torch's error stands
+        return None
+    return None
 
 
 def check_unit_interval(loss: str, name: str, tensor: Tensor, meaning: str) -> None:

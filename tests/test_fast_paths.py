@@ -17,6 +17,7 @@ import torch.nn.functional as TF
 from conftest import REPO
 
 from lossplug import functional as LF
+from lossplug._validation import explain_class_target_errors
 from lossplug.functional._distance import pairwise_distances
 from lossplug.functional._softmax_stats import (
     LARGE_INPUT_POSITIONS,
@@ -117,6 +118,42 @@ def test_softmax_overlap_stats_paths_for_small_and_large_inputs(layout, with_val
     torch.testing.assert_close(
         weighted_sum_gradient(fused, logits, used), weighted_sum_gradient(expected, logits, used)
     )
+
+
+def test_log_prob_gradient_alone_may_arrive_expanded():
+    """The incoming gradient of log_prob alone (from a sum over positions) is an expand."""
+    logits, labels = logits_and_labels(s=LARGE_INPUT_POSITIONS // 2)
+    fused = softmax_overlap_stats(logits, labels, None, with_log_prob=True)
+    expected = reference_stats(logits, labels, None)
+    per_sample = torch.randn(2, generator=seeded(19), dtype=logits.dtype)  # -> (N, 1) expanded
+    (grad,) = torch.autograd.grad(fused.log_prob.sum(1), logits, per_sample)
+    (expected_grad,) = torch.autograd.grad(expected[0].sum(1), logits, per_sample)
+    torch.testing.assert_close(grad, expected_grad)
+
+
+@pytest.mark.parametrize("loss", ["dice", "tversky", "dice_ce"])
+def test_targets_of_any_memory_layout_on_the_large_input_path(loss):
+    """A batch-last class-index target (non-contiguous) gives the contiguous target's values."""
+    side = 128  # 2 x 128 x 128 positions: the flat-offset path
+    logits = torch.randn(2, 4, side, side, generator=seeded(17), requires_grad=True)
+    batch_last = torch.randint(0, 4, (side, side, 2), generator=seeded(18)).permute(2, 0, 1)
+    assert not batch_last.is_contiguous()
+    fn = INDEX_TARGET_LOSSES[loss]
+    value = fn(logits, batch_last)
+    (grad,) = torch.autograd.grad(value, logits)
+    expected = fn(logits, batch_last.contiguous())
+    (expected_grad,) = torch.autograd.grad(expected, logits)
+    torch.testing.assert_close(value, expected)
+    torch.testing.assert_close(grad, expected_grad)
+
+
+def test_an_error_the_target_check_cannot_explain_stays_torch_s():
+    """When the check itself cannot run (meta tensors here, vmap elsewhere) the original stands."""
+    pred = torch.empty(2, 3, 4, device="meta")
+    target = torch.empty(2, 4, dtype=torch.long, device="meta")
+    explained = explain_class_target_errors("dice", pred, target)
+    with pytest.raises(RuntimeError, match="the kernel's own error"), explained:
+        raise RuntimeError("the kernel's own error")
 
 
 @pytest.mark.parametrize("with_valid", [False, True])

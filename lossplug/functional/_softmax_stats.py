@@ -210,7 +210,8 @@ def _flat_positions(labels: Tensor, logits: Tensor) -> Tensor | None:
     dtype = torch.int32 if logits.numel() <= torch.iinfo(torch.int32).max else torch.long
     device = labels.device
     sample_start = torch.arange(batch, dtype=dtype, device=device) * (num_classes * positions)
-    offsets = labels.to(dtype).mul_(positions)
+    offsets = labels.to(dtype, memory_format=torch.contiguous_format, copy=True)
+    offsets.mul_(positions)
     offsets += torch.arange(positions, dtype=dtype, device=device)
     return offsets.add_(sample_start.unsqueeze(1))
 
@@ -226,7 +227,7 @@ def _add_at(target: Tensor, labels: Tensor, at: Tensor | None, source: Tensor) -
     """Add ``source`` ``(N, S)`` into ``target`` ``(N, C, S)`` at each position's label."""
     if at is None:
         return target.scatter_add_(1, labels.unsqueeze(1), source.unsqueeze(1))
-    target.view(-1).index_add_(0, at.view(-1), source.view(-1))
+    target.view(-1).index_add_(0, at.view(-1), source.reshape(-1))
     return target
 
 
@@ -237,7 +238,9 @@ def _may_overwrite(probs: Tensor) -> bool:
     much as the arithmetic); from :data:`LARGE_INPUT_POSITIONS` positions (the update takes
     one operation per class); outside ``torch.compile``; and only when this backward pass
     frees the graph (no ``retain_graph=True``: a second pass would read the overwritten
-    probabilities). A torch without that query keeps the out-of-place path.
+    probabilities). A torch without that query keeps the out-of-place path. A saved-tensor
+    hook (``torch.autograd.graph.saved_tensors_hooks``) that keeps its own reference to the
+    packed softmax beyond the backward pass sees it overwritten.
     """
     if probs.device.type != "cpu" or probs.shape[0] * probs.shape[2] < LARGE_INPUT_POSITIONS:
         return False

@@ -642,17 +642,11 @@ def _class_weight(
 
 
 def _dice_loss(stats: OverlapStats, *, smooth_nr: float, smooth_dr: float, jaccard: bool) -> Tensor:
-    """Per-class Dice (or Jaccard) loss from the statistics; see :func:`dice`.
-
-    With equal smoothing terms (the default) no guard is needed: the denominator, a sum of
-    non-negative statistics, is exactly 0 only where the numerator is too, and there
-    :math:`(0 + s) / (0 + s)` is exactly 1.
-    """
+    """Per-class Dice (or Jaccard) loss from the statistics; see :func:`dice`."""
     inter, total = stats.intersection, stats.pred_sum + stats.target_sum
-    numerator, denominator = (inter, total - inter) if jaccard else (2 * inter, total)
-    if smooth_nr == smooth_dr > 0:
-        return 1 - (numerator + smooth_nr) / (denominator + smooth_dr)
-    return 1 - _smoothed_ratio(numerator, denominator, smooth_nr, smooth_dr)
+    if jaccard:
+        return 1 - _smoothed_ratio(inter, total - inter, smooth_nr, smooth_dr)
+    return 1 - _smoothed_ratio(2 * inter, total, smooth_nr, smooth_dr)
 
 
 def _smoothed_ratio(
