@@ -94,7 +94,11 @@ def focal(
     check_floating(name, "pred", pred, "logits")
     pred = at_least_float32(pred)
     if mode == "multiclass":
-        loss, kept = _multiclass_focal(pred, target, gamma, alpha, ignore_index)
+        # on the CPU torch's kernels refuse class indices out of range; their error is explained
+        by_torch = class_indices_checked_by_torch(pred)
+        check_class_target(name, pred, target, ignore_index, values=not by_torch)
+        with explain_class_target_errors(name, pred, target, ignore_index):
+            loss, kept = _multiclass_focal(pred, target, gamma, alpha, ignore_index)
     else:
         loss, kept = _sigmoid_focal(pred, target, mode, gamma, alpha, ignore_index)
     return reduce_loss(loss, reduction, kept)
@@ -207,22 +211,7 @@ def _multiclass_focal(
     alpha: float | Tensor | list[float] | None,
     ignore_index: int | None,
 ) -> tuple[Tensor, Tensor | None]:
-    """Per-position softmax focal loss and the mask of kept positions."""
-    check_class_target(
-        "focal", logits, target, ignore_index, values=not class_indices_checked_by_torch(logits)
-    )
-    with explain_class_target_errors("focal", logits, target, ignore_index):
-        return _unchecked_multiclass_focal(logits, target, gamma, alpha, ignore_index)
-
-
-def _unchecked_multiclass_focal(
-    logits: Tensor,
-    target: Tensor,
-    gamma: float,
-    alpha: float | Tensor | list[float] | None,
-    ignore_index: int | None,
-) -> tuple[Tensor, Tensor | None]:
-    """:func:`_multiclass_focal` after the target's metadata checks; torch checks the indices."""
+    """Per-position softmax focal loss and the mask of kept positions (targets checked)."""
     kept = None
     if ignore_index is not None:
         kept = target != ignore_index
