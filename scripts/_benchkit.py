@@ -19,11 +19,14 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import platform
 import statistics
 import subprocess
+import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -121,7 +124,10 @@ def peak_memory(step: Step, device: torch.device) -> int:
         step()
         synchronize(device)
         return torch.cuda.max_memory_allocated(device) - baseline
-    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+    with (
+        _native_stderr_silenced(),
+        profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof,
+    ):
         step()
     events = [
         event for event in prof.profiler.kineto_results.events() if event.name() == "[memory]"
@@ -131,6 +137,24 @@ def peak_memory(step: Step, device: torch.device) -> int:
         held += event.nbytes()
         peak = max(peak, held)
     return peak
+
+
+@contextmanager
+def _native_stderr_silenced() -> Iterator[None]:
+    """Send file descriptor 2 to ``/dev/null`` for a block.
+
+    The profiler's C++ side prints ``profiler_start``/``profiler_stop`` lines on every use,
+    two per measured row; Python's own ``sys.stderr`` is flushed first and restored after.
+    """
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "w") as devnull:
+            os.dup2(devnull.fileno(), 2)
+            yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
 
 
 def machine_info(device: torch.device) -> dict[str, object]:

@@ -25,6 +25,7 @@ def test_bench_losses_quick_runs_and_every_row_agrees(tmp_path: Path):
         "scripts/bench_losses.py", "--quick", "--out", tmp_path, cwd=REPO, timeout=300
     )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert "profiler_start" not in result.stdout + result.stderr  # the profiler's C++ chatter
     payload = json.loads((tmp_path / "bench_losses.json").read_text())
     rows = payload["rows"]
     expected = {row.loss for row in bench_losses.all_rows(bench_losses.QUICK)}
