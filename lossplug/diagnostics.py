@@ -20,6 +20,7 @@ same norms).
 from __future__ import annotations
 
 import functools
+import itertools
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -205,10 +206,10 @@ def gradient_statistics(names: Sequence[str], gradients: Tensor) -> dict[str, fl
     dots = gradients @ gradients.T
     scale = norms[:, None] * norms[None, :]
     cosines = torch.where(scale > 0, dots / scale, 0.0).clamp(-1.0, 1.0)
-    first, second = torch.triu_indices(len(names), len(names), 1, device=gradients.device)
+    pairs = list(itertools.combinations(range(len(names)), 2))
+    first, second = torch.tensor(pairs, dtype=torch.long).reshape(-1, 2).T.to(gradients.device)
     values = torch.cat([norms, cosines[first, second]]).tolist()
     keys = [f"train/grad_norm/{name}" for name in names]
-    pairs = zip(first.tolist(), second.tolist(), strict=True)
     keys += [f"train/grad_cosine/{names[a]}__{names[b]}" for a, b in pairs]
     return dict(zip(keys, values, strict=True))
 

@@ -21,6 +21,7 @@ import warnings
 from collections.abc import Callable, Mapping
 from typing import Any
 
+import torch
 from hydra.utils import instantiate
 from lightning.pytorch.core.mixins import HyperparametersMixin
 from lightning.pytorch.utilities.parsing import collect_init_args
@@ -191,9 +192,13 @@ class LossPlugMixin:
             self.log(f"train/loss_weight/{name}", weight, on_step=True, on_epoch=False)
 
     def _write_to_loggers(self, values: Mapping[str, Tensor]) -> None:
-        """Write scalars to every logger at the step Lightning writes this step's logs."""
+        """Write scalars to every logger at the step Lightning writes this step's logs.
+
+        The values are read back in one transfer (one device sync, not one per value).
+        """
         step = self.trainer.fit_loop.epoch_loop._batches_that_stepped
-        scalars = {key: float(value) for key, value in values.items()}
+        read = torch.stack([value.detach().reshape(()) for value in values.values()]).tolist()
+        scalars = dict(zip(values, read, strict=True))
         for logger in self.loggers:
             logger.log_metrics(scalars, step)
 

@@ -19,7 +19,8 @@ non-finite value (NaN, +inf or -inf) does:
     the gradients are discarded. Each dropped step counts in :attr:`NonFiniteGuard.skipped_steps`
     (logged, saved in checkpoints). Deciding needs the flag on the host before the step, so
     ``"skip"`` costs one host read per optimizer step (as torch's ``GradScaler`` does), and,
-    with several processes, one ``all_reduce`` of the flag, so that a NaN on one process
+    with several processes, one ``all_reduce`` of the flag per training batch (per
+    optimizer step without gradient accumulation), so that a NaN on one process
     drops the step on all of them and they stay identical. The step still counts in
     ``global_step`` and in a per-step learning-rate schedule, as a step ``GradScaler`` skips.
     With gradient accumulation a non-finite batch drops the whole accumulated step.

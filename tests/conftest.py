@@ -10,6 +10,7 @@ from pathlib import Path
 
 import lightning.pytorch as pl
 import pytest
+import torch
 from hydra import compose, initialize_config_module
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
@@ -70,3 +71,11 @@ def quiet_trainer(**options: object) -> pl.Trainer:
         "num_sanity_val_steps": 0,
     }
     return pl.Trainer(**{**defaults, **options})
+
+
+def softmax_passes(run: Callable[[], object]) -> int:
+    """How many softmax/log-softmax kernels ``run()`` launches (forward and backward)."""
+    with torch.profiler.profile() as prof:
+        run()
+    names = ("aten::_softmax", "aten::_log_softmax")
+    return sum(event.count for event in prof.key_averages() if event.key in names)

@@ -77,6 +77,7 @@ class Job(LossPlugMixin, L.LightningModule):
                 "weights": learned.lambdas.tolist(),
                 "synced_means": learned.history[1].tolist(),
                 "local_means": (self.local_sums / self.local_count).tolist(),
+                "local_count": self.local_count,
             }
         )
         self.local_sums.zero_()

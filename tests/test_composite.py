@@ -7,6 +7,7 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import softmax_passes
 
 from lossplug.composite import CompositeLoss, Route
 from lossplug.losses import (
@@ -360,6 +361,8 @@ def test_fused_dice_ce_equals_the_terms_computed_apart(dice_options, ce_options,
         F.cross_entropy(logits, target, ignore_index=-100 if ignore is None else ignore),
     )
     (fused_grad,) = torch.autograd.grad(loss.total(values), logits)
+    one = softmax_passes(lambda: loss.total(loss.measured_components(logits, target)[0]).backward())
+    assert one == 1  # the fused path's single softmax; the terms apart take two
     by_hand = 0.3 * terms["dice"](logits, target) + terms["ce"](logits, target)
     (apart_grad,) = torch.autograd.grad(by_hand, logits)
     torch.testing.assert_close(fused_grad, apart_grad)

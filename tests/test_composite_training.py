@@ -179,6 +179,14 @@ def test_dwa_weights_are_identical_on_both_ddp_ranks(tmp_path):
         assert epoch0["weights"] == epoch1["weights"]  # bit for bit
         assert epoch0["synced_means"] == epoch1["synced_means"]
         assert epoch0["local_means"] != pytest.approx(epoch1["local_means"], rel=0.1)
+        # the synced means are the sample-weighted means of both ranks' batches (64 and 48)
+        counts = epoch0["local_count"], epoch1["local_count"]
+        assert counts[0] != counts[1]
+        weighted = [
+            (counts[0] * a + counts[1] * b) / sum(counts)
+            for a, b in zip(epoch0["local_means"], epoch1["local_means"], strict=True)
+        ]
+        assert epoch0["synced_means"] == pytest.approx(weighted, rel=1e-5)
     records = ranks[0]  # records[t]: after epoch t, the weights for epoch t + 1
     assert records[0]["weights"] == [1.0, 1.0]  # epochs 0 and 1
     for t in (1, 2, 3):

@@ -7,6 +7,8 @@ import math
 from pathlib import Path
 
 import pytest
+import torch
+from conftest import softmax_passes
 from hydra.errors import (
     ConfigCompositionException,
     InstantiationException,
@@ -273,3 +275,10 @@ def test_the_dice_ce_config_shares_one_softmax_between_its_terms(compose_train):
     cfg = compose_train("experiment=segmentation")
     criterion = build_criterion(cfg.loss)
     assert criterion.fused is not None  # the README's claim for loss=dice_ce
+    logits = torch.randn(2, cfg.model.num_classes, 8, 8, requires_grad=True)
+    target = torch.randint(0, cfg.model.num_classes, (2, 8, 8))
+
+    def step() -> None:
+        criterion.total(criterion.measured_components(logits, target)[0]).backward()
+
+    assert softmax_passes(step) == 1

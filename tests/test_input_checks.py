@@ -8,6 +8,7 @@ import lightning.pytorch as pl
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import quiet_trainer
 from torch import nn
 from torch.utils.data import DataLoader
 
@@ -414,14 +415,7 @@ class SoftmaxWhenEvaluating(LossPlugMixin, pl.LightningModule):
 def test_the_first_batch_of_each_stage_is_checked_in_a_run():
     generator = torch.Generator().manual_seed(0)
     batches = [(torch.randn(8, 4, generator=generator), _labels(8, 3)) for _ in range(2)]
-    trainer = pl.Trainer(
-        max_epochs=1,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        num_sanity_val_steps=0,
-    )
+    trainer = quiet_trainer()
     loader = DataLoader(batches, batch_size=None)
     with pytest.raises(InputMisuseError, match=r"^cross_entropy \(stage 'val'\): expects logits"):
         trainer.fit(SoftmaxWhenEvaluating(), loader, loader)

@@ -22,7 +22,7 @@ import lightning.pytorch as pl
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import REPO
+from conftest import REPO, quiet_trainer
 from torch import nn
 from torch.utils.data import DataLoader
 
@@ -61,13 +61,7 @@ class Probe(LossPlugMixin, pl.LightningModule):
 def fit(loss, x, y, **options):
     """One training and one validation batch of ``(x, y)``; the last training loss."""
     model = Probe(loss, **options)
-    trainer = pl.Trainer(
-        fast_dev_run=1,
-        logger=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        enable_checkpointing=False,
-    )
+    trainer = quiet_trainer(fast_dev_run=1)
     loader = DataLoader([(x, y)], batch_size=None)
     trainer.fit(model, loader, loader)
     return trainer.callback_metrics["train_step/loss"]

@@ -38,7 +38,6 @@ from lossplug.composite.routing import Route, Selector, parse_route
 from lossplug.losses.base import LossModule, batch_count, sum_components
 from lossplug.registry import UnknownLossError, build_loss, register_loss
 from lossplug.weighting import WEIGHTINGS, Constant, LearnedWeighting, parse_schedule
-from lossplug.weighting.dwa import DEFAULT_TEMPERATURE
 
 LossLike = nn.Module | Callable[[Tensor, Tensor], Tensor]
 WeightSpec = float | Mapping[str, Any]
@@ -166,10 +165,8 @@ class CompositeLoss(LossModule):
                         f"weighting='uncertainty' (the learned weight would undo a schedule, "
                         f"and a weight of 0 drives its log-variance to -inf), got {weight!r}"
                     )
-            return WEIGHTINGS[weighting](len(self.terms))
-        if temperature is None:
-            temperature = DEFAULT_TEMPERATURE
-        return WEIGHTINGS[weighting](len(self.terms), temperature)
+        options = {} if temperature is None else {"temperature": temperature}
+        return WEIGHTINGS[weighting](len(self.terms), **options)
 
     def _common_input_space(self) -> str:
         """The input space of the whole output; terms reading one head must agree on it.

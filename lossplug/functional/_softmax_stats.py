@@ -197,7 +197,7 @@ def _flat_positions(labels: Tensor, logits: Tensor) -> Tensor | None:
     """Where each position's target class lies in ``logits`` ``(N, C, S)``, flattened.
 
     :math:`(n C + y_{n,s}) S + s`, ``(N, S)``, in int32 whenever it fits: on the CPU a 1-d
-    ``index_select``/``index_add_`` at these offsets is 2 to 3 times faster than ``gather`` or
+    ``index_select``/``index_add_`` at these offsets is faster than ``gather`` or
     ``scatter_add_`` along dim 1, and int32 arithmetic, unlike int64, is vectorised. ``None``
     (``gather``/``scatter_add_`` then) off the CPU, where this was not measured, below
     :data:`LARGE_INPUT_POSITIONS` positions and for non-contiguous (channels-last) logits.
