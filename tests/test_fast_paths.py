@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as TF
 from conftest import REPO
 
+import lossplug
 from lossplug import functional as LF
 from lossplug._validation import explain_class_target_errors
 from lossplug.functional._distance import pairwise_distances
@@ -394,6 +395,46 @@ def test_contrastive_sum_counts_each_pair_once():
         torch.testing.assert_close(summed[name], per_pair[name].sum())
 
 
+# ------------------------------------------------------------------- multiclass hinge
+@pytest.mark.parametrize("squared", [False, True])
+@pytest.mark.parametrize("margin", [0.0, 0.7])
+def test_multiclass_hinge_gradient_is_torchs_multi_margin_gradient_times_c(squared, margin):
+    """torch's ``multi_margin_loss`` (p=1 or 2) is the Weston-Watkins hinge divided by ``C``."""
+    scores = torch.randn(2, 5, 3, 4, generator=seeded(40), dtype=torch.float64)
+    labels = torch.randint(0, 5, (2, 3, 4), generator=seeded(41))
+    scores[0, :, 0, 0] = 1.5  # tied scores: with margin 0 every hinge sits at its kink
+    labels[0, 0, 0] = 0
+    ours = scores.clone().requires_grad_()
+    LF.hinge(ours, labels, mode="multiclass", margin=margin, squared=squared).backward()
+    rows = scores.movedim(1, -1).reshape(-1, 5).requires_grad_()
+    p = 2 if squared else 1
+    (5 * TF.multi_margin_loss(rows, labels.reshape(-1), p=p, margin=margin)).backward()
+    torch.testing.assert_close(ours.grad, rows.grad.reshape(2, 3, 4, 5).movedim(-1, 1))
+
+
+def test_multiclass_hinge_per_sample_gradients_under_vmap():
+    scores = torch.randn(4, 6, generator=seeded(42), dtype=torch.float64)
+    labels = torch.randint(0, 6, (4,), generator=seeded(43))
+
+    def per_sample(row, label):
+        return LF.hinge(row[None], label[None], mode="multiclass", squared=True)
+
+    with lossplug.value_checks(False):  # vmap refuses the host read of the index check
+        grads = torch.func.vmap(torch.func.grad(per_sample))(scores, labels)
+    for i in range(4):
+        row = scores[i : i + 1].clone().requires_grad_()
+        (6 * TF.multi_margin_loss(row, labels[i : i + 1], p=2)).backward()
+        torch.testing.assert_close(grads[i], row.grad[0])
+
+
+def test_multiclass_hinge_refuses_a_second_derivative():
+    scores = torch.randn(3, 4, generator=seeded(44)).requires_grad_()
+    loss = LF.hinge(scores, torch.tensor([0, 1, 2]), mode="multiclass", squared=True)
+    (grad,) = torch.autograd.grad(loss, scores, create_graph=True)
+    with pytest.raises(RuntimeError):
+        grad.sum().backward()
+
+
 # ----------------------------------------------------------------------------- memory
 def _peak(loss, *inputs):
     leaf = inputs[0]
@@ -411,6 +452,15 @@ def test_triplet_memory_grows_with_pairs_not_triplets():
     emb = torch.randn(96, 16, generator=seeded(14)).requires_grad_()
     # the (B, B, B) float tensor alone would be 96^3 * 4 bytes = 3.5 MB
     assert _peak(LF.triplet, emb, labels) < 96**3 * 4 / 4
+
+
+def test_multiclass_hinge_holds_one_score_sized_buffer_like_torchs_fused_kernel():
+    scores = torch.randn(256, 100, generator=seeded(45)).requires_grad_()
+    labels = torch.randint(0, 100, (256,), generator=seeded(46))
+    ours = _peak(lambda x, y: LF.hinge(x, y, mode="multiclass"), scores, labels)
+    torchs = _peak(TF.multi_margin_loss, scores, labels)
+    # torch's kernel needs no per-sample temporary; the hinge needs one float per sample
+    assert torchs <= ours <= torchs + 256 * 4 + 64
 
 
 def test_overlap_and_focal_losses_need_less_memory_than_monai():

@@ -32,6 +32,7 @@ from lossplug._validation import (
     explain_class_target_errors,
     value_checks_enabled,
 )
+from lossplug.functional._multiclass_hinge import multiclass_hinge_sum
 from lossplug.functional._precision import at_least_float32
 from lossplug.functional._reduce import reduce_loss
 from lossplug.functional._shapes import flatten_from
@@ -391,17 +392,11 @@ def hinge(
         check_same_shape(name, pred, target)
         sign = _binary_sign(target).to(pred.dtype)
         hinges = torch.relu(margin - sign * pred)
-    else:
-        check_class_target(name, pred, target)
-        true_score = pred.gather(1, target.unsqueeze(1))
-        hinges = torch.relu(margin - true_score + pred)
-    if squared:
-        hinges = hinges * hinges
-    if mode == "binary":
+        if squared:
+            hinges = hinges * hinges
         return reduce_loss(hinges, reduction)
-    # the sum over all j includes j = y, whose term is the constant max(0, m)^(1 or 2) = own
-    own = margin * margin if squared else margin
-    return reduce_loss(hinges.sum(dim=1) - own, reduction)
+    check_class_target(name, pred, target)
+    return reduce_loss(multiclass_hinge_sum(pred, target, margin, squared), reduction)
 
 
 def _binary_sign(target: Tensor) -> Tensor:
