@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import subprocess
 import sys
@@ -17,6 +18,8 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, open_dict
 
 REPO = Path(__file__).resolve().parents[1]
+#: the training entry point the subprocess tests run.
+TRAIN = REPO / "scripts" / "train.py"
 
 #: overrides that keep an in-process run of conf/train.yaml small and quiet.
 QUIET = (
@@ -79,3 +82,13 @@ def softmax_passes(run: Callable[[], object]) -> int:
         run()
     names = ("aten::_softmax", "aten::_log_softmax")
     return sum(event.count for event in prof.key_averages() if event.key in names)
+
+
+def dwa_by_hand(previous: list[float], before: list[float], temperature: float) -> list[float]:
+    r"""Dynamic Weight Average's weights from two epochs' means (Liu et al. 2019, eq. 1).
+
+    :math:`\lambda_k = K \exp(r_k / T) / \sum_i \exp(r_i / T)` with
+    :math:`r_k = L_k(t-1) / L_k(t-2)`.
+    """
+    exps = [math.exp(a / b / temperature) for a, b in zip(previous, before, strict=True)]
+    return [len(exps) * e / sum(exps) for e in exps]

@@ -16,8 +16,8 @@ from typing import Any
 
 import lightning as L
 import torch
+from ddp_cpu import two_rank_cpu_trainer
 from lightning.pytorch.loggers import Logger
-from lightning.pytorch.strategies import DDPStrategy
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, TensorDataset
 
@@ -99,18 +99,11 @@ def main(out: Path) -> None:
     L.seed_everything(0)
     model = Job()
     logger, snapshots = RecordingLogger(), Snapshots()
-    trainer = L.Trainer(
-        accelerator="cpu",
-        devices=2,
-        strategy=DDPStrategy(process_group_backend="gloo"),
+    trainer = two_rank_cpu_trainer(
         max_steps=MAX_STEPS,
-        use_distributed_sampler=False,
         logger=logger,
         callbacks=[snapshots, GradientDiagnostics(every_n_steps=EVERY_N_STEPS)],
         log_every_n_steps=50,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
     )
     trainer.fit(model)
     diagnostics = [

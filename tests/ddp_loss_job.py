@@ -22,8 +22,8 @@ import lightning as L
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
+from ddp_cpu import two_rank_cpu_trainer
 from lightning.pytorch.loggers import TensorBoardLogger
-from lightning.pytorch.strategies import DDPStrategy
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
@@ -132,16 +132,10 @@ def reference(model: Job) -> dict[str, float]:
 def main(out: Path, mode: str) -> None:
     L.seed_everything(0)
     model = Job(mode)
-    trainer = L.Trainer(
-        accelerator="cpu",
-        devices=2,
-        strategy=DDPStrategy(process_group_backend="gloo"),
+    trainer = two_rank_cpu_trainer(
         max_epochs=2,
-        use_distributed_sampler=False,
         logger=TensorBoardLogger(out, name="tb", version=0, default_hp_metric=False),
         log_every_n_steps=2,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
         num_sanity_val_steps=0,
     )
     trainer.fit(model)

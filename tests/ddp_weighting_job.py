@@ -16,7 +16,7 @@ from pathlib import Path
 
 import lightning as L
 import torch
-from lightning.pytorch.strategies import DDPStrategy
+from ddp_cpu import two_rank_cpu_trainer
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
@@ -91,16 +91,9 @@ def _sgd(params):
 def main(out: Path) -> None:
     L.seed_everything(0)
     model = Job()
-    trainer = L.Trainer(
-        accelerator="cpu",
-        devices=2,
-        strategy=DDPStrategy(process_group_backend="gloo"),
+    trainer = two_rank_cpu_trainer(
         max_epochs=4,
-        use_distributed_sampler=False,
         logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
     )
     trainer.fit(model)
     (out / f"rank{trainer.global_rank}.json").write_text(json.dumps(model.records))

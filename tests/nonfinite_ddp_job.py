@@ -16,8 +16,8 @@ from pathlib import Path
 
 import lightning as L
 import torch
+from ddp_cpu import two_rank_cpu_trainer
 from lightning.pytorch.callbacks import Callback
-from lightning.pytorch.strategies import DDPStrategy
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
@@ -79,16 +79,9 @@ def main(out: Path) -> None:
     L.seed_everything(0)
     model = Job()
     effects = StepEffects()
-    trainer = L.Trainer(
-        accelerator="cpu",
-        devices=2,
-        strategy=DDPStrategy(process_group_backend="gloo"),
+    trainer = two_rank_cpu_trainer(
         max_epochs=1,
-        use_distributed_sampler=False,
         logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
         num_sanity_val_steps=0,
         callbacks=[effects],
     )

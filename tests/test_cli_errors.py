@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import REPO
+from conftest import TRAIN
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 from torch.utils.data import DataLoader
@@ -34,7 +34,6 @@ from lossplug._config import (
 )
 from lossplug.losses import FocalLoss
 
-TRAIN = REPO / "scripts" / "train.py"
 #: appended to every command line: a case that wrongly got through would stop after a step,
 #: leaving its TensorBoard folder (which ``fast_dev_run`` would not write) behind.
 SAFETY = (

@@ -10,7 +10,7 @@ from functools import partial
 import lightning as L
 import pytest
 import torch
-from conftest import REPO, run_python
+from conftest import REPO, TRAIN, dwa_by_hand, run_python
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
@@ -18,7 +18,6 @@ from torch.utils.data import DataLoader, TensorDataset
 from lossplug import CompositeLoss, LossPlugMixin
 from lossplug.losses import L1Loss, MSELoss
 
-TRAIN = REPO / "scripts" / "train.py"
 DDP_JOB = REPO / "tests" / "ddp_weighting_job.py"
 
 
@@ -165,11 +164,6 @@ def test_uncertainty_weights_move_as_the_formula_predicts():
 # -- DWA under DDP --------------------------------------------------------------------------
 
 
-def dwa_by_hand(previous, before, temperature=2.0):
-    exps = [math.exp(a / b / temperature) for a, b in zip(previous, before, strict=True)]
-    return [len(exps) * e / sum(exps) for e in exps]
-
-
 def test_dwa_weights_are_identical_on_both_ddp_ranks(tmp_path):
     result = run_python(DDP_JOB, tmp_path, cwd=tmp_path, timeout=240)  # a hang fails
     assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
@@ -191,9 +185,9 @@ def test_dwa_weights_are_identical_on_both_ddp_ranks(tmp_path):
     assert records[0]["weights"] == [1.0, 1.0]  # epochs 0 and 1
     for t in (1, 2, 3):
         synced = [records[t]["synced_means"], records[t - 1]["synced_means"]]
-        assert records[t]["weights"] == pytest.approx(dwa_by_hand(*synced), rel=1e-5)
+        assert records[t]["weights"] == pytest.approx(dwa_by_hand(*synced, 2.0), rel=1e-5)
         assert records[t]["weights"] != pytest.approx([1.0, 1.0], abs=1e-4)
-        local = [dwa_by_hand(r[t]["local_means"], r[t - 1]["local_means"]) for r in ranks]
+        local = [dwa_by_hand(r[t]["local_means"], r[t - 1]["local_means"], 2.0) for r in ranks]
         assert local[0] != pytest.approx(local[1], abs=1e-4)  # un-synced means would diverge
 
 

@@ -22,7 +22,7 @@ import lightning.pytorch as pl
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import REPO, quiet_trainer
+from conftest import TRAIN, quiet_trainer
 from torch import nn
 from torch.utils.data import DataLoader
 
@@ -404,7 +404,6 @@ def test_the_table_has_at_least_25_rows_and_covers_each_kind():
 
 # -- bad overrides on the command line -----------------------------------------------------
 
-TRAIN = str(REPO / "scripts" / "train.py")
 #: a tiny run, in case an override is (wrongly) accepted.
 TINY = (
     "trainer.max_epochs=1",

@@ -6,10 +6,8 @@ import json
 
 import pytest
 import yaml
-from conftest import REPO, run_python
+from conftest import TRAIN, run_python
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-
-TRAIN = REPO / "scripts" / "train.py"
 
 
 def scalars(run_dir):

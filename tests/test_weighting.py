@@ -7,6 +7,7 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import dwa_by_hand
 
 from lossplug.composite import CompositeLoss
 from lossplug.losses import L1Loss, MSELoss
@@ -241,12 +242,6 @@ def test_log_variances_are_trainable_parameters_in_the_state_dict():
 
 
 # -- DWA ------------------------------------------------------------------------------------
-
-
-def dwa_by_hand(previous, before, temperature):
-    ratios = [a / b for a, b in zip(previous, before, strict=True)]
-    exps = [math.exp(r / temperature) for r in ratios]
-    return [len(exps) * e / sum(exps) for e in exps]
 
 
 def test_dwa_weights_are_one_for_two_epochs_then_follow_the_loss_ratios():

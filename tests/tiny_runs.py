@@ -5,10 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from conftest import REPO, run_python
+from conftest import TRAIN, run_python
 from tensorboard.backend.event_processing.event_accumulator import SCALARS, EventAccumulator
 
-TRAIN = REPO / "scripts" / "train.py"
 #: two epochs of three training and two validation batches, every step logged.
 TINY = (
     "trainer.max_epochs=2",
