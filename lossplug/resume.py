@@ -26,7 +26,6 @@ from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 
 #: the ``ckpt_path`` that means "the newest ``last.ckpt`` of the run's checkpoint folders".
 LAST = "last"
-_LAST_FILE = re.compile(r"^last(-v\d+)?\.ckpt$")
 _VERSION_DIR = re.compile(r"^version_(\d+)$")
 
 
@@ -34,10 +33,11 @@ def find_checkpoint(ckpt_path: str | None, callbacks: Sequence[Callback]) -> str
     """The checkpoint file a run resumes from.
 
     Args:
-        ckpt_path: ``None``, a checkpoint file, or ``"last"``: the newest ``last*.ckpt`` in
+        ckpt_path: ``None``, a checkpoint file, or ``"last"``: the newest last checkpoint in
             the ``dirpath`` of the :class:`~lightning.pytorch.callbacks.ModelCheckpoint`
-            callbacks (as Lightning reads it). Lightning's other special values (``"best"``,
-            ``"hpc"``, ...) come back unchanged.
+            callbacks, named as each callback names it (``CHECKPOINT_NAME_LAST``, default
+            ``last``, and ``FILE_EXTENSION``, as Lightning reads ``"last"``). Lightning's other
+            special values (``"best"``, ``"hpc"``, ...) come back unchanged.
         callbacks: the run's callbacks.
 
     Returns:
@@ -46,19 +46,28 @@ def find_checkpoint(ckpt_path: str | None, callbacks: Sequence[Callback]) -> str
     """
     if ckpt_path != LAST:
         return ckpt_path
-    folders = {
-        Path(cb.dirpath) for cb in callbacks if isinstance(cb, ModelCheckpoint) and cb.dirpath
-    }
-    found = [
+    found = {
         path
-        for folder in folders
-        if folder.is_dir()
-        for path in folder.iterdir()
-        if _LAST_FILE.match(path.name)
-    ]
+        for callback in callbacks
+        if isinstance(callback, ModelCheckpoint) and callback.dirpath
+        for path in _last_checkpoints(callback)
+    }
     if not found:
         return ckpt_path
     return str(max(found, key=lambda path: path.stat().st_mtime))
+
+
+def _last_checkpoints(callback: ModelCheckpoint) -> list[Path]:
+    """The files of ``callback``'s folder named as its last checkpoint (``last``, ``last-v1``)."""
+    folder = Path(callback.dirpath)
+    if not folder.is_dir():
+        return []
+    name = re.compile(rf"^{re.escape(callback.CHECKPOINT_NAME_LAST)}(-v\d+)?$")
+    return [
+        path
+        for path in folder.iterdir()
+        if path.suffix == callback.FILE_EXTENSION and name.match(path.stem)
+    ]
 
 
 def is_checkpoint_file(ckpt_path: str | None) -> bool:

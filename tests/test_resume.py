@@ -236,6 +236,17 @@ def test_last_is_the_newest_last_checkpoint_of_the_checkpoint_folders(tmp_path):
     assert find_checkpoint(None, callbacks) is None
 
 
+def test_last_follows_a_renamed_last_checkpoint(tmp_path):
+    renamed = ModelCheckpoint(dirpath=tmp_path)
+    renamed.CHECKPOINT_NAME_LAST = "newest"
+    (tmp_path / "last.ckpt").write_bytes(b"")  # not this callback's last checkpoint
+    time.sleep(0.01)
+    (tmp_path / "newest.ckpt").write_bytes(b"")
+    time.sleep(0.01)
+    (tmp_path / "newest-epoch=3.ckpt").write_bytes(b"")  # a checkpoint, not a last one
+    assert find_checkpoint("last", [renamed]) == str(tmp_path / "newest.ckpt")
+
+
 def test_the_resumed_logger_version_is_the_newest_one(tmp_path):
     assert latest_version(tmp_path / "missing") is None
     for name in ("version_0", "version_2", "version_10", "version_x", "other"):
