@@ -34,11 +34,8 @@ from lossplug._validation import (
 )
 from lossplug.functional._multiclass_hinge import multiclass_hinge_sum
 from lossplug.functional._precision import at_least_float32
-from lossplug.functional._reduce import reduce_loss
+from lossplug.functional._reduce import REDUCTION_CODES, reduce_loss
 from lossplug.functional._shapes import flatten_from
-
-#: ``at::Reduction::Sum``, the reduction code of torch's loss kernels.
-_SUM = 2
 
 
 def cross_entropy(
@@ -165,12 +162,13 @@ def _summed_nll(
     than 4 dimensions are viewed as ``(N, C, 1, S)``, as ``torch.nn.functional.nll_loss``
     does.
     """
+    summed = REDUCTION_CODES["sum"]
     if log_probs.ndim == 2:
-        return torch.ops.aten.nll_loss_forward(log_probs, target, weight, _SUM, ignore_index)
+        return torch.ops.aten.nll_loss_forward(log_probs, target, weight, summed, ignore_index)
     if log_probs.ndim != 4:
         log_probs = flatten_from(log_probs, 2).unsqueeze(2)
         target = flatten_from(target, 1).unsqueeze(1)
-    return torch.ops.aten.nll_loss2d_forward(log_probs, target, weight, _SUM, ignore_index)
+    return torch.ops.aten.nll_loss2d_forward(log_probs, target, weight, summed, ignore_index)
 
 
 def kept_target_weight(target: Tensor, ignore_index: int, weight: Tensor | None = None) -> Tensor:
@@ -250,14 +248,10 @@ def bce(
     pred, target = at_least_float32(pred), at_least_float32(target)
     pos_weight = at_least_float32(pos_weight)
     if input == "logits":
-        fast = weight is None and pred.numel() > 0
-        if fast:
-            return F.binary_cross_entropy_with_logits(
-                pred, target, pos_weight=pos_weight, reduction=reduction
-            )
-        loss = F.binary_cross_entropy_with_logits(
-            pred, target, pos_weight=pos_weight, reduction="none"
-        )
+        kernel = torch.ops.aten.binary_cross_entropy_with_logits.default
+        if weight is None and pred.numel() > 0:
+            return kernel(pred, target, None, pos_weight, REDUCTION_CODES[reduction])
+        loss = kernel(pred, target, None, pos_weight, REDUCTION_CODES["none"])
     else:
         check_unit_interval(name, "pred", pred, "probabilities (input='probs')")
         log_p, log_not_p = _clamped_log(pred), _clamped_log(1.0 - pred)
@@ -339,15 +333,19 @@ def kl_div(
         probs = torch.softmax(log_p / temperature, dim=dim)
     else:
         probs = target.exp() if log_target else target
-    scale = temperature**2
     if reduction == "none":
-        return F.kl_div(pred, probs, reduction="none").sum(dim=dim) * scale
-    total = F.kl_div(pred, probs, reduction="sum") * scale
+        return _times_squared(F.kl_div(pred, probs, reduction="none").sum(dim=dim), temperature)
+    total = _times_squared(F.kl_div(pred, probs, reduction="sum"), temperature)
     if reduction == "sum":
         return total
     if reduction == "batchmean":
         return total / max(pred.shape[0], 1)
     return total / max(pred.numel() // max(pred.shape[dim], 1), 1)
+
+
+def _times_squared(divergence: Tensor, temperature: float) -> Tensor:
+    """The divergence times :math:`T^2` (Hinton et al.'s gradient scale); no op at ``T = 1``."""
+    return divergence if temperature == 1.0 else divergence * temperature**2
 
 
 def hinge(

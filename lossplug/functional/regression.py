@@ -27,11 +27,9 @@ rounded to the input's dtype (:mod:`lossplug.functional._precision`).
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import torch
-import torch.nn.functional as F
 from torch import Tensor
+from torch._ops import OpOverload
 
 from lossplug._validation import (
     check_floating,
@@ -41,7 +39,7 @@ from lossplug._validation import (
     value_checks_enabled,
 )
 from lossplug.functional._precision import at_least_float32
-from lossplug.functional._reduce import reduce_loss
+from lossplug.functional._reduce import REDUCTION_CODES, reduce_loss
 
 
 def mse(
@@ -59,14 +57,14 @@ def mse(
     Returns:
         The loss.
     """
-    return _pointwise("mse", F.mse_loss, pred, target, weight, reduction)
+    return _pointwise("mse", torch.ops.aten.mse_loss.default, pred, target, weight, reduction)
 
 
 def l1(
     pred: Tensor, target: Tensor, weight: Tensor | None = None, reduction: str = "mean"
 ) -> Tensor:
     r"""Mean absolute error :math:`|\hat y - y|`; arguments as in :func:`mse`."""
-    return _pointwise("l1", F.l1_loss, pred, target, weight, reduction)
+    return _pointwise("l1", torch.ops.aten.l1_loss.default, pred, target, weight, reduction)
 
 
 def huber(
@@ -91,7 +89,8 @@ def huber(
         The loss.
     """
     delta = check_number("huber", "delta", delta, minimum=0.0, exclusive_minimum=True)
-    return _pointwise("huber", F.huber_loss, pred, target, weight, reduction, delta=delta)
+    kernel = torch.ops.aten.huber_loss.default
+    return _pointwise("huber", kernel, pred, target, weight, reduction, delta)
 
 
 def smooth_l1(
@@ -116,19 +115,27 @@ def smooth_l1(
         The loss.
     """
     beta = check_number("smooth_l1", "beta", beta, minimum=0.0)
-    return _pointwise("smooth_l1", F.smooth_l1_loss, pred, target, weight, reduction, beta=beta)
+    if beta == 0:  # the curve is |r|, as torch.nn.functional.smooth_l1_loss computes it then
+        return _pointwise(
+            "smooth_l1", torch.ops.aten.l1_loss.default, pred, target, weight, reduction
+        )
+    kernel = torch.ops.aten.smooth_l1_loss.default
+    return _pointwise("smooth_l1", kernel, pred, target, weight, reduction, beta)
 
 
 def _pointwise(
     name: str,
-    torch_loss: Callable[..., Tensor],
+    kernel: OpOverload,
     pred: Tensor,
     target: Tensor,
     weight: Tensor | None,
     reduction: str,
-    **options: float,
+    *options: float,
 ) -> Tensor:
-    """Validate, then run torch's element-wise loss (fast path) or weight and reduce it."""
+    """Validate, then run torch's loss kernel, reducing (fast path) or weighting and reducing.
+
+    ``kernel`` is called as ``kernel(pred, target, reduction_code, *options)``.
+    """
     check_reduction(name, reduction)
     check_floating(name, "pred", pred, "predictions")
     check_floating(name, "target", target, "regression targets")
@@ -137,9 +144,10 @@ def _pointwise(
     if weight is None:
         if reduction == "mean" and pred.numel() == 0:  # torch's mean over nothing is NaN
             reduction = "sum"
-        return torch_loss(pred, target, reduction=reduction, **options)
+        return kernel(pred, target, REDUCTION_CODES[reduction], *options)
     _check_element_weight(name, weight, pred)
-    return reduce_loss(torch_loss(pred, target, reduction="none", **options), reduction, weight)
+    per_element = kernel(pred, target, REDUCTION_CODES["none"], *options)
+    return reduce_loss(per_element, reduction, weight)
 
 
 def _check_element_weight(name: str, weight: Tensor, pred: Tensor) -> None:
