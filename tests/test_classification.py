@@ -214,6 +214,29 @@ def test_bce_matches_formula_and_torch_with_pos_weight():
     )
 
 
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32, torch.float16, torch.bfloat16])
+def test_bce_target_check_refuses_the_nearest_values_outside_zero_one(dtype):
+    """The check reads the floats' bit patterns as integers; its edges are exactly 0 and 1."""
+    logits = torch.zeros(3, dtype=dtype)
+    one = torch.tensor(1.0, dtype=dtype)
+    outside = {
+        "next float above 1": one + torch.finfo(dtype).eps,
+        "below 0": -torch.tensor(torch.finfo(dtype).tiny, dtype=dtype),
+        "nan": torch.tensor(float("nan"), dtype=dtype),
+        "inf": torch.tensor(float("inf"), dtype=dtype),
+        "-inf": torch.tensor(float("-inf"), dtype=dtype),
+    }
+    for value in outside.values():
+        target = torch.tensor([0.0, 1.0, 0.0], dtype=dtype)
+        target[1] = value
+        with pytest.raises(ValueError, match=r"bce: 'target' must hold binary targets in \[0, 1\]"):
+            F.bce(logits, target)
+    edges = torch.tensor([0.0, -0.0, 1.0], dtype=dtype)  # -0.0 reads as a negative integer
+    working = torch.float64 if dtype == torch.float64 else torch.float32
+    expected = TF.binary_cross_entropy_with_logits(logits.to(working), edges.to(working))
+    torch.testing.assert_close(F.bce(logits, edges), expected)
+
+
 def test_bce_probs_mode_matches_torch_and_logits_mode():
     logits = torch.randn(10, dtype=torch.float64)
     target = torch.rand(10, dtype=torch.float64)
