@@ -208,7 +208,7 @@ def check_class_target(
     target: Tensor,
     ignore_index: int | None = None,
     *,
-    values: bool = True,
+    indexed_by_torch: bool = False,
 ) -> None:
     """Check class-index targets against class-score predictions of shape ``(N, C, *)``.
 
@@ -217,9 +217,10 @@ def check_class_target(
         pred: scores of shape ``(N, C, d1, ...)``.
         target: class indices of shape ``(N, d1, ...)``.
         ignore_index: a target value that is skipped, if any.
-        values: also check that the indices lie in ``[0, C)`` (a value check, so only where
-            those run); ``False`` where torch's own kernel refuses them, inside
-            :func:`explain_class_target_errors`.
+        indexed_by_torch: the caller indexes with ``target`` inside
+            :func:`explain_class_target_errors`; where torch's kernels refuse an index out of
+            ``[0, C)`` themselves (:func:`class_indices_checked_by_torch`) the pass over the
+            values is then left to them.
 
     Raises:
         TypeError: if ``target`` is not an integer tensor.
@@ -237,7 +238,9 @@ def check_class_target(
             f"{loss}: class-index 'target' must have shape {expected} for pred of shape "
             f"{tuple(pred.shape)} (N, C, ...), got {tuple(target.shape)}"
         )
-    if not values or not value_checks_enabled() or target.numel() == 0:
+    if not value_checks_enabled() or target.numel() == 0:
+        return
+    if indexed_by_torch and class_indices_checked_by_torch(pred):
         return
     num_classes = pred.shape[1]
     # one pass (aminmax) and one host sync in the common case; a second look without the

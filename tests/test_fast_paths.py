@@ -16,7 +16,6 @@ import torch
 import torch.nn.functional as TF
 from conftest import REPO
 
-import lossplug
 from lossplug import functional as LF
 from lossplug._validation import explain_class_target_errors
 from lossplug.functional._distance import pairwise_distances
@@ -419,8 +418,7 @@ def test_multiclass_hinge_per_sample_gradients_under_vmap():
     def per_sample(row, label):
         return LF.hinge(row[None], label[None], mode="multiclass", squared=True)
 
-    with lossplug.value_checks(False):  # vmap refuses the host read of the index check
-        grads = torch.func.vmap(torch.func.grad(per_sample))(scores, labels)
+    grads = torch.func.vmap(torch.func.grad(per_sample))(scores, labels)  # no host read on the CPU
     for i in range(4):
         row = scores[i : i + 1].clone().requires_grad_()
         (6 * TF.multi_margin_loss(row, labels[i : i + 1], p=2)).backward()
@@ -503,6 +501,19 @@ def test_class_index_out_of_range_is_explained_on_the_cpu(loss, bad, ignore_inde
     name = loss.split()[0]
     with pytest.raises(ValueError, match=rf"^{name}: class index {bad} in 'target' is out of"):
         INDEX_TARGET_LOSSES[loss](logits, target, ignore_index=ignore_index)
+
+
+@pytest.mark.parametrize("bad", [5, -1])
+def test_multiclass_hinge_explains_torchs_refusal_and_makes_no_pass_of_its_own(bad):
+    scores = torch.randn(6, 5, generator=seeded(47), requires_grad=True)
+    labels = torch.randint(0, 5, (6,), generator=seeded(48))
+    with torch.profiler.profile() as prof:
+        LF.hinge(scores, labels, mode="multiclass").backward()
+    ops = {event.key for event in prof.key_averages()}
+    assert not ops & {"aten::aminmax", "aten::min", "aten::max", "aten::_local_scalar_dense"}
+    labels[3] = bad
+    with pytest.raises(ValueError, match=rf"^hinge: class index {bad} in 'target' is out of"):
+        LF.hinge(scores, labels, mode="multiclass")
 
 
 @pytest.mark.parametrize("loss", ["dice", "tversky", "focal", "dice_ce"])

@@ -7,7 +7,8 @@ from torch import Tensor
 
 #: torch's reduction codes (``at::Reduction``), as its loss kernels take them: lossplug calls
 #: the kernels (``torch.ops.aten``) directly, without ``torch.nn.functional``'s Python wrapper,
-#: whose argument handling and broadcasting cost ~15 µs a call, after lossplug's own checks.
+#: whose argument handling and broadcasting cost ~6-8 µs per forward and backward pass
+#: (measured at 4 x 3), after lossplug's own checks.
 REDUCTION_CODES = {"none": 0, "mean": 1, "sum": 2}
 
 

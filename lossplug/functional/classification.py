@@ -85,7 +85,7 @@ def cross_entropy(
         check_same_shape(name, pred, target)
         check_unit_interval(name, "target", target, "class probabilities")
     else:
-        check_class_target(name, pred, target, ignore_index, values=not eager_cpu)
+        check_class_target(name, pred, target, ignore_index, indexed_by_torch=True)
     if weight is not None and tuple(weight.shape) != (pred.shape[1],):
         raise ValueError(
             f"{name}: 'weight' must have one entry per class, shape ({pred.shape[1]},), "
@@ -393,8 +393,10 @@ def hinge(
         if squared:
             hinges = hinges * hinges
         return reduce_loss(hinges, reduction)
-    check_class_target(name, pred, target)
-    return reduce_loss(multiclass_hinge_sum(pred, target, margin, squared), reduction)
+    check_class_target(name, pred, target, indexed_by_torch=True)
+    with explain_class_target_errors(name, pred, target):
+        hinges = multiclass_hinge_sum(pred, target, margin, squared)
+    return reduce_loss(hinges, reduction)
 
 
 def _binary_sign(target: Tensor) -> Tensor:

@@ -49,7 +49,6 @@ from lossplug._validation import (
     check_same_shape,
     check_unit_interval,
     check_weight_tensor,
-    class_indices_checked_by_torch,
     explain_class_target_errors,
     value_checks_enabled,
 )
@@ -94,9 +93,7 @@ def focal(
     check_floating(name, "pred", pred, "logits")
     pred = at_least_float32(pred)
     if mode == "multiclass":
-        # on the CPU torch's kernels refuse class indices out of range; their error is explained
-        by_torch = class_indices_checked_by_torch(pred)
-        check_class_target(name, pred, target, ignore_index, values=not by_torch)
+        check_class_target(name, pred, target, ignore_index, indexed_by_torch=True)
         with explain_class_target_errors(name, pred, target, ignore_index):
             loss, kept = _multiclass_focal(pred, target, gamma, alpha, ignore_index)
     else:

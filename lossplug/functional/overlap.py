@@ -63,7 +63,6 @@ from lossplug._validation import (
     check_same_shape,
     check_unit_interval,
     check_weight_tensor,
-    class_indices_checked_by_torch,
     explain_class_target_errors,
     value_checks_enabled,
 )
@@ -582,9 +581,7 @@ def _check_target(
     if not isinstance(target, Tensor):
         raise TypeError(f"{name}: 'target' must be a torch.Tensor, got {type(target).__name__}")
     if mode == "multiclass" and not target.is_floating_point():
-        check_class_target(
-            name, pred, target, ignore_index, values=not class_indices_checked_by_torch(pred)
-        )
+        check_class_target(name, pred, target, ignore_index, indexed_by_torch=True)
         return True
     if mode == "binary":
         check_min_dims(name, "pred", pred, 1, "(N, *) or (N, 1, *) of binary logits")
