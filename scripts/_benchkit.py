@@ -112,7 +112,27 @@ def time_steps(
 
 def paired_ratio(numerator: list[float], denominator: list[float]) -> float:
     """Median of the ratios of samples taken side by side (round ``i`` of each)."""
-    return statistics.median(a / b for a, b in zip(numerator, denominator, strict=True))
+    return statistics.median(_ratios(numerator, denominator))
+
+
+def paired_ratio_quartiles(
+    numerator: list[float], denominator: list[float]
+) -> tuple[float, float, float]:
+    """First quartile, median and third quartile of the side-by-side ratios.
+
+    The spread says how far the machine's noise moves a single pair: a median just over a
+    target with a quartile range that straddles it is a close call, not a clear miss. With
+    fewer than two samples all three are that one ratio.
+    """
+    ratios = _ratios(numerator, denominator)
+    if len(ratios) < 2:
+        return ratios[0], ratios[0], ratios[0]
+    first, median, third = statistics.quantiles(ratios, n=4, method="inclusive")
+    return first, median, third
+
+
+def _ratios(numerator: list[float], denominator: list[float]) -> list[float]:
+    return [a / b for a, b in zip(numerator, denominator, strict=True)]
 
 
 def peak_memory(step: Step, device: torch.device) -> int:

@@ -35,6 +35,7 @@ from _benchkit import (
     machine_info,
     markdown_table,
     paired_ratio,
+    paired_ratio_quartiles,
     peak_memory,
     text_table,
     time_steps,
@@ -506,10 +507,12 @@ def measure(row: Row, args: argparse.Namespace, device: torch.device) -> dict[st
     }
     samples = time_steps(steps, device, **timing)
     memory = {name: peak_memory(step, device) for name, step in steps.items()}
+    first, median, third = paired_ratio_quartiles(samples["ours"], samples["peer"])
     result.update(
         ours_s=statistics.median(samples["ours"]),
         peer_s=statistics.median(samples["peer"]),
-        time_ratio=paired_ratio(samples["ours"], samples["peer"]),
+        time_ratio=median,
+        time_ratio_quartiles=[first, third],
         samples=len(samples["ours"]),
         ours_bytes=memory["ours"],
         peer_bytes=memory["peer"],
@@ -532,8 +535,8 @@ def measure(row: Row, args: argparse.Namespace, device: torch.device) -> dict[st
 
 
 # ------------------------------------------------------------------------------ reporting
-HEADER = ("loss", "size", "peer", "lossplug ms", "peer ms", "time ratio", "lossplug MiB")
-HEADER += ("peer MiB", "memory ratio", "targets")
+HEADER = ("loss", "size", "peer", "lossplug ms", "peer ms", "time ratio", "ratio quartiles")
+HEADER += ("lossplug MiB", "peer MiB", "memory ratio", "targets")
 COMPILED_HEADER = ("compiled lossplug ms", "compiled peer ms", "compiled ratio")
 
 
@@ -550,6 +553,7 @@ def table_rows(results: list[dict[str, object]], compiled: bool) -> list[list[ob
                 f"{result['ours_s'] * 1e3:.3f}",
                 f"{result['peer_s'] * 1e3:.3f}",
                 f"{result['time_ratio']:.2f} (<= {result['target_time_ratio']:.2f})",
+                "{:.2f}-{:.2f}".format(*result["time_ratio_quartiles"]),
                 f"{result['ours_bytes'] / 2**20:.2f}",
                 f"{result['peer_bytes'] / 2**20:.2f}",
                 f"{result['memory_ratio']:.2f}",
@@ -623,7 +627,8 @@ def main(argv: list[str] | None = None) -> int:
     names += ("min_sample_s", "budget_s")
     settings = {name: getattr(args, name) for name in names}
     title = (
-        f"Forward + backward, median of {args.repeats}; ratio = lossplug / peer. "
+        f"Forward + backward, median of {args.repeats}; ratio = lossplug / peer, the median "
+        "of side-by-side samples' ratios, and their quartiles. "
         f"{info['cpu']}, {info['threads']} threads, torch {info['torch']}."
     )
     write_results(

@@ -17,7 +17,7 @@ from conftest import REPO, run_python
 sys.path.insert(0, str(REPO / "scripts"))
 
 import bench_losses
-from _benchkit import peak_memory, time_steps
+from _benchkit import paired_ratio, paired_ratio_quartiles, peak_memory, time_steps
 
 
 def test_bench_losses_quick_runs_and_every_row_agrees(tmp_path: Path):
@@ -35,6 +35,8 @@ def test_bench_losses_quick_runs_and_every_row_agrees(tmp_path: Path):
     ]
     for row in rows:
         assert row["ours_s"] > 0 and row["peer_s"] > 0 and row["time_ratio"] > 0
+        first, third = row["time_ratio_quartiles"]
+        assert first <= row["time_ratio"] <= third
         assert row["ours_bytes"] >= 0 and row["peer_bytes"] >= 0
     assert payload["machine"]["cpu"] and payload["settings"]["quick"] is True
     markdown = (tmp_path / "bench_losses.md").read_text()
@@ -134,3 +136,12 @@ def test_time_steps_takes_every_sample_without_a_budget(budget_s, expected):
     )
     assert [len(samples[name]) for name in calls] == [expected, expected]
     assert all(seconds > 0 for values in samples.values() for seconds in values)
+
+
+def test_paired_ratios_pair_samples_by_round_and_give_their_quartiles():
+    # side-by-side ratios 2, 1, 4, 3, 5: a slow drift shared by both sides cancels
+    ours = [2.0, 10.0, 40.0, 3.0, 500.0]
+    peer = [1.0, 10.0, 10.0, 1.0, 100.0]
+    assert paired_ratio(ours, peer) == 3.0
+    assert paired_ratio_quartiles(ours, peer) == (2.0, 3.0, 4.0)
+    assert paired_ratio_quartiles([3.0], [2.0]) == (1.5, 1.5, 1.5)  # one sample (--quick)
