@@ -248,8 +248,10 @@ def tversky(
         inter = stats.intersection
         false_pos = stats.pred_sum - inter
         false_neg = stats.target_sum - inter
-        denominator = inter + alpha * false_pos + beta * false_neg
-        return _focal_power(1 - _smoothed_ratio(inter, denominator, smooth_nr, smooth_dr), gamma)
+        # the denominator's part beyond the numerator: alpha * FP + beta * FN
+        excess = torch.add(false_pos * alpha, false_neg, alpha=beta)
+        loss = _one_minus_smoothed_ratio(excess, excess + inter, smooth_nr, smooth_dr)
+        return _focal_power(loss, gamma)
 
     return _overlap_loss(
         name,
@@ -641,21 +643,36 @@ def _class_weight(
 def _dice_loss(stats: OverlapStats, *, smooth_nr: float, smooth_dr: float, jaccard: bool) -> Tensor:
     """Per-class Dice (or Jaccard) loss from the statistics; see :func:`dice`."""
     inter, total = stats.intersection, stats.pred_sum + stats.target_sum
-    if jaccard:
-        return 1 - _smoothed_ratio(inter, total - inter, smooth_nr, smooth_dr)
-    return 1 - _smoothed_ratio(2 * inter, total, smooth_nr, smooth_dr)
+    # Dice: 2I over P + T; Jaccard: I over P + T - I. Either way the denominator exceeds the
+    # numerator by P + T - 2I (the false positives and negatives).
+    excess = torch.sub(total, inter, alpha=2)
+    denominator = total - inter if jaccard else total
+    return _one_minus_smoothed_ratio(excess, denominator, smooth_nr, smooth_dr)
 
 
-def _smoothed_ratio(
-    numerator: Tensor, denominator: Tensor, smooth_nr: float, smooth_dr: float
+def _one_minus_smoothed_ratio(
+    excess: Tensor, denominator: Tensor, smooth_nr: float, smooth_dr: float
 ) -> Tensor:
-    """``(numerator + smooth_nr) / (denominator + smooth_dr)``, and 1 where ``denominator == 0``.
+    r"""``1 - (numerator + smooth_nr) / (denominator + smooth_dr)``; 0 where ``denominator == 0``.
 
-    The double ``where`` keeps the unused division finite, so its gradient is 0, not NaN.
+    Given ``excess = denominator - numerator``, it is computed as
+
+    .. math::
+
+        \frac{\text{excess} + s_{dr} - s_{nr}}{\text{denominator} + s_{dr}},
+
+    which takes a few operations fewer than ``1 - ratio``: on ``(N, C)`` statistics each
+    operation's fixed cost (about 10 µs forward and backward on the CPU) is what counts. Where
+    the unsmoothed denominator is 0 the class scores 1 (loss 0) with a zero gradient; without
+    smoothing a ``masked_fill`` keeps that division finite, so its gradient is 0, not NaN.
     """
     empty = denominator == 0
-    safe_denominator = torch.where(empty, 1, denominator + smooth_dr)
-    return torch.where(empty, 1, (numerator + smooth_nr) / safe_denominator)
+    if smooth_dr != smooth_nr:
+        excess = excess + (smooth_dr - smooth_nr)
+    smoothed = denominator + smooth_dr
+    if smooth_dr == 0:
+        smoothed = smoothed.masked_fill(empty, 1)
+    return (excess / smoothed).masked_fill(empty, 0)
 
 
 def _focal_power(loss: Tensor, gamma: float) -> Tensor:
