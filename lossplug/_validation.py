@@ -15,6 +15,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterator
 from contextlib import contextmanager
+from types import TracebackType
 from typing import Literal
 
 import torch
@@ -276,11 +277,11 @@ def class_indices_checked_by_torch(pred: Tensor) -> bool:
     return pred.device.type == "cpu" and not torch.compiler.is_compiling()
 
 
-@contextmanager
-def explain_class_target_errors(
-    loss: str, pred: Tensor, target: Tensor, ignore_index: int | None = None
-) -> Iterator[None]:
+class explain_class_target_errors:  # lower case like contextlib.suppress and torch.no_grad
     """Run a block that indexes with ``target``; replace torch's refusal by lossplug's message.
+
+    A small class rather than a ``contextlib.contextmanager`` generator: it wraps every call of
+    the class-index losses, and costs a few µs less per call.
 
     Args:
         loss: the loss's name.
@@ -291,12 +292,29 @@ def explain_class_target_errors(
     Raises:
         ValueError: naming the loss and the offending index, when torch refused ``target``.
     """
-    try:
-        yield
-    except (IndexError, RuntimeError, ValueError) as error:
-        clear = _class_target_error(loss, pred, target, ignore_index)
+
+    __slots__ = ("_ignore_index", "_loss", "_pred", "_target")
+
+    def __init__(
+        self, loss: str, pred: Tensor, target: Tensor, ignore_index: int | None = None
+    ) -> None:
+        self._loss, self._pred, self._target = loss, pred, target
+        self._ignore_index = ignore_index
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> bool:
+        if not isinstance(error, (IndexError, RuntimeError, ValueError)):
+            return False
+        clear = _class_target_error(self._loss, self._pred, self._target, self._ignore_index)
         if clear is None:
-            raise
+            return False
         raise clear from error
 
 
