@@ -121,8 +121,8 @@ def paired_ratio_quartiles(
     """First quartile, median and third quartile of the side-by-side ratios.
 
     The spread says how far the machine's noise moves a single pair: a median just over a
-    target with a quartile range that straddles it is a close call, not a clear miss. With
-    fewer than two samples all three are that one ratio.
+    target with a quartile range that straddles it is a close call, not a clear miss. It needs
+    at least one sample of each; with a single one all three are that one ratio.
     """
     ratios = _ratios(numerator, denominator)
     if len(ratios) < 2:

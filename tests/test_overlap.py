@@ -384,19 +384,31 @@ def test_absent_class_with_no_smoothing_scores_one_not_nan(loss, gamma):
     assert per_class.tolist() == [[0.0, 1.0, 0.0]]
 
 
-@pytest.mark.parametrize("jaccard", [False, True])
-@pytest.mark.parametrize("smooth", [1e-5, 1.0])
-def test_absent_class_scores_one_with_a_zero_gradient_at_any_smoothing(jaccard, smooth):
+@pytest.mark.parametrize("loss", ["dice", "jaccard", "tversky"])
+@pytest.mark.parametrize(
+    ("smooth_nr", "smooth_dr"),
+    # equal, large, unequal with a tiny denominator term (1 / s_dr^2 overflows float32), and
+    # terms that round to 0 in float32
+    [(1e-5, 1e-5), (1.0, 1.0), (1.0, 1e-20), (0.0, 1e-30), (1e-46, 1e-46)],
+)
+def test_absent_class_scores_one_with_a_zero_gradient_at_any_smoothing(loss, smooth_nr, smooth_dr):
     """The rule, not the formula: (0 + s) / (0 + s) is 1, but its derivative 1/s is not used."""
     probs = torch.zeros(2, 3, 4, 4, requires_grad=True)
     target = torch.zeros(2, 3, 4, 4)
     target[:, 1] = 1.0
-    options = {"smooth_nr": smooth, "smooth_dr": smooth, "jaccard": jaccard}
-    per_class = dice(probs, target, mode="multilabel", input="probs", reduction="none", **options)
+    options = {"smooth_nr": smooth_nr, "smooth_dr": smooth_dr, "reduction": "none"}
+    options |= {"mode": "multilabel", "input": "probs"}
+    if loss == "tversky":
+        per_class = tversky(probs, target, alpha=0.3, beta=0.7, **options)
+        missed_denominator = 0.7 * 16.0  # beta * FN, with P = 0, T = 16, I = 0
+    else:
+        per_class = dice(probs, target, jaccard=loss == "jaccard", **options)
+        missed_denominator = 16.0
     per_class.sum().backward()
     assert per_class[:, [0, 2]].tolist() == [[0.0, 0.0], [0.0, 0.0]]
-    expected_missed = 1 - smooth / (16.0 + smooth)  # P = 0, T = 16, I = 0
+    expected_missed = 1 - smooth_nr / (missed_denominator + smooth_dr)
     torch.testing.assert_close(per_class[:, 1], torch.full((2,), expected_missed))
+    assert torch.isfinite(probs.grad).all()
     assert probs.grad[:, [0, 2]].abs().max().item() == 0.0
     assert probs.grad[:, 1].abs().min().item() > 0.0
 
@@ -594,6 +606,7 @@ def test_sum_and_mean_reductions_agree_with_unreduced():
     [
         ({"smooth_nr": -1.0}, ValueError, "dice: option 'smooth_nr'"),
         ({"smooth_dr": math.nan}, ValueError, "dice: option 'smooth_dr'"),
+        ({"smooth_dr": 1e39}, ValueError, "dice: option 'smooth_dr'"),  # inf in float32
         ({"smooth_nr": "a"}, TypeError, "dice: option 'smooth_nr'"),
         ({"mode": "multi"}, ValueError, "dice: option 'mode'"),
         ({"input": "log_probs"}, ValueError, "dice: option 'input'"),

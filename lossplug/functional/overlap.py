@@ -126,8 +126,8 @@ def dice(
         target: the target, as the ``mode`` requires.
         mode: ``"binary"``, ``"multilabel"`` or ``"multiclass"``.
         input: ``"logits"`` (sigmoid/softmax applied here) or ``"probs"``.
-        smooth_nr: added to the numerator, >= 0.
-        smooth_dr: added to the denominator, >= 0.
+        smooth_nr: added to the numerator, >= 0 (and at most float32's largest, 3.4e38).
+        smooth_dr: added to the denominator, >= 0 (and at most float32's largest).
         batch: sum the statistics over the batch, giving one score per class.
         include_background: keep channel 0; ``False`` drops it (needs at least two channels,
             so it is an error in binary mode).
@@ -220,8 +220,8 @@ def tversky(
         alpha: weight of the false positives, >= 0.
         beta: weight of the false negatives, >= 0.
         gamma: focal exponent, > 0; 1 is the plain Tversky loss.
-        smooth_nr: added to the numerator, >= 0.
-        smooth_dr: added to the denominator, >= 0.
+        smooth_nr: added to the numerator, >= 0 (and at most float32's largest, 3.4e38).
+        smooth_dr: added to the denominator, >= 0 (and at most float32's largest).
         batch: sum the statistics over the batch, giving one score per class.
         include_background: keep channel 0 (see :func:`dice`).
         ignore_index: target value whose positions are left out (see :func:`dice`).
@@ -290,8 +290,8 @@ def dice_ce_components(
     Args:
         pred: logits ``(N, C, *)``.
         target: class indices ``(N, *)`` (an integer tensor).
-        smooth_nr: added to the Dice numerator, >= 0.
-        smooth_dr: added to the Dice denominator, >= 0.
+        smooth_nr: added to the Dice numerator, >= 0 (and at most float32's largest, 3.4e38).
+        smooth_dr: added to the Dice denominator, >= 0 (and at most float32's largest).
         batch: Dice statistics summed over the batch (one score per class).
         include_background: keep channel 0 in the Dice term.
         ignore_index: target value left out of both terms.
@@ -381,8 +381,10 @@ def check_overlap_options(
     """
     check_choice(loss, "mode", mode, MODES)
     check_choice(loss, "input", input, INPUTS)
-    check_number(loss, "smooth_nr", smooth_nr, minimum=0.0)
-    check_number(loss, "smooth_dr", smooth_dr, minimum=0.0)
+    # finite in float32, where the statistics are summed (an inf smoothing makes inf / inf)
+    largest = torch.finfo(torch.float32).max
+    check_number(loss, "smooth_nr", smooth_nr, minimum=0.0, maximum=largest)
+    check_number(loss, "smooth_dr", smooth_dr, minimum=0.0, maximum=largest)
     check_choice(loss, "batch", batch, (False, True))
     check_choice(loss, "include_background", include_background, (False, True))
     if ignore_index is not None and (
@@ -661,16 +663,19 @@ def _one_minus_smoothed_ratio(
 
         \frac{\text{excess} + s_{dr} - s_{nr}}{\text{denominator} + s_{dr}},
 
-    which takes a few operations fewer than ``1 - ratio``: on ``(N, C)`` statistics each
-    operation's fixed cost (about 10 µs forward and backward on the CPU) is what counts. Where
-    the unsmoothed denominator is 0 the class scores 1 (loss 0) with a zero gradient; without
-    smoothing a ``masked_fill`` keeps that division finite, so its gradient is 0, not NaN.
+    which takes fewer operations than ``1 - ratio`` between two ``torch.where`` calls: on ``(N, C)``
+    statistics each operation's fixed cost (about 10 µs forward and backward on the CPU of the
+    README's benchmark) is what counts. Where the unsmoothed denominator is 0 the class scores
+    1 (loss 0) with a zero gradient. The division's gradient there must stay finite too (it is
+    multiplied by 0): with equal smoothing terms of at least the dtype's smallest normal number
+    the excess there is exactly 0 over a normal denominator, so it does; otherwise a
+    ``masked_fill`` makes that denominator 1 first.
     """
     empty = denominator == 0
     if smooth_dr != smooth_nr:
         excess = excess + (smooth_dr - smooth_nr)
-    smoothed = denominator + smooth_dr
-    if smooth_dr == 0:
+    smoothed = denominator + smooth_dr if smooth_dr else denominator
+    if not smooth_nr == smooth_dr >= torch.finfo(denominator.dtype).tiny:
         smoothed = smoothed.masked_fill(empty, 1)
     return (excess / smoothed).masked_fill(empty, 0)
 
