@@ -274,7 +274,7 @@ def class_indices_checked_by_torch(pred: Tensor) -> bool:
     On CUDA an index out of range is a device-side assert that kills the process, so targets
     are checked first there.
     """
-    return pred.device.type == "cpu" and not torch.compiler.is_compiling()
+    return pred.is_cpu and not torch.compiler.is_compiling()
 
 
 class explain_class_target_errors:  # lower case like contextlib.suppress and torch.no_grad

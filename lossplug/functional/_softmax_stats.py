@@ -203,7 +203,7 @@ def _flat_positions(labels: Tensor, logits: Tensor) -> Tensor | None:
     :data:`LARGE_INPUT_POSITIONS` positions and for non-contiguous (channels-last) logits.
     """
     batch, num_classes, positions = logits.shape
-    if logits.device.type != "cpu" or batch * positions < LARGE_INPUT_POSITIONS:
+    if not logits.is_cpu or batch * positions < LARGE_INPUT_POSITIONS:
         return None
     if not logits.is_contiguous():
         return None
@@ -242,7 +242,7 @@ def _may_overwrite(probs: Tensor) -> bool:
     hook (``torch.autograd.graph.saved_tensors_hooks``) that keeps its own reference to the
     packed softmax beyond the backward pass sees it overwritten.
     """
-    if probs.device.type != "cpu" or probs.shape[0] * probs.shape[2] < LARGE_INPUT_POSITIONS:
+    if not probs.is_cpu or probs.shape[0] * probs.shape[2] < LARGE_INPUT_POSITIONS:
         return False
     if torch.compiler.is_compiling():
         return False
