@@ -21,6 +21,7 @@ second derivative raises an error); works under ``torch.compile`` and ``torch.fu
 
 from __future__ import annotations
 
+import inspect
 from typing import Any
 
 import torch
@@ -82,3 +83,9 @@ class _MulticlassHingeSum(torch.autograd.Function):
         # s_y's own term is constant (its slope, already in place, cancels in the sum); s_y
         # moves every other term the opposite way
         return slopes.scatter_add_(1, index, slopes.sum(1, keepdim=True).neg_()), None, None, None
+
+
+# torch's Function.apply binds the arguments of a function that has a setup_context against
+# inspect.signature(forward) on every call (~25 µs of a ~400 µs call at 128 x 10 on the CPU).
+# inspect.signature returns a function's __signature__ when it has one: computed once here.
+_MulticlassHingeSum.forward.__signature__ = inspect.signature(_MulticlassHingeSum.forward)
