@@ -32,6 +32,7 @@ from lossplug._validation import (
     explain_class_target_errors,
     value_checks_enabled,
 )
+from lossplug.functional._bce_logits import bce_with_logits
 from lossplug.functional._multiclass_hinge import multiclass_hinge_sum
 from lossplug.functional._precision import at_least_float32
 from lossplug.functional._reduce import REDUCTION_CODES, reduce_loss
@@ -248,16 +249,29 @@ def bce(
     pred, target = at_least_float32(pred), at_least_float32(target)
     pos_weight = at_least_float32(pos_weight)
     if input == "logits":
-        kernel = torch.ops.aten.binary_cross_entropy_with_logits.default
         if weight is None and pred.numel() > 0:
-            return kernel(pred, target, None, pos_weight, REDUCTION_CODES[reduction])
-        loss = kernel(pred, target, None, pos_weight, REDUCTION_CODES["none"])
+            return _logits_bce(pred, target, pos_weight, reduction)
+        loss = _logits_bce(pred, target, pos_weight, "none")
     else:
         check_unit_interval(name, "pred", pred, "probabilities (input='probs')")
         log_p, log_not_p = _clamped_log(pred), _clamped_log(1.0 - pred)
         positive = target * log_p if pos_weight is None else pos_weight * target * log_p
         loss = -(positive + (1.0 - target) * log_not_p)
     return reduce_loss(loss, reduction, weight)
+
+
+def _logits_bce(pred: Tensor, target: Tensor, pos_weight: Tensor | None, reduction: str) -> Tensor:
+    """Binary cross-entropy from logits: lossplug's leaner function, else torch's kernel.
+
+    torch's kernel takes over for a ``pos_weight``, for a target that requires a gradient
+    (which :func:`~lossplug.functional._bce_logits.bce_with_logits` does not give) and under
+    ``torch.compile``, which fuses torch's kernels into one and cannot trace a function with
+    a forward-mode rule.
+    """
+    if pos_weight is None and not target.requires_grad and not torch.compiler.is_compiling():
+        return bce_with_logits(pred, target, reduction)
+    kernel = torch.ops.aten.binary_cross_entropy_with_logits.default
+    return kernel(pred, target, None, pos_weight, REDUCTION_CODES[reduction])
 
 
 def _clamped_log(probs: Tensor) -> Tensor:
