@@ -32,7 +32,12 @@ from lossplug._validation import (
     explain_class_target_errors,
     value_checks_enabled,
 )
-from lossplug.functional._bce_logits import bce_with_logits
+from lossplug.functional._linear_in_target import (
+    BCE_FROM_LOGITS,
+    KL_DIVERGENCE,
+    applies,
+    linear_in_target_loss,
+)
 from lossplug.functional._multiclass_hinge import multiclass_hinge_sum
 from lossplug.functional._precision import at_least_float32
 from lossplug.functional._reduce import REDUCTION_CODES, reduce_loss
@@ -263,13 +268,12 @@ def bce(
 def _logits_bce(pred: Tensor, target: Tensor, pos_weight: Tensor | None, reduction: str) -> Tensor:
     """Binary cross-entropy from logits: lossplug's leaner function, else torch's kernel.
 
-    torch's kernel takes over for a ``pos_weight``, for a target that requires a gradient
-    (which :func:`~lossplug.functional._bce_logits.bce_with_logits` does not give) and under
-    ``torch.compile``, which fuses torch's kernels into one and cannot trace a function with
-    a forward-mode rule.
+    torch's kernel takes over for a ``pos_weight`` and where
+    :func:`~lossplug.functional._linear_in_target.applies` says so.
     """
-    if pos_weight is None and not target.requires_grad and not torch.compiler.is_compiling():
-        return bce_with_logits(pred, target, reduction)
+    if pos_weight is None and applies(target):
+        divisor = {"none": None, "sum": 1, "mean": pred.numel()}[reduction]
+        return linear_in_target_loss(pred, target, BCE_FROM_LOGITS, divisor)
     kernel = torch.ops.aten.binary_cross_entropy_with_logits.default
     return kernel(pred, target, None, pos_weight, REDUCTION_CODES[reduction])
 
@@ -349,12 +353,16 @@ def kl_div(
         probs = target.exp() if log_target else target
     if reduction == "none":
         return _times_squared(F.kl_div(pred, probs, reduction="none").sum(dim=dim), temperature)
-    total = _times_squared(F.kl_div(pred, probs, reduction="sum"), temperature)
     if reduction == "sum":
-        return total
-    if reduction == "batchmean":
-        return total / max(pred.shape[0], 1)
-    return total / max(pred.numel() // max(pred.shape[dim], 1), 1)
+        count = 1
+    elif reduction == "batchmean":
+        count = max(pred.shape[0], 1)
+    else:
+        count = max(pred.numel() // max(pred.shape[dim], 1), 1)
+    if applies(probs):
+        return linear_in_target_loss(pred, probs, KL_DIVERGENCE, count / temperature**2)
+    total = _times_squared(F.kl_div(pred, probs, reduction="sum"), temperature)
+    return total if count == 1 else total / count
 
 
 def _times_squared(divergence: Tensor, temperature: float) -> Tensor:
