@@ -220,8 +220,10 @@ def bce(
 
         \ell = -\,w \bigl[\, w_+ \, y \log \sigma(z) + (1 - y) \log(1 - \sigma(z)) \bigr]
 
-    From logits it is computed with the log-sum-exp trick (torch's
-    ``binary_cross_entropy_with_logits``), exact for any logit. With ``input="probs"`` the
+    From logits it is computed as :math:`\operatorname{softplus}(z) - yz`, finite for any
+    logit and as accurate as torch's ``binary_cross_entropy_with_logits`` (within a few ulps
+    of :math:`|z|`), in one input-sized buffer each way
+    (:mod:`lossplug.functional._linear_in_target`). With ``input="probs"`` the
     logs are clamped at -100 as torch does, and their gradients stay finite also at
     probabilities of exactly 0 or 1, which a 16-bit sigmoid gives from logits of about 6
     (bfloat16) or 8 (float16) on.
