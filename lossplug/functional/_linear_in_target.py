@@ -49,13 +49,12 @@ _SOFTPLUS_THRESHOLD = 40.0
 class LinearInTarget(NamedTuple):
     r""":math:`h` and its partial derivatives, each giving a fresh tensor."""
 
-    base: Callable[[Tensor, Tensor], Tensor]  #: :math:`h(z, y)`
-    prediction_slope: (
-        Callable[[Tensor], Tensor] | None
-    )  #: :math:`\partial h / \partial z`, or None if 0
-    target_slope: (
-        Callable[[Tensor], Tensor] | None
-    )  #: :math:`\partial h / \partial y`, or None if 0
+    #: :math:`h(z, y)`
+    base: Callable[[Tensor, Tensor], Tensor]
+    #: :math:`\partial h / \partial z` of ``z``, or ``None`` where it is 0
+    prediction_slope: Callable[[Tensor], Tensor] | None
+    #: :math:`\partial h / \partial y` of ``y``, or ``None`` where it is 0
+    target_slope: Callable[[Tensor], Tensor] | None
 
 
 BCE_FROM_LOGITS = LinearInTarget(
