@@ -10,12 +10,13 @@ Two of torch's losses have this form, with :math:`z` the prediction and :math:`y
     \text{KL divergence, } z = \log q:\quad h = y \log y, \qquad
     \frac{\partial \ell}{\partial z} = -y.
 
-torch computes each as a chain of kernels that each write a tensor of the input's size:
-``binary_cross_entropy_with_logits`` writes ``log_sigmoid`` (an output and a buffer),
-``1 - y``, the product and the difference, and three more in its backward pass; ``kl_div``
-writes ``xlogy``, the product and the difference. Here the forward pass writes one tensor,
-:math:`h`, and subtracts :math:`yz` from it in place; the backward pass writes one, the
-gradient: a third to a half of torch's peak memory, and fewer passes over it.
+torch computes each forward pass as a chain of kernels that each write a tensor of the
+input's size: ``binary_cross_entropy_with_logits`` writes ``log_sigmoid`` (an output and a
+buffer), ``1 - y``, the product and the difference (its backward pass writes one tensor and
+works in place, as here); ``kl_div`` writes ``xlogy``, the product and the difference, and two
+more in its backward pass (the negated gradient and the product). Here the forward pass writes
+one tensor, :math:`h`, and subtracts :math:`yz` from it in place; the backward pass writes one,
+the gradient: a third to a half of torch's peak memory, and fewer passes over it.
 
 Accuracy is torch's. For BCE it is mirrored: torch's form :math:`(1 - y) z - \log\sigma(z)` is
 exact to rounding where the target is 1 and cancels where it is 0 and :math:`z \ll 0`; this
