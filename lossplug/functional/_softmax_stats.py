@@ -39,6 +39,12 @@ import torch
 from torch import Tensor
 from torch.autograd.function import FunctionCtx, once_differentiable
 
+from lossplug.functional._class_softmax import (
+    exp_minus,
+    softmax_and_normaliser,
+    softmax_over_classes,
+    takes_exp2_path,
+)
 from lossplug.functional._precision import autocast_off
 
 #: From this many positions (``N * S``) the CPU takes the paths for large inputs: the target
@@ -60,8 +66,8 @@ class OverlapSoftmaxStats(NamedTuple):
 def target_log_prob(logits: Tensor, labels: Tensor) -> Tensor:
     """``log_softmax(logits, 1)`` at each position's target class.
 
-    Saves only the logits and the per-position log-sum-exp; the backward recomputes the
-    softmax into the gradient buffer itself.
+    Saves only the logits and two numbers per position (the largest logit and the softmax's
+    inverse normaliser); the backward recomputes the softmax into the gradient buffer itself.
 
     Args:
         logits: ``(N, C, S)`` or ``(N, C)`` floating tensor.
@@ -94,35 +100,32 @@ def softmax_overlap_stats(
     return OverlapSoftmaxStats(*stats)
 
 
-def _softmax_and_log_total(logits: Tensor) -> tuple[Tensor, Tensor]:
-    r"""``softmax(logits, 1)`` (a fresh tensor) and the log-sum-exp over dim 1, ``(N, 1, S)``.
-
-    The log-sum-exp is read off the softmax at each position's largest logit,
-    :math:`\operatorname{lse} = z_{\max} - \log p_{\max}` with :math:`p_{\max} \ge 1/C`, so
-    it is exact to rounding for any logits and costs no second exponential pass.
-    """
-    probs = logits.softmax(1)
-    log_total = logits.amax(1, keepdim=True) - probs.amax(1, keepdim=True).log_()
-    return probs, log_total
-
-
 class _TargetLogProb(torch.autograd.Function):
     @staticmethod
     def forward(ctx: FunctionCtx, logits: Tensor, labels: Tensor) -> Tensor:
         index = labels.unsqueeze(1)
-        log_probs = logits.log_softmax(1)
-        # log-sum-exp = z_max - log p_max: exact, as log p_max lies in [-log C, 0]
-        log_total = logits.amax(1, keepdim=True) - log_probs.amax(1, keepdim=True)
-        ctx.save_for_backward(logits, index, log_total)
-        return log_probs.gather(1, index).squeeze(1)
+        if takes_exp2_path(logits):
+            # log p_y = (z_y - m) - log sum_c e^(z_c - m); the sum's tensor is freed at once
+            peak = logits.amax(1, keepdim=True)
+            total = exp_minus(logits, peak).sum(1, keepdim=True)
+            log_prob = logits.gather(1, index).sub_(peak).sub_(total.log())
+            inverse_total = total.reciprocal_()
+        else:
+            log_probs = logits.log_softmax(1)
+            # sum_c e^(z_c - m) = 1 / p_max
+            peak = logits.amax(1, keepdim=True)
+            inverse_total = log_probs.amax(1, keepdim=True).exp_()
+            log_prob = log_probs.gather(1, index)
+        ctx.save_for_backward(logits, index, peak, inverse_total)
+        return log_prob.squeeze(1)
 
     @staticmethod
     @once_differentiable
     def backward(ctx: Any, grad_log_prob: Tensor) -> tuple[Tensor, None]:
-        logits, index, log_total = ctx.saved_tensors
+        logits, index, peak, inverse_total = ctx.saved_tensors
         grad = grad_log_prob.unsqueeze(1)
-        # d log p_y / dz_c = [c = y] - p_c
-        grad_logits = torch.sub(logits, log_total).exp_().mul_(-grad)
+        # d log p_y / dz_c = [c = y] - p_c, with p_c = e^(z_c - m) / sum
+        grad_logits = exp_minus(logits, peak).mul_(inverse_total.mul(grad).neg_())
         return grad_logits.scatter_add_(1, index, grad), None
 
 
@@ -137,11 +140,11 @@ class _OverlapStats(torch.autograd.Function):
     ) -> tuple[Tensor, Tensor, Tensor]:
         at_labels = _flat_positions(labels, logits)
         if with_log_prob:
-            probs, log_total = _softmax_and_log_total(logits)
-            log_prob = _take(logits, labels, at_labels).sub_(log_total.squeeze(1))
-            target_prob = log_prob.exp()
+            probs, (peak, log_sum) = softmax_and_normaliser(logits)
+            log_prob = _take(logits, labels, at_labels).sub_(peak.squeeze(1))
+            target_prob = log_prob.sub_(log_sum.squeeze(1)).exp()
         else:
-            probs = logits.softmax(1)
+            probs = softmax_over_classes(logits)
             target_prob = _take(probs, labels, at_labels)
             log_prob = target_prob.new_empty(0)
         if valid is None:
