@@ -12,8 +12,9 @@ the helpers here compute
 in passes of torch operations instead: the shift :math:`z - m` first, as torch's softmax does
 (so its rounding depends on :math:`|z - m|`, not on :math:`|z|`), then the scaling and
 ``exp2`` in place. The whole softmax — max, shifted ``exp2``, sum, multiplication by the
-reciprocal — takes 0.6 to 0.95 of ``softmax``'s time from 4 to 150 classes at those sizes,
-within the same rounding (a few float32 ulps of each probability, tested against float64).
+reciprocal — took 0.6 to 0.95 of ``softmax``'s time from 150 down to 4 classes at those sizes
+(at 4 classes the gain drowns in page-fault noise unless glibc keeps its freed memory), within
+the same rounding: a few float32 ulps of each probability, tested against float64.
 
 Elsewhere — on other devices, under ``torch.compile`` (inductor fuses its own), for smaller
 inputs (five operations' dispatch costs more than it saves) — torch's kernels run.
