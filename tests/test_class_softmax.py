@@ -60,7 +60,9 @@ def test_probabilities_are_as_accurate_as_torchs(offset):
     assert takes_exp2_path(logits)
     reference = logits.double().softmax(1)
     shift = (logits - logits.amax(1, keepdim=True)).abs().double()
-    bound = ULP * (shift + 4) * reference + ULP  # the shift's rounding, then a few operations
+    # relative: the shift's rounding, then a few operations; absolute only below float32's
+    # normal range, where a probability may round to a subnormal or to 0
+    bound = ULP * (shift + 4) * reference + torch.finfo(torch.float32).tiny
     for probs in (softmax_over_classes(logits), softmax_and_normaliser(logits)[0]):
         assert ((probs.double() - reference).abs() <= bound).all()
     assert ((logits.softmax(1).double() - reference).abs() <= bound).all()  # torch's, same bound
@@ -103,3 +105,21 @@ def test_overlap_statistics_log_prob_at_large_logits():
     assert (
         (stats.log_prob.double() - reference).abs() <= 4 * ULP * reference.abs().clamp(min=1)
     ).all()
+
+
+def test_overlap_statistics_gradient_in_float32_on_the_exp2_path():
+    """The fused Dice statistics' gradient (written into the saved softmax) against float64
+    autograd through softmax and a one-hot target."""
+    logits = large_logits(0.0).requires_grad_()
+    labels = labels_for(logits)
+    weights = [torch.randn(2, 5, generator=torch.Generator().manual_seed(i)) for i in (3, 4)]
+    stats = softmax_overlap_stats(logits, labels, None, with_log_prob=False)
+    weighted = (stats.intersection * weights[0]).sum() + (stats.prob_sum * weights[1]).sum()
+    (grad,) = torch.autograd.grad(weighted, logits)
+    reference_logits = logits.detach().double().requires_grad_()
+    probs = reference_logits.softmax(1)
+    one_hot = torch.nn.functional.one_hot(labels, 5).movedim(-1, 1)
+    reference_weighted = ((probs * one_hot).sum(-1) * weights[0]).sum()
+    reference_weighted = reference_weighted + (probs.sum(-1) * weights[1]).sum()
+    (reference,) = torch.autograd.grad(reference_weighted, reference_logits)
+    torch.testing.assert_close(grad.double(), reference, rtol=0, atol=8 * ULP)
