@@ -156,10 +156,11 @@ def test_an_error_the_target_check_cannot_explain_stays_torch_s():
         raise RuntimeError("the kernel's own error")
 
 
+@pytest.mark.parametrize("positions", [30, LARGE_INPUT_POSITIONS // 2])  # 2nd: in-place path
 @pytest.mark.parametrize("with_valid", [False, True])
-def test_softmax_overlap_stats_backward_twice_with_retain_graph(with_valid):
+def test_softmax_overlap_stats_backward_twice_with_retain_graph(with_valid, positions):
     """A retained graph keeps its saved probabilities: the second pass gives the same gradient."""
-    logits, labels = logits_and_labels()
+    logits, labels = logits_and_labels(s=positions)
     valid = (torch.rand(labels.shape, generator=seeded(5)) > 0.3).double() if with_valid else None
     fused = softmax_overlap_stats(logits, labels, valid, with_log_prob=True)
     first = weighted_sum_gradient(fused, logits, (0, 1, 2), retain_graph=True)
