@@ -385,6 +385,16 @@ def overlap_rows(sizes: Sizes) -> list[Row]:
                 "fused: one softmax; weights 1 and 1",
             ),
             Row(
+                "dice_ce_composite",
+                size,
+                "MONAI DiceCELoss",
+                inputs,
+                lossplug.CompositeLoss({"dice": "dice", "ce": "cross_entropy"}),
+                _with_channel(monai.losses.DiceCELoss(softmax=True, to_onehot_y=True)),
+                PEER_TARGET,
+                "CompositeLoss of dice and cross_entropy terms, as loss=dice_ce builds it (fused)",
+            ),
+            Row(
                 "dice+cross_entropy",
                 size,
                 "MONAI DiceCELoss",

@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from conftest import softmax_passes
 
 from lossplug.composite import CompositeLoss, Route
+from lossplug.functional.overlap import dice_ce
 from lossplug.losses import (
     BCELoss,
     CrossEntropyLoss,
@@ -366,6 +367,23 @@ def test_fused_dice_ce_equals_the_terms_computed_apart(dice_options, ce_options,
     by_hand = 0.3 * terms["dice"](logits, target) + terms["ce"](logits, target)
     (apart_grad,) = torch.autograd.grad(by_hand, logits)
     torch.testing.assert_close(fused_grad, apart_grad)
+
+
+def test_fused_forward_runs_the_functional_dice_ce_operations_only():
+    """The loss itself (forward) launches exactly ``dice_ce``'s kernels: the counts that only
+    logging needs (a pass over the target) are taken in ``measured_components`` alone."""
+    logits, target = segmentation_batch(ignore=255)
+    terms = {"dice": DiceLoss(ignore_index=255), "ce": CrossEntropyLoss(ignore_index=255)}
+    loss = CompositeLoss(terms)
+
+    def kernels(run):
+        with torch.profiler.profile() as prof:
+            run()
+        return sorted(e.name for e in prof.events() if e.name.startswith("aten::"))
+
+    functional = kernels(lambda: dice_ce(logits, target, ignore_index=255))
+    assert kernels(lambda: loss(logits, target)) == functional
+    assert len(kernels(lambda: loss.measured_components(logits, target))) > len(functional)
 
 
 def test_fusion_only_where_the_terms_match_and_never_on_soft_targets():

@@ -60,16 +60,22 @@ class FusedDiceCE:
                 return cls(dice_name, ce_name, options)
         return None
 
-    def measured(
-        self, pred: Tensor, target: Tensor
-    ) -> tuple[dict[str, Tensor], dict[str, Tensor | int]] | None:
-        """Both values and their counts, or ``None`` for a target of probabilities."""
+    def values(self, pred: Tensor, target: Tensor) -> dict[str, Tensor] | None:
+        """Both values, by term name, or ``None`` for a target of probabilities."""
         if not isinstance(target, Tensor) or target.is_floating_point():
             return None
         values = dice_ce_components(pred, target, **self.options)
+        return {self.dice: values["dice"], self.ce: values["ce"]}
+
+    def measured(
+        self, pred: Tensor, target: Tensor
+    ) -> tuple[dict[str, Tensor], dict[str, Tensor | int]] | None:
+        """Both values and their counts (a pass over the target), or ``None`` as :meth:`values`."""
+        values = self.values(pred, target)
+        if values is None:
+            return None
         ignore = self.options["ignore_index"]
         ce_count = kept_target_weight(target, -100 if ignore is None else ignore)
-        values = {self.dice: values["dice"], self.ce: values["ce"]}
         return values, {self.dice: batch_count(pred), self.ce: ce_count}
 
 

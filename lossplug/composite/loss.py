@@ -199,7 +199,9 @@ class CompositeLoss(LossModule):
 
     def components(self, pred: Any, target: Any) -> dict[str, Tensor]:
         """Each term's unweighted value on its route, by name."""
-        values = self._fused_values(pred, target)[0]
+        values: dict[str, Tensor] = {}
+        if self.fused is not None:
+            values = self.fused.values(*self._route_of(self.fused, pred, target)) or {}
         for name, term in self.terms.items():
             if name not in values:
                 values[name] = term(*self.routes[name].select(self.name, name, pred, target))
@@ -226,10 +228,11 @@ class CompositeLoss(LossModule):
         """The fused pair's values and counts; empty when there is none or it does not apply."""
         if self.fused is None:
             return {}, {}
-        route_pred, route_target = self.routes[self.fused.dice].select(
-            self.name, self.fused.dice, pred, target
-        )
-        return self.fused.measured(route_pred, route_target) or ({}, {})
+        return self.fused.measured(*self._route_of(self.fused, pred, target)) or ({}, {})
+
+    def _route_of(self, fused: FusedDiceCE, pred: Any, target: Any) -> tuple[Tensor, Tensor]:
+        """The fused pair's ``(pred, target)``: both terms read the same route."""
+        return self.routes[fused.dice].select(self.name, fused.dice, pred, target)
 
     def weighted_terms(self, components: Mapping[str, Tensor]) -> dict[str, Tensor]:
         r"""Each component times its current effective weight (:math:`\lambda_i w_i`)."""
