@@ -40,7 +40,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from lossplug.functional._autograd import batched_by_vmap, with_cached_signature
+from lossplug.functional._autograd import PositionalFunction, batched_by_vmap
 from lossplug.functional._precision import autocast_off
 
 #: where ``softplus`` returns ``z`` itself: :math:`e^{-40}` is below float64's resolution at 40
@@ -93,8 +93,7 @@ def linear_in_target_loss(
         return _LinearInTargetLoss.apply(pred, target, form, divisor)
 
 
-@with_cached_signature
-class _LinearInTargetLoss(torch.autograd.Function):
+class _LinearInTargetLoss(PositionalFunction):
     generate_vmap_rule = True
 
     @staticmethod

@@ -23,11 +23,10 @@ from __future__ import annotations
 
 from typing import Any
 
-import torch
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
-from lossplug.functional._autograd import with_cached_signature
+from lossplug.functional._autograd import PositionalFunction
 from lossplug.functional._precision import autocast_off
 
 
@@ -52,8 +51,7 @@ def _margins(scores: Tensor, index: Tensor, margin: float) -> Tensor:
     return (scores - scores.gather(1, index)).add_(margin)
 
 
-@with_cached_signature
-class _MulticlassHingeSum(torch.autograd.Function):
+class _MulticlassHingeSum(PositionalFunction):
     generate_vmap_rule = True
 
     @staticmethod
