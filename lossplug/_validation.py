@@ -24,6 +24,13 @@ from torch import Tensor
 Reduction = Literal["mean", "sum", "none"]
 REDUCTIONS: tuple[str, ...] = ("mean", "sum", "none")
 
+#: the integer dtypes class indices may come in (the losses convert them to int64)
+CLASS_INDEX_DTYPES = frozenset(
+    getattr(torch, name)
+    for name in ("uint8", "int8", "int16", "int32", "int64", "uint16", "uint32", "uint64")
+    if hasattr(torch, name)
+)
+
 _value_checks_enabled = True
 
 
@@ -227,21 +234,21 @@ def check_class_target(
         TypeError: if ``target`` is not an integer tensor.
         ValueError: if the shapes do not match or an index is out of ``[0, C)``.
     """
-    if target.is_floating_point() or target.dtype == torch.bool:
+    if target.dtype not in CLASS_INDEX_DTYPES:
         raise TypeError(
             f"{loss}: class-index 'target' must be an integer tensor (torch.long), got "
             f"{target.dtype}; for one-hot or soft targets pass a float tensor shaped like 'pred'"
         )
     check_min_dims(loss, "pred", pred, 2, "(N, C, ...) of class scores")
-    expected = (pred.shape[0], *pred.shape[2:])
-    if tuple(target.shape) != expected:
+    expected = pred.shape[:1] + pred.shape[2:]
+    if target.shape != expected:
         raise ValueError(
-            f"{loss}: class-index 'target' must have shape {expected} for pred of shape "
+            f"{loss}: class-index 'target' must have shape {tuple(expected)} for pred of shape "
             f"{tuple(pred.shape)} (N, C, ...), got {tuple(target.shape)}"
         )
-    if not value_checks_enabled() or target.numel() == 0:
-        return
     if indexed_by_torch and class_indices_checked_by_torch(pred):
+        return
+    if not value_checks_enabled() or target.numel() == 0:
         return
     num_classes = pred.shape[1]
     # one pass (aminmax) and one host sync in the common case; a second look without the

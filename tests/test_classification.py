@@ -170,6 +170,7 @@ def test_compiled_cross_entropy_mean_matches_eager_also_when_nothing_counts():
         ((4, 3), torch.tensor([0, -1, 2, 1]), ValueError, r"class index -1 in 'target'"),
         ((2, 3, 2, 2), torch.full((2, 2, 2), 7), ValueError, r"class index 7 in 'target'"),
         ((4, 3), torch.tensor([True, False, True, True]), TypeError, r"must be an integer tensor"),
+        ((4, 3), torch.zeros(4, dtype=torch.complex64), TypeError, r"tensor \(torch.long\), got"),
         ((4, 3), torch.zeros(4, 1, dtype=torch.long), ValueError, r"must have shape \(4,\)"),
         ((2, 3, 2, 2), torch.zeros(2, 1, 2, 2, dtype=torch.long), ValueError, r"shape \(2, 2, 2\)"),
         ((3,), torch.tensor(1), ValueError, r"'pred' must have shape \(N, C, \.\.\.\)"),
