@@ -123,9 +123,9 @@ def _index_target_cross_entropy(
     sum divided by the kept targets' weight (:func:`_mean_over_kept_targets`).
     """
     if reduction != "mean":
-        return F.cross_entropy(pred, target, reduction=reduction, **options)
+        return _torch_cross_entropy(pred, target, reduction, options)
     if eager_cpu:
-        mean = F.cross_entropy(pred, target, **options)
+        mean = _torch_cross_entropy(pred, target, "mean", options)
         if _read_finite(mean):
             return mean
     return _mean_over_kept_targets(pred, target, options)
@@ -151,7 +151,7 @@ def _mean_over_kept_targets(pred: Tensor, target: Tensor, options: dict[str, Any
     if options["label_smoothing"] == 0.0:
         total, kept_weight = _summed_nll(pred.log_softmax(1), target, weight, ignore_index)
     else:
-        total = F.cross_entropy(pred, target, reduction="sum", **options)
+        total = _torch_cross_entropy(pred, target, "sum", options)
         kept_weight = kept_target_weight(target, ignore_index, weight).to(total.dtype)
         # smoothing spreads eps/C over every class: the sum is not 0 when the kept targets weigh 0
         total = torch.where(kept_weight > 0, total, 0.0)
@@ -198,12 +198,26 @@ def kept_target_weight(target: Tensor, ignore_index: int, weight: Tensor | None 
 
 
 def _soft_target_cross_entropy(
-    pred: Tensor, target: Tensor, reduction: str, options: dict[str, object]
+    pred: Tensor, target: Tensor, reduction: str, options: dict[str, Any]
 ) -> Tensor:
     """Cross-entropy against class probabilities; the mean is over positions."""
     if reduction == "mean" and pred.numel() == 0:
         return pred.sum()
-    return F.cross_entropy(pred, target, reduction=reduction, **options)
+    return _torch_cross_entropy(pred, target, reduction, options)
+
+
+def _torch_cross_entropy(
+    pred: Tensor, target: Tensor, reduction: str, options: dict[str, Any]
+) -> Tensor:
+    """The cross-entropy kernel of torch, without ``torch.nn.functional``'s Python wrapper."""
+    return torch.ops.aten.cross_entropy_loss.default(
+        pred,
+        target,
+        options["weight"],
+        REDUCTION_CODES[reduction],
+        options.get("ignore_index", -100),
+        options["label_smoothing"],
+    )
 
 
 def bce(
