@@ -598,7 +598,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--budget-s", type=float, help="rough time limit per row, in seconds")
     args = parser.parse_args(argv)
     defaults = {"repeats": 1, "warmup": 1, "min_sample_s": 0.0} if args.quick else {}
-    defaults = {"repeats": 101, "warmup": 3, "min_sample_s": 0.002, "budget_s": 8.0, **defaults}
+    defaults = {"repeats": 401, "warmup": 3, "min_sample_s": 0.002, "budget_s": 8.0, **defaults}
     for name, value in defaults.items():
         if getattr(args, name) is None:
             setattr(args, name, value)
