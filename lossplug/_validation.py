@@ -13,10 +13,11 @@ off with :func:`value_checks` once the data pipeline is trusted.
 from __future__ import annotations
 
 import math
+import operator
 from collections.abc import Iterator
 from contextlib import contextmanager
 from types import TracebackType
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 from torch import Tensor
@@ -132,6 +133,32 @@ def check_number(
         bounds.append(f"<= {maximum}")
     expected = "a finite number" + (" " + " and ".join(bounds) if bounds else "")
     raise ValueError(f"{loss}: option {option!r} must be {expected}, got {value!r}")
+
+
+def check_index_option(loss: str, option: str, value: object, *, optional: bool = False) -> Any:
+    """Validate an integer option such as ``ignore_index``: an int (or NumPy integer), not a bool.
+
+    Args:
+        loss: the loss's name, used in the message.
+        option: the option's name, used in the message.
+        value: the value to check.
+        optional: whether ``None`` is allowed.
+
+    Returns:
+        The value as an ``int`` (``None`` stays ``None``).
+
+    Raises:
+        TypeError: for anything else.
+    """
+    if value is None and optional:
+        return None
+    if not isinstance(value, bool):
+        try:
+            return operator.index(value)  # type: ignore[arg-type]
+        except TypeError:
+            pass
+    expected = "an int or None" if optional else "an int"
+    raise TypeError(f"{loss}: option {option!r} must be {expected}, got {value!r}")
 
 
 def check_weight_tensor(

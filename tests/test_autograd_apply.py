@@ -101,3 +101,11 @@ def test_apply_unwraps_a_tensor_that_escaped_a_finished_transform() -> None:
     reference = torch.autograd.Function.apply.__func__(BCE, *bce_arguments(dead_wrapper))
     assert ours.grad_fn is None and reference.grad_fn is None
     torch.testing.assert_close(ours, reference, rtol=0, atol=0)
+
+
+def test_apply_with_keyword_arguments_takes_torchs_binding(binding_count: list[int]) -> None:
+    pred, target, form, divisor = bce_arguments(logits())
+    ours = BCE.apply(pred, target, form=form, divisor=divisor)
+    reference = TF.binary_cross_entropy_with_logits(pred, target)
+    torch.testing.assert_close(ours, reference, rtol=1e-12, atol=0)
+    assert binding_count[0] == 1

@@ -1,3 +1,4 @@
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as TF
@@ -431,3 +432,26 @@ def test_weighted_cross_entropy_with_an_ignore_index_outside_the_classes():
     loss = losses.CrossEntropyLoss(weight=[1.0, 2.0, 0.5], ignore_index=255)
     _, counts = loss.measured_components(logits.float(), target)
     assert counts["cross_entropy"].item() == pytest.approx(1.0 + 0.5 + 2.0 + 0.5)
+
+
+@pytest.mark.parametrize("ignore_index", [True, 1.0, "1", None])
+def test_cross_entropy_refuses_an_ignore_index_that_is_no_int(ignore_index):
+    with pytest.raises(
+        TypeError, match=r"^cross_entropy: option 'ignore_index' must be an int, got"
+    ):
+        F.cross_entropy(torch.zeros(4, 3), torch.tensor([0, 1, 2, 1]), ignore_index=ignore_index)
+
+
+def test_cross_entropy_takes_a_numpy_integer_ignore_index():
+    logits = torch.randn(4, 3, generator=_seeded(3))
+    target = torch.tensor([0, 1, 2, 1])
+    expected = TF.cross_entropy(logits, target, ignore_index=1)
+    torch.testing.assert_close(F.cross_entropy(logits, target, ignore_index=np.int64(1)), expected)
+
+
+@pytest.mark.parametrize("dtype", [torch.uint8, torch.int16, torch.int32])
+def test_multiclass_hinge_accepts_any_integer_target(dtype):
+    scores = torch.randn(6, 4, generator=_seeded(4))
+    target = torch.tensor([0, 3, 1, 2, 2, 0])
+    expected = TF.multi_margin_loss(scores, target) * 4
+    torch.testing.assert_close(F.hinge(scores, target.to(dtype), mode="multiclass"), expected)

@@ -23,8 +23,8 @@ class PositionalFunction(torch.autograd.Function):
     signature computed once, at class creation). ``torch.compile`` traces ``forward`` and
     ``backward`` itself and never calls ``apply``.
 
-    Subclasses define ``forward`` without ``ctx``, ``setup_context`` and ``backward``, and are
-    applied as ``Subclass.apply(*args)`` with every argument given.
+    Subclasses define ``forward`` without ``ctx``, ``setup_context`` and ``backward``. A call
+    with keyword arguments takes torch's ``apply``, which binds them.
     """
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
@@ -32,10 +32,10 @@ class PositionalFunction(torch.autograd.Function):
         cls.forward.__signature__ = inspect.signature(cls.forward)  # type: ignore[attr-defined]
 
     @classmethod
-    def apply(cls, *args: Any) -> Any:  # type: ignore[override]
-        """``forward(*args)``, recorded for autograd (and for ``torch.func``'s transforms)."""
-        if torch._C._are_functorch_transforms_active():
-            return super().apply(*args)
+    def apply(cls, *args: Any, **kwargs: Any) -> Any:
+        """``forward(*args, **kwargs)``, recorded for autograd and ``torch.func``'s transforms."""
+        if kwargs or torch._C._are_functorch_transforms_active():
+            return super().apply(*args, **kwargs)
         return super(torch.autograd.Function, cls).apply(*unwrap_dead_wrappers(args))
 
 

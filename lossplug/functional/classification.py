@@ -24,6 +24,7 @@ from lossplug._validation import (
     check_choice,
     check_class_target,
     check_floating,
+    check_index_option,
     check_number,
     check_reduction,
     check_same_shape,
@@ -84,6 +85,7 @@ def cross_entropy(
     name = "cross_entropy"
     check_reduction(name, reduction)
     check_number(name, "label_smoothing", label_smoothing, minimum=0.0, maximum=1.0)
+    ignore_index = check_index_option(name, "ignore_index", ignore_index)
     check_floating(name, "pred", pred, "logits of shape (N, C, ...)")
     soft_target = isinstance(target, Tensor) and target.is_floating_point()
     eager_cpu = class_indices_checked_by_torch(pred)
@@ -433,7 +435,7 @@ def hinge(
         return reduce_loss(hinges, reduction)
     check_class_target(name, pred, target, indexed_by_torch=True)
     with explain_class_target_errors(name, pred, target):
-        hinges = multiclass_hinge_sum(pred, target, margin, squared)
+        hinges = multiclass_hinge_sum(pred, _as_index(target), margin, squared)
     return reduce_loss(hinges, reduction)
 
 

@@ -57,6 +57,7 @@ from lossplug._validation import (
     check_choice,
     check_class_target,
     check_floating,
+    check_index_option,
     check_min_dims,
     check_number,
     check_reduction,
@@ -387,12 +388,7 @@ def check_overlap_options(
     check_number(loss, "smooth_dr", smooth_dr, minimum=0.0, maximum=largest)
     check_choice(loss, "batch", batch, (False, True))
     check_choice(loss, "include_background", include_background, (False, True))
-    if ignore_index is not None and (
-        isinstance(ignore_index, bool) or not isinstance(ignore_index, int)
-    ):
-        raise TypeError(
-            f"{loss}: option 'ignore_index' must be an int or None, got {ignore_index!r}"
-        )
+    check_index_option(loss, "ignore_index", ignore_index, optional=True)
 
 
 def check_tversky_options(loss: str, *, alpha: float, beta: float, gamma: float) -> None:
