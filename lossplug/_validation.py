@@ -17,7 +17,7 @@ import operator
 from collections.abc import Iterator
 from contextlib import contextmanager
 from types import TracebackType
-from typing import Any, Literal
+from typing import Literal
 
 import torch
 from torch import Tensor
@@ -135,7 +135,9 @@ def check_number(
     raise ValueError(f"{loss}: option {option!r} must be {expected}, got {value!r}")
 
 
-def check_index_option(loss: str, option: str, value: object, *, optional: bool = False) -> Any:
+def check_index_option(
+    loss: str, option: str, value: object, *, optional: bool = False
+) -> int | None:
     """Validate an integer option such as ``ignore_index``: an int (or NumPy integer), not a bool.
 
     Args:
