@@ -11,6 +11,18 @@ from lossplug.functional import classification
 torch.manual_seed(0)
 
 
+@pytest.fixture(params=["torch", "in_place"])
+def ce_backward(request, monkeypatch):
+    """Run a cross-entropy test on torch's kernels and on lossplug's in-place backward pass.
+
+    The in-place pass is taken from ``IN_PLACE_MIN_ELEMENTS`` logits that need a gradient;
+    set to 0 here, the small inputs of these tests take it too.
+    """
+    if request.param == "in_place":
+        monkeypatch.setattr(classification, "IN_PLACE_MIN_ELEMENTS", 0)
+    return request.param
+
+
 def _ce_reference(logits, target, weight, ignore_index, eps):
     """The formula: smoothed, weighted CE; mean = sum over kept / sum of target weights."""
     n, c = logits.shape
@@ -27,10 +39,11 @@ def _ce_reference(logits, target, weight, ignore_index, eps):
     return total / denominator
 
 
+@pytest.mark.usefixtures("ce_backward")
 @pytest.mark.parametrize("eps", [0.0, 0.1, 0.3])
 @pytest.mark.parametrize("use_weight", [False, True])
 def test_cross_entropy_matches_formula_and_torch(eps, use_weight):
-    logits = torch.randn(9, 5, dtype=torch.float64)
+    logits = torch.randn(9, 5, dtype=torch.float64, requires_grad=True)
     target = torch.tensor([0, 1, 2, 3, 4, -100, 2, -100, 1])
     weight = torch.tensor([1.0, 2.0, 0.5, 3.0, 1.5], dtype=torch.float64) if use_weight else None
     ours = F.cross_entropy(logits, target, weight=weight, label_smoothing=eps)
@@ -47,8 +60,9 @@ def test_label_smoothing_ignores_ignored_positions():
     torch.testing.assert_close(full, subset)
 
 
+@pytest.mark.usefixtures("ce_backward")
 def test_cross_entropy_segmentation_shapes_and_soft_targets():
-    logits = torch.randn(2, 4, 3, 3, dtype=torch.float64)
+    logits = torch.randn(2, 4, 3, 3, dtype=torch.float64, requires_grad=True)
     target = torch.randint(0, 4, (2, 3, 3))
     torch.testing.assert_close(F.cross_entropy(logits, target), TF.cross_entropy(logits, target))
     assert F.cross_entropy(logits, target, reduction="none").shape == (2, 3, 3)
@@ -60,6 +74,7 @@ def test_cross_entropy_segmentation_shapes_and_soft_targets():
     )
 
 
+@pytest.mark.usefixtures("ce_backward")
 def test_cross_entropy_empty_or_all_ignored_is_zero_not_nan():
     logits = torch.randn(3, 4, requires_grad=True)
     all_ignored = F.cross_entropy(logits, torch.full((3,), -100))
@@ -85,6 +100,7 @@ def _mean_without_reading_values(logits, target, weight=None, ignore_index=-100,
 CE_MEANS = [F.cross_entropy, _mean_without_reading_values]
 
 
+@pytest.mark.usefixtures("ce_backward")
 @pytest.mark.parametrize("mean", CE_MEANS)
 def test_weighted_cross_entropy_whose_kept_targets_all_weigh_zero_is_zero_not_nan(mean):
     logits = torch.randn(3, 4, 2, dtype=torch.float64, generator=_seeded(3), requires_grad=True)
@@ -104,6 +120,7 @@ def _some_ignored(shape, classes, ignore_index, seed):
     return target
 
 
+@pytest.mark.usefixtures("ce_backward")
 @pytest.mark.parametrize("mean", CE_MEANS)
 @pytest.mark.parametrize("spatial", [(), (5,), (3, 2), (2, 2, 2)], ids=lambda s: f"{len(s) + 2}d")
 @pytest.mark.parametrize("ignore_index", [-100, 0, 255])
@@ -125,13 +142,15 @@ def test_cross_entropy_mean_matches_torch_in_value_and_gradient(
     )
 
 
+@pytest.mark.usefixtures("ce_backward")
 @pytest.mark.parametrize("mean", CE_MEANS)
 def test_cross_entropy_mean_keeps_a_nan_of_nan_logits(mean):
-    logits = torch.tensor([[0.0, float("nan")], [1.0, 2.0]])
+    logits = torch.tensor([[0.0, float("nan")], [1.0, 2.0]], requires_grad=True)
     assert torch.isnan(mean(logits, torch.tensor([0, 1])))
     assert mean(logits, torch.tensor([-100, -100])).item() == 0.0
 
 
+@pytest.mark.usefixtures("ce_backward")
 def test_per_sample_gradients_with_vmap_match_a_loop_over_torch():
     # torch.func.vmap refuses host reads: the mean falls back on sum / kept weight there
     logits = torch.randn(3, 2, 4, dtype=torch.float64, generator=_seeded(8))
@@ -143,6 +162,7 @@ def test_per_sample_gradients_with_vmap_match_a_loop_over_torch():
     assert torch.equal(grads[1], torch.zeros(2, 4, dtype=torch.float64))  # nothing counts: 0
 
 
+@pytest.mark.usefixtures("ce_backward")
 def test_compiled_cross_entropy_mean_matches_eager_also_when_nothing_counts():
     logits = torch.randn(2, 3, 4, generator=_seeded(7))
     target = _some_ignored((2, 4), 3, 255, seed=7)
@@ -158,6 +178,7 @@ def test_compiled_cross_entropy_mean_matches_eager_also_when_nothing_counts():
     assert value.item() == 0.0
 
 
+@pytest.mark.usefixtures("ce_backward")
 @pytest.mark.parametrize(
     ("pred_shape", "target", "error", "match"),
     [
@@ -183,16 +204,18 @@ def test_cross_entropy_explains_targets_in_lossplug_words(
 ):
     # on the CPU torch's kernel checks the targets, and lossplug explains what it refuses
     with pytest.raises(error, match=match):
-        F.cross_entropy(torch.zeros(pred_shape), target, reduction=reduction)
+        F.cross_entropy(torch.zeros(pred_shape, requires_grad=True), target, reduction=reduction)
 
 
+@pytest.mark.usefixtures("ce_backward")
 def test_cross_entropy_with_value_checks_off_leaves_torch_error_as_it_is():
     with lossplug.value_checks(False), pytest.raises(IndexError, match="out of bounds"):
-        F.cross_entropy(torch.zeros(4, 3), torch.tensor([0, 1, 3, 1]))
+        F.cross_entropy(torch.zeros(4, 3, requires_grad=True), torch.tensor([0, 1, 3, 1]))
 
 
+@pytest.mark.usefixtures("ce_backward")
 def test_cross_entropy_casts_class_weights_and_accepts_any_integer_target():
-    logits = torch.randn(5, 3, dtype=torch.float64, generator=_seeded(5))
+    logits = torch.randn(5, 3, dtype=torch.float64, generator=_seeded(5), requires_grad=True)
     target = torch.tensor([0, 2, 1, 1, 2])
     loss = losses.CrossEntropyLoss(weight=[1.0, 2.0, 0.5])  # a float32 buffer
     expected = TF.cross_entropy(logits, target, weight=torch.tensor([1.0, 2.0, 0.5]).double())
@@ -421,8 +444,9 @@ def test_bad_input_names_loss_and_argument(call, match):
         call()
 
 
+@pytest.mark.usefixtures("ce_backward")
 def test_weighted_cross_entropy_with_an_ignore_index_outside_the_classes():
-    logits = torch.randn(6, 3, dtype=torch.float64)
+    logits = torch.randn(6, 3, dtype=torch.float64, requires_grad=True)
     target = torch.tensor([0, 255, 2, 1, 255, 2])
     weight = torch.tensor([1.0, 2.0, 0.5], dtype=torch.float64)
     ours = F.cross_entropy(logits, target, weight=weight, ignore_index=255)
@@ -442,8 +466,9 @@ def test_cross_entropy_refuses_an_ignore_index_that_is_no_int(ignore_index):
         F.cross_entropy(torch.zeros(4, 3), torch.tensor([0, 1, 2, 1]), ignore_index=ignore_index)
 
 
+@pytest.mark.usefixtures("ce_backward")
 def test_cross_entropy_takes_a_numpy_integer_ignore_index():
-    logits = torch.randn(4, 3, generator=_seeded(3))
+    logits = torch.randn(4, 3, generator=_seeded(3), requires_grad=True)
     target = torch.tensor([0, 1, 2, 1])
     expected = TF.cross_entropy(logits, target, ignore_index=1)
     torch.testing.assert_close(F.cross_entropy(logits, target, ignore_index=np.int64(1)), expected)

@@ -1,4 +1,4 @@
-"""Helpers for lossplug's autograd functions: a cheaper ``apply``, and a vmap test."""
+"""Helpers for lossplug's autograd functions: a cheaper ``apply``, a vmap test, a graph test."""
 
 from __future__ import annotations
 
@@ -46,3 +46,13 @@ def batched_by_vmap(*tensors: Tensor) -> bool:
     loop, with a warning, and the out-of-place operation must be used there instead.
     """
     return any(torch._C._functorch.is_batchedtensor(tensor) for tensor in tensors)
+
+
+def backward_frees_graph() -> bool:
+    """Whether the running backward pass frees the graph, so its saved tensors may be reused.
+
+    False with ``retain_graph=True`` or ``create_graph=True`` (a second pass would read what
+    was overwritten), and on a torch without the query. Call it only from a ``backward``.
+    """
+    graph_is_kept = getattr(torch._C._autograd, "_get_current_graph_task_keep_graph", None)
+    return graph_is_kept is not None and not graph_is_kept()

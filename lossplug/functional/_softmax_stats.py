@@ -39,6 +39,7 @@ import torch
 from torch import Tensor
 from torch.autograd.function import FunctionCtx, once_differentiable
 
+from lossplug.functional._autograd import backward_frees_graph
 from lossplug.functional._class_softmax import (
     exp_minus,
     softmax_and_normaliser,
@@ -247,10 +248,7 @@ def _may_overwrite(probs: Tensor) -> bool:
     """
     if not probs.is_cpu or probs.shape[0] * probs.shape[2] < LARGE_INPUT_POSITIONS:
         return False
-    if torch.compiler.is_compiling():
-        return False
-    graph_is_kept = getattr(torch._C._autograd, "_get_current_graph_task_keep_graph", None)
-    return graph_is_kept is not None and not graph_is_kept()
+    return not torch.compiler.is_compiling() and backward_frees_graph()
 
 
 def _scale(

@@ -33,6 +33,7 @@ from lossplug._validation import (
     explain_class_target_errors,
     value_checks_enabled,
 )
+from lossplug.functional._index_cross_entropy import index_cross_entropy, nll_forward
 from lossplug.functional._linear_in_target import (
     BCE_FROM_LOGITS,
     KL_DIVERGENCE,
@@ -42,7 +43,13 @@ from lossplug.functional._linear_in_target import (
 from lossplug.functional._multiclass_hinge import multiclass_hinge_sum
 from lossplug.functional._precision import at_least_float32
 from lossplug.functional._reduce import REDUCTION_CODES, reduce_loss
-from lossplug.functional._shapes import flatten_from
+
+#: From this many logits cross-entropy takes the backward pass that writes into its saved
+#: log-probabilities (see :func:`_backward_in_place`). Its autograd function and small
+#: operations cost a fixed ~100 µs per forward + backward on the README's CPU, which the saved
+#: buffers repay from about 2**17 logits: 0.81 and 0.99 of torch's time at 2 x 4 x 128 x 128
+#: (with page faults, and with the allocator keeping its memory), 1.17 and 1.21 at 256 x 256.
+IN_PLACE_MIN_ELEMENTS = 2**17
 
 
 def cross_entropy(
@@ -122,15 +129,44 @@ def _index_target_cross_entropy(
 
     Eagerly on the CPU, torch's mean is used unless it is not finite, which reading it tells
     for free; elsewhere, and for a mean that is not finite (or not readable), the mean is the
-    sum divided by the kept targets' weight (:func:`_mean_over_kept_targets`).
+    sum divided by the kept targets' weight (:func:`_mean_over_kept_targets`). Where
+    :func:`_backward_in_place` allows, torch's loss comes with lossplug's backward pass.
     """
+    loss = _torch_cross_entropy
+    if eager_cpu and _backward_in_place(pred, options):
+        loss = _in_place_backward_cross_entropy
     if reduction != "mean":
-        return _torch_cross_entropy(pred, target, reduction, options)
+        return loss(pred, target, reduction, options)
     if eager_cpu:
-        mean = _torch_cross_entropy(pred, target, "mean", options)
+        mean = loss(pred, target, "mean", options)
         if _read_finite(mean):
             return mean
     return _mean_over_kept_targets(pred, target, options)
+
+
+def _backward_in_place(pred: Tensor, options: dict[str, Any]) -> bool:
+    """Whether the loss takes :mod:`~lossplug.functional._index_cross_entropy`'s backward pass.
+
+    For a gradient of the logits alone (class weights that need none), without label
+    smoothing, from :data:`IN_PLACE_MIN_ELEMENTS` logits on, outside ``torch.func``'s
+    transforms. The caller checks for the CPU and eager mode: elsewhere torch's kernels,
+    which ``torch.compile`` fuses, were not measured against it.
+    """
+    weight = options["weight"]
+    return (
+        pred.requires_grad
+        and torch.is_grad_enabled()
+        and pred.numel() >= IN_PLACE_MIN_ELEMENTS
+        and options["label_smoothing"] == 0.0
+        and (weight is None or not weight.requires_grad)
+        and not torch._C._are_functorch_transforms_active()
+    )
+
+
+def _in_place_backward_cross_entropy(
+    pred: Tensor, target: Tensor, reduction: str, options: dict[str, Any]
+) -> Tensor:
+    return index_cross_entropy(pred, target, options["weight"], options["ignore_index"], reduction)
 
 
 def _read_finite(value: Tensor) -> bool:
@@ -151,32 +187,14 @@ def _mean_over_kept_targets(pred: Tensor, target: Tensor, options: dict[str, Any
     """
     weight, ignore_index = options["weight"], options["ignore_index"]
     if options["label_smoothing"] == 0.0:
-        total, kept_weight = _summed_nll(pred.log_softmax(1), target, weight, ignore_index)
+        # the NLL kernel sums the kept targets' weight anyway: no second pass over the targets
+        total, kept_weight = nll_forward(pred.log_softmax(1), target, weight, "sum", ignore_index)
     else:
         total = _torch_cross_entropy(pred, target, "sum", options)
         kept_weight = kept_target_weight(target, ignore_index, weight).to(total.dtype)
         # smoothing spreads eps/C over every class: the sum is not 0 when the kept targets weigh 0
         total = torch.where(kept_weight > 0, total, 0.0)
     return total / kept_weight.clamp_min(torch.finfo(total.dtype).tiny)
-
-
-def _summed_nll(
-    log_probs: Tensor, target: Tensor, weight: Tensor | None, ignore_index: int
-) -> tuple[Tensor, Tensor]:
-    """The summed negative log-likelihood and the kept targets' weight, from torch's kernel.
-
-    The weight is the denominator of torch's mean, which its NLL kernel sums anyway; with it,
-    the mean costs one division instead of a second pass over the targets. Inputs of 3 or more
-    than 4 dimensions are viewed as ``(N, C, 1, S)``, as ``torch.nn.functional.nll_loss``
-    does.
-    """
-    summed = REDUCTION_CODES["sum"]
-    if log_probs.ndim == 2:
-        return torch.ops.aten.nll_loss_forward(log_probs, target, weight, summed, ignore_index)
-    if log_probs.ndim != 4:
-        log_probs = flatten_from(log_probs, 2).unsqueeze(2)
-        target = flatten_from(target, 1).unsqueeze(1)
-    return torch.ops.aten.nll_loss2d_forward(log_probs, target, weight, summed, ignore_index)
 
 
 def kept_target_weight(target: Tensor, ignore_index: int, weight: Tensor | None = None) -> Tensor:

@@ -1,0 +1,155 @@
+"""Cross-entropy's in-place backward pass gives torch's values and gradients with fewer buffers.
+
+References are torch's ``cross_entropy`` (value and gradient, with any incoming gradient),
+float64 for float32 accuracy, and peak tensor memory measured with torch's profiler.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import pytest
+import torch
+import torch.nn.functional as TF
+from conftest import REPO
+
+from lossplug import functional as LF
+from lossplug.functional import classification
+from lossplug.functional._index_cross_entropy import index_cross_entropy
+
+sys.path.insert(0, str(REPO / "scripts"))
+from _benchkit import peak_memory
+
+SHAPES = [(6, 5), (4, 3, 7), (2, 3, 4, 5), (2, 3, 2, 3, 2)]
+
+
+def seeded(seed: int) -> torch.Generator:
+    return torch.Generator().manual_seed(seed)
+
+
+def inputs(shape, seed=0, dtype=torch.float64, ignore_index=-100):
+    logits = (torch.randn(shape, generator=seeded(seed), dtype=dtype) * 3).requires_grad_()
+    target = torch.randint(0, shape[1], (shape[0], *shape[2:]), generator=seeded(seed + 1))
+    target.view(-1)[::4] = ignore_index
+    return logits, target
+
+
+def value_and_grad(loss, logits, incoming):
+    value = loss(logits)
+    (grad,) = torch.autograd.grad(value, logits, incoming)
+    return value.detach(), grad
+
+
+@pytest.mark.parametrize("shape", SHAPES, ids=lambda s: f"{len(s)}d")
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+@pytest.mark.parametrize("use_weight", [False, True])
+@pytest.mark.parametrize("ignore_index", [-100, 1])
+def test_values_are_torchs_and_gradients_match_for_any_incoming_gradient(
+    shape, reduction, use_weight, ignore_index
+):
+    logits, target = inputs(shape, ignore_index=ignore_index)
+    weight = torch.rand(shape[1], generator=seeded(2), dtype=logits.dtype) if use_weight else None
+    options = {"weight": weight, "ignore_index": ignore_index, "reduction": reduction}
+    incoming_shape = target.shape if reduction == "none" else ()
+    incoming = torch.randn(incoming_shape, generator=seeded(3), dtype=logits.dtype)
+    ours = value_and_grad(
+        lambda x: index_cross_entropy(x, target, weight, ignore_index, reduction), logits, incoming
+    )
+    torchs = value_and_grad(lambda x: TF.cross_entropy(x, target, **options), logits, incoming)
+    assert torch.equal(ours[0], torchs[0])  # torch's own forward kernels
+    torch.testing.assert_close(ours[1], torchs[1])
+
+
+def test_every_target_kept_takes_no_pass_over_the_targets_and_still_matches():
+    logits, target = inputs((8, 5))
+    target = target.clamp_min(0)  # none ignored: the shared scale of the mean
+    incoming = torch.tensor(2.5, dtype=logits.dtype)
+    ours = value_and_grad(
+        lambda x: index_cross_entropy(x, target, None, -100, "mean"), logits, incoming
+    )
+    torchs = value_and_grad(lambda x: TF.cross_entropy(x, target), logits, incoming)
+    torch.testing.assert_close(ours[1], torchs[1])
+
+
+def test_float32_gradient_is_as_accurate_as_torchs():
+    """Against float64: the exp2 of the saved log-probabilities loses no more than torch's."""
+    logits64, target = inputs((64, 50), seed=4)
+    logits64 = (logits64.detach() * 10).requires_grad_()  # log-probabilities down to ~-300
+    logits32 = logits64.detach().float().requires_grad_()
+    (exact,) = torch.autograd.grad(TF.cross_entropy(logits64, target), logits64)
+    (ours,) = torch.autograd.grad(
+        index_cross_entropy(logits32, target, None, -100, "mean"), logits32
+    )
+    (torchs,) = torch.autograd.grad(TF.cross_entropy(logits32, target), logits32)
+    torch_error = (torchs.double() - exact).abs().max()
+    assert (ours.double() - exact).abs().max() <= 2 * torch_error + 1e-9
+
+
+def test_a_retained_graph_gives_the_same_gradient_twice():
+    """With ``retain_graph=True`` the saved log-probabilities are not overwritten."""
+    logits, target = inputs((6, 5))
+    value = index_cross_entropy(logits, target, None, -100, "mean")
+    (first,) = torch.autograd.grad(value, logits, retain_graph=True)
+    (second,) = torch.autograd.grad(value, logits)
+    (expected,) = torch.autograd.grad(TF.cross_entropy(logits, target), logits)
+    torch.testing.assert_close(first, expected)
+    torch.testing.assert_close(second, expected)
+
+
+@pytest.mark.parametrize("reduction", ["mean", "none"])
+def test_second_derivatives_are_torchs(reduction):
+    """``create_graph=True`` differentiates the gradient: Hessian-vector products as torch's."""
+    logits, target = inputs((5, 4, 3))
+    direction = torch.randn(logits.shape, generator=seeded(7), dtype=logits.dtype)
+
+    def hessian_vector(loss):
+        value = loss(logits)
+        incoming = torch.ones_like(value)
+        (grad,) = torch.autograd.grad(value, logits, incoming, create_graph=True)
+        (product,) = torch.autograd.grad((grad * direction).sum(), logits)
+        return product
+
+    ours = hessian_vector(lambda x: index_cross_entropy(x, target, None, -100, reduction))
+    torchs = hessian_vector(lambda x: TF.cross_entropy(x, target, reduction=reduction))
+    torch.testing.assert_close(ours, torchs)
+
+
+def test_backward_allocates_no_logits_sized_buffer():
+    """torch's backward allocates the NLL gradient and the log-softmax gradient; this one none."""
+    logits = torch.randn(64, 1000, generator=seeded(8)).requires_grad_()
+    target = torch.randint(0, 1000, (64,), generator=seeded(9))
+    full_size = logits.numel() * logits.element_size()
+
+    def peak(loss):
+        def step():
+            loss(logits, target).backward()
+            logits.grad = None
+
+        step()
+        return peak_memory(step, torch.device("cpu"))
+
+    ours = peak(lambda x, y: index_cross_entropy(x, y, None, -100, "mean"))
+    torchs = peak(TF.cross_entropy)
+    assert ours <= full_size + 64 * 1024  # the log-probabilities, plus per-sample temporaries
+    assert torchs - ours >= 2 * full_size - 64 * 1024
+
+
+def _takes_in_place_path(logits, target, **options):
+    return "IndexCrossEntropy" in type(LF.cross_entropy(logits, target, **options).grad_fn).__name__
+
+
+def test_cross_entropy_takes_the_in_place_pass_from_its_threshold_and_where_it_applies():
+    classes = 1000
+    rows = classification.IN_PLACE_MIN_ELEMENTS // classes + 1
+    logits = torch.randn(rows, classes).requires_grad_()
+    target = torch.randint(0, classes, (rows,), generator=seeded(10))
+    assert _takes_in_place_path(logits, target)
+    assert _takes_in_place_path(logits, target, weight=torch.rand(classes), reduction="sum")
+    assert not _takes_in_place_path(logits[: rows - 2], target[: rows - 2])  # below
+    assert not _takes_in_place_path(logits, target, label_smoothing=0.1)
+    weight = torch.rand(classes, requires_grad=True)  # left to torch's kernels, which refuse it
+    with pytest.raises(RuntimeError, match="not differentiable with respect to argument 'weight'"):
+        LF.cross_entropy(logits, target, weight=weight)
+    assert LF.cross_entropy(logits.detach(), target).grad_fn is None
+    soft = torch.softmax(torch.randn(rows, classes), 1)
+    assert not _takes_in_place_path(logits, soft)
