@@ -60,6 +60,18 @@ def test_values_are_torchs_and_gradients_match_for_any_incoming_gradient(
     torch.testing.assert_close(ours[1], torchs[1])
 
 
+def test_channels_last_logits_match_torch():
+    logits, target = inputs((2, 3, 4, 5))
+    logits = logits.detach().to(memory_format=torch.channels_last).requires_grad_()
+    incoming = torch.tensor(1.5, dtype=logits.dtype)
+    ours = value_and_grad(
+        lambda x: index_cross_entropy(x, target, None, -100, "mean"), logits, incoming
+    )
+    torchs = value_and_grad(lambda x: TF.cross_entropy(x, target), logits, incoming)
+    assert torch.equal(ours[0], torchs[0])
+    torch.testing.assert_close(ours[1], torchs[1])
+
+
 def test_every_target_kept_takes_no_pass_over_the_targets_and_still_matches():
     logits, target = inputs((8, 5))
     target = target.clamp_min(0)  # none ignored: the shared scale of the mean

@@ -14,9 +14,9 @@ with :math:`r_n` the incoming gradient of position :math:`n`'s loss times its cl
 pass here is torch's own two kernels, so the loss is torch's to the bit; the backward pass turns
 the saved log-probabilities into the gradient in place (``exp2``: faster than ``exp`` on the
 CPU) and adds :math:`-r_n` at each target class. On the CPU, where every fresh buffer is paid
-for in page faults, forward + backward took 0.56-0.59 of torch's time at 256 x 1000 and
-8 x 4 x 128 x 128, and 0.86-0.98 with the allocator keeping its memory
-(``scripts/bench_losses.py``).
+for in page faults, forward + backward took 0.60 of torch's time at 256 x 1000,
+8 x 4 x 128 x 128 and 2 x 21 x 256 x 256 (``scripts/bench_losses.py``, those rows alone), and
+0.84-1.00 with glibc keeping its freed memory; peak memory is a third of torch's.
 
 The log-probabilities are only overwritten when the backward pass frees the graph; with
 ``retain_graph=True`` the gradient is a new tensor, and with ``create_graph=True`` it is
