@@ -124,7 +124,10 @@ def check_number(
         raise TypeError(f"{loss}: option {option!r} must be a number, got {value!r}")
     too_small = minimum is not None and (value <= minimum if exclusive_minimum else value < minimum)
     too_large = maximum is not None and value > maximum
-    if math.isfinite(value) and not too_small and not too_large:
+    # comparisons, not math.isfinite: torch.compile(dynamic=True) passes a float option as a
+    # symbolic float, which it can compare (and guard on) but not hand to math.isfinite
+    finite = -math.inf < value < math.inf  # False for NaN
+    if finite and not too_small and not too_large:
         return float(value)
     bounds = []
     if minimum is not None:

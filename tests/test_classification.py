@@ -50,6 +50,8 @@ def test_cross_entropy_matches_formula_and_torch(eps, use_weight):
     torch.testing.assert_close(ours, _ce_reference(logits, target, weight, -100, eps))
     theirs = TF.cross_entropy(logits, target, weight=weight, label_smoothing=eps)
     torch.testing.assert_close(ours, theirs)
+    expected = torch.autograd.grad(_ce_reference(logits, target, weight, -100, eps), logits)
+    torch.testing.assert_close(torch.autograd.grad(ours, logits), expected)
 
 
 def test_label_smoothing_ignores_ignored_positions():
@@ -219,9 +221,11 @@ def test_cross_entropy_casts_class_weights_and_accepts_any_integer_target():
     target = torch.tensor([0, 2, 1, 1, 2])
     loss = losses.CrossEntropyLoss(weight=[1.0, 2.0, 0.5])  # a float32 buffer
     expected = TF.cross_entropy(logits, target, weight=torch.tensor([1.0, 2.0, 0.5]).double())
-    torch.testing.assert_close(loss(logits, target), expected)
-    for dtype in (torch.int32, torch.int16, torch.uint8):
-        torch.testing.assert_close(loss(logits, target.to(dtype)), expected)
+    (expected_grad,) = torch.autograd.grad(expected, logits)
+    for dtype in (torch.int64, torch.int32, torch.int16, torch.uint8):
+        value = loss(logits, target.to(dtype))
+        torch.testing.assert_close(value, expected)
+        torch.testing.assert_close(torch.autograd.grad(value, logits)[0], expected_grad)
 
 
 def test_bce_matches_formula_and_torch_with_pos_weight():

@@ -72,10 +72,10 @@ def _value_and_grad(
     return loss.detach(), grad
 
 
-def _check_compiled(name: str, backend: str) -> None:
+def _check_compiled(name: str, backend: str, dynamic: bool = False) -> None:
     fn, inputs = CASES[name]
     torch._dynamo.reset()
-    compiled = torch.compile(fn, fullgraph=True, dynamic=False, backend=backend)
+    compiled = torch.compile(fn, fullgraph=True, dynamic=dynamic, backend=backend)
     value, grad = _value_and_grad(compiled, inputs)
     expected_value, expected_grad = _value_and_grad(fn, inputs)
     assert torch.isfinite(value) and value.item() != 0.0
@@ -83,9 +83,11 @@ def _check_compiled(name: str, backend: str) -> None:
     torch.testing.assert_close(grad, expected_grad, rtol=1e-4, atol=1e-6)
 
 
+@pytest.mark.parametrize("dynamic", [False, True], ids=["static", "dynamic"])
 @pytest.mark.parametrize("name", sorted(CASES))
-def test_compiles_without_graph_breaks(name):
-    _check_compiled(name, backend="aot_eager")
+def test_compiles_without_graph_breaks(name, dynamic):
+    # dynamic=True traces symbolic shapes and passes float options as symbolic floats
+    _check_compiled(name, backend="aot_eager", dynamic=dynamic)
 
 
 @pytest.mark.slow

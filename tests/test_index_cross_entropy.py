@@ -165,3 +165,48 @@ def test_cross_entropy_takes_the_in_place_pass_from_its_threshold_and_where_it_a
     assert LF.cross_entropy(logits.detach(), target).grad_fn is None
     soft = torch.softmax(torch.randn(rows, classes), 1)
     assert not _takes_in_place_path(logits, soft)
+
+
+def test_a_non_finite_incoming_gradient_or_weight_at_ignored_positions_stays_out():
+    """torch's NLL backward never reads them: their rows of the gradient are 0, not NaN."""
+    logits, target = inputs((6, 5), ignore_index=-100)  # every 4th target ignored
+    incoming = torch.randn(6, generator=seeded(11), dtype=logits.dtype)
+    incoming[target == -100] = float("nan")  # e.g. a 0 / 0 per-sequence mean of padding only
+    weight = torch.tensor([float("inf"), 1.0, 2.0, 0.5, 1.0], dtype=logits.dtype)
+    target = torch.where(target == 0, 1, target)  # class 0 (weight inf) only where ignored
+    for class_weight in (None, weight):
+        ours = value_and_grad(
+            lambda x, w=class_weight: index_cross_entropy(x, target, w, -100, "none"),
+            logits,
+            incoming,
+        )
+        torchs = value_and_grad(
+            lambda x, w=class_weight: TF.cross_entropy(x, target, w, reduction="none"),
+            logits,
+            incoming,
+        )
+        assert torch.equal(ours[1][target == -100], torch.zeros(2, 5, dtype=logits.dtype))
+        torch.testing.assert_close(ours[1], torchs[1])
+
+
+def test_a_batch_of_incoming_gradients_gives_torchs_jacobian():
+    """``is_grads_batched`` runs the backward pass under vmap: it must not write in place."""
+    logits, target = inputs((4, 3, 5))
+    ours = index_cross_entropy(logits, target, None, -100, "none")
+    torchs = TF.cross_entropy(logits, target, reduction="none")
+    basis = torch.eye(ours.numel(), dtype=logits.dtype).view(-1, *ours.shape)
+    (ours_jacobian,) = torch.autograd.grad(ours, logits, basis, is_grads_batched=True)
+    (torchs_jacobian,) = torch.autograd.grad(torchs, logits, basis, is_grads_batched=True)
+    torch.testing.assert_close(ours_jacobian, torchs_jacobian)
+
+
+def test_forward_mode_ad_takes_torchs_kernels(monkeypatch):
+    monkeypatch.setattr(classification, "IN_PLACE_MIN_ELEMENTS", 0)
+    logits, target = inputs((6, 5))
+    tangent = torch.randn(logits.shape, generator=seeded(12), dtype=logits.dtype)
+    with torch.autograd.forward_ad.dual_level():
+        dual = torch.autograd.forward_ad.make_dual(logits, tangent)
+        ours = torch.autograd.forward_ad.unpack_dual(LF.cross_entropy(dual, target)).tangent
+        torchs = torch.autograd.forward_ad.unpack_dual(TF.cross_entropy(dual, target)).tangent
+    torch.testing.assert_close(ours, torchs)
+    assert _takes_in_place_path(logits, target)  # the same call without a tangent

@@ -40,19 +40,27 @@ class PositionalFunction(torch.autograd.Function):
 
 
 def batched_by_vmap(*tensors: Tensor) -> bool:
-    """Whether ``torch.func.vmap`` batches any of ``tensors`` in the running function.
+    """Whether a vmap batches any of ``tensors`` in the running function.
 
-    Some in-place operations (``addcmul_``) have no batching rule: vmap falls back on a slow
-    loop, with a warning, and the out-of-place operation must be used there instead.
+    ``torch.func.vmap``, or torch's older vmap, which runs the backward passes of
+    ``torch.autograd.grad(..., is_grads_batched=True)`` and of vectorised Jacobians. Some
+    in-place operations (``addcmul_``) have no batching rule: vmap falls back on a slow loop,
+    with a warning, and the out-of-place operation must be used there instead; none can
+    write a batched value into an unbatched tensor.
     """
-    return any(torch._C._functorch.is_batchedtensor(tensor) for tensor in tensors)
+    functorch = torch._C._functorch
+    return any(
+        functorch.is_batchedtensor(tensor) or functorch.is_legacy_batchedtensor(tensor)
+        for tensor in tensors
+    )
 
 
 def backward_frees_graph() -> bool:
     """Whether the running backward pass frees the graph, so its saved tensors may be reused.
 
-    False with ``retain_graph=True`` or ``create_graph=True`` (a second pass would read what
-    was overwritten), and on a torch without the query. Call it only from a ``backward``.
+    False with ``retain_graph=True`` (a second pass would read what was overwritten), which
+    ``create_graph=True`` implies unless ``retain_graph=False`` is passed too, and on a torch
+    without the query. Call it only from a ``backward``.
     """
     graph_is_kept = getattr(torch._C._autograd, "_get_current_graph_task_keep_graph", None)
     return graph_is_kept is not None and not graph_is_kept()

@@ -16,12 +16,15 @@ the saved log-probabilities into the gradient in place (``exp2``: faster than ``
 CPU) and adds :math:`-r_n` at each target class. On the CPU, where every fresh buffer is paid
 for in page faults, forward + backward took 0.60 of torch's time at 256 x 1000,
 8 x 4 x 128 x 128 and 2 x 21 x 256 x 256 (``scripts/bench_losses.py``, those rows alone), and
-0.84-1.00 with glibc keeping its freed memory; peak memory is a third of torch's.
+0.84-1.00 with glibc keeping its freed memory.
 
 The log-probabilities are only overwritten when the backward pass frees the graph; with
 ``retain_graph=True`` the gradient is a new tensor, and with ``create_graph=True`` it is
 computed from the saved logits with differentiable operations, so second derivatives are
-torch's.
+torch's. Keeping the logits has two costs torch's kernels do not have: a caller that drops
+them after the loss still holds them until the backward pass (peak memory 2/3 of torch's then,
+1/3 when the caller holds them anyway), and changing them in place after the loss makes the
+backward pass refuse, as for any saved input.
 """
 
 from __future__ import annotations
@@ -33,7 +36,7 @@ import torch
 from torch import Tensor
 from torch.autograd.function import FunctionCtx
 
-from lossplug.functional._autograd import backward_frees_graph
+from lossplug.functional._autograd import backward_frees_graph, batched_by_vmap
 from lossplug.functional._reduce import REDUCTION_CODES
 from lossplug.functional._shapes import flatten_from
 
@@ -110,10 +113,15 @@ class _IndexCrossEntropy(torch.autograd.Function):
         index = index.unsqueeze(1)
         at_target = scale.neg().expand(index.shape)
         if torch.is_grad_enabled():  # create_graph=True: differentiable in the logits
-            return logits.softmax(1).mul(scale).scatter_add(1, index, at_target), *_NO_GRADS
-        probs = log_probs if backward_frees_graph() else log_probs.clone()
-        probs.mul_(_LOG2_E).exp2_().mul_(scale)
-        return probs.scatter_add_(1, index, at_target), *_NO_GRADS
+            probs = logits.softmax(1)
+        else:
+            probs = log_probs if backward_frees_graph() else log_probs.clone()
+            probs.mul_(_LOG2_E).exp2_()
+        if torch.is_grad_enabled() or batched_by_vmap(scale):
+            # out of place: a graph to differentiate, or a batch of incoming gradients
+            # (is_grads_batched, vectorised Jacobians) that the saved tensor cannot hold
+            return probs.mul(scale).scatter_add(1, index, at_target), *_NO_GRADS
+        return probs.mul_(scale).scatter_add_(1, index, at_target), *_NO_GRADS
 
 
 _NO_GRADS = (None, None, None, None)
@@ -129,9 +137,10 @@ def _position_scale(
 ) -> tuple[Tensor, Tensor]:
     """:math:`r_n` (0-d when every position shares it) and the target read as indices.
 
-    Ignored positions get :math:`r_n = 0` and index 0. Without class weights, a mean or sum
-    whose total weight is the number of targets kept every target: then no pass over the
-    targets is made.
+    Ignored positions get :math:`r_n = 0`, selected rather than multiplied by a 0/1 mask, so a
+    NaN or infinite incoming gradient or class weight there stays out, as in torch's NLL
+    backward; their index is 0. Without class weights, a mean or sum whose total weight is
+    the number of targets kept every target: then no pass over the targets is made.
     """
     if reduction == "mean":
         grad_loss = grad_loss / total_weight
@@ -141,5 +150,5 @@ def _position_scale(
             return grad_loss, target
     kept = target != ignore_index
     index = torch.where(kept, target, 0)
-    position_weight = kept if weight is None else weight[index] * kept
-    return grad_loss * position_weight, index
+    scale = grad_loss if weight is None else grad_loss * weight[index]
+    return torch.where(kept, scale, 0), index

@@ -19,6 +19,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+from torch.autograd import forward_ad
 
 from lossplug._validation import (
     check_choice,
@@ -149,8 +150,9 @@ def _backward_in_place(pred: Tensor, options: dict[str, Any]) -> bool:
 
     For a gradient of the logits alone (class weights that need none), without label
     smoothing, from :data:`IN_PLACE_MIN_ELEMENTS` logits on, outside ``torch.func``'s
-    transforms. The caller checks for the CPU and eager mode: elsewhere torch's kernels,
-    which ``torch.compile`` fuses, were not measured against it.
+    transforms and forward-mode AD (logits with a tangent). The caller checks for the CPU and
+    eager mode: elsewhere torch's kernels, which ``torch.compile`` fuses, were not measured
+    against it.
     """
     weight = options["weight"]
     return (
@@ -160,6 +162,7 @@ def _backward_in_place(pred: Tensor, options: dict[str, Any]) -> bool:
         and options["label_smoothing"] == 0.0
         and (weight is None or not weight.requires_grad)
         and not torch._C._are_functorch_transforms_active()
+        and forward_ad.unpack_dual(pred).tangent is None
     )
 
 
