@@ -55,8 +55,17 @@ def value_checks(enabled: bool) -> Iterator[None]:
 
 
 def value_checks_enabled() -> bool:
-    """Whether value checks run now: enabled and not being traced by ``torch.compile``."""
-    return _value_checks_enabled and not torch.compiler.is_compiling()
+    """Whether value checks run now: enabled, and not traced or transformed.
+
+    Not while ``torch.compile`` traces (a host read would break the graph), nor under
+    ``torch.func``'s transforms, whose ``vmap`` refuses host reads of the values it batches
+    (per-sample gradients: ``vmap(grad(loss))``).
+    """
+    return (
+        _value_checks_enabled
+        and not torch.compiler.is_compiling()
+        and not torch._C._are_functorch_transforms_active()
+    )
 
 
 def check_reduction(loss: str, reduction: str, allowed: tuple[str, ...] = REDUCTIONS) -> str:
