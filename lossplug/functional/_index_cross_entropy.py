@@ -14,7 +14,7 @@ with :math:`r_n` the incoming gradient of position :math:`n`'s loss times its cl
 pass here is torch's own two kernels, so the loss is torch's to the bit; the backward pass turns
 the saved log-probabilities into the gradient in place (``exp2``: faster than ``exp`` on the
 CPU) and adds :math:`-r_n` at each target class. On the CPU, where every fresh buffer is paid
-for in page faults, forward + backward took 0.60 of torch's time at 256 x 1000,
+for in page faults, forward + backward took 0.57-0.78 of torch's time at 256 x 1000,
 8 x 4 x 128 x 128 and 2 x 21 x 256 x 256 (``scripts/bench_losses.py``, those rows alone), and
 0.84-1.00 with glibc keeping its freed memory.
 
