@@ -169,6 +169,7 @@ def _backward_in_place(pred: Tensor, options: dict[str, Any]) -> bool:
 def _in_place_backward_cross_entropy(
     pred: Tensor, target: Tensor, reduction: str, options: dict[str, Any]
 ) -> Tensor:
+    """:func:`_torch_cross_entropy`'s call, answered by :func:`index_cross_entropy`."""
     return index_cross_entropy(pred, target, options["weight"], options["ignore_index"], reduction)
 
 
