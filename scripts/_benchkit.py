@@ -159,6 +159,15 @@ def peak_memory(step: Step, device: torch.device) -> int:
     return peak
 
 
+def loss_step_peak_memory(
+    fn: Callable[..., Tensor], inputs: Sequence[Tensor], device: torch.device
+) -> int:
+    """:func:`peak_memory` of one :func:`forward_backward` step, after one untimed step."""
+    step = forward_backward(fn, inputs)
+    step()
+    return peak_memory(step, device)
+
+
 @contextmanager
 def _native_stderr_silenced() -> Iterator[None]:
     """Send file descriptor 2 to ``/dev/null`` for a block.

@@ -54,6 +54,17 @@ def test_bench_scaling_quick_runs(tmp_path: Path):
     assert all(row["ns_per_element"] > 0 for row in rows)
 
 
+def test_bench_ce_threshold_quick_runs(tmp_path: Path):
+    result = run_python(
+        "scripts/bench_ce_threshold.py", "--quick", "--out", tmp_path, cwd=REPO, timeout=300
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    rows = json.loads((tmp_path / "bench_ce_threshold.json").read_text())["rows"]
+    assert [row["shape"] for row in rows] == ["4x5", "2x3x4x4"]
+    assert all(row["torch_s"] > 0 and row["in_place_s"] > 0 for row in rows)
+    assert "default threshold is 131072" in (tmp_path / "bench_ce_threshold.md").read_text()
+
+
 def test_a_disagreeing_row_is_reported_and_not_timed():
     # a peer at other options (MSE against L1) must be caught before any timing
     row = bench_losses.Row(

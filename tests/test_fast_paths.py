@@ -28,7 +28,7 @@ from lossplug.functional.focal import _sigmoid_focal_autograd, _SigmoidFocal
 from lossplug.functional.overlap import dice_ce, dice_ce_components
 
 sys.path.insert(0, str(REPO / "scripts"))
-from _benchkit import peak_memory
+from _benchkit import loss_step_peak_memory, peak_memory
 
 
 def seeded(seed: int) -> torch.Generator:
@@ -436,14 +436,7 @@ def test_multiclass_hinge_refuses_a_second_derivative():
 
 # ----------------------------------------------------------------------------- memory
 def _peak(loss, *inputs):
-    leaf = inputs[0]
-
-    def step():
-        loss(*inputs).backward()
-        leaf.grad = None
-
-    step()
-    return peak_memory(step, torch.device("cpu"))
+    return loss_step_peak_memory(loss, inputs, torch.device("cpu"))
 
 
 def test_triplet_memory_grows_with_pairs_not_triplets():

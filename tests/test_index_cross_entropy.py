@@ -18,7 +18,7 @@ from lossplug.functional import classification
 from lossplug.functional._index_cross_entropy import index_cross_entropy
 
 sys.path.insert(0, str(REPO / "scripts"))
-from _benchkit import peak_memory
+from _benchkit import loss_step_peak_memory
 
 SHAPES = [(6, 5), (4, 3, 7), (2, 3, 4, 5), (2, 3, 2, 3, 2)]
 
@@ -72,7 +72,7 @@ def test_channels_last_logits_match_torch():
     torch.testing.assert_close(ours[1], torchs[1])
 
 
-def test_every_target_kept_takes_no_pass_over_the_targets_and_still_matches():
+def test_a_mean_with_every_target_kept_matches_torch():
     logits, target = inputs((8, 5))
     target = target.clamp_min(0)  # none ignored: the shared scale of the mean
     incoming = torch.tensor(2.5, dtype=logits.dtype)
@@ -126,24 +126,38 @@ def test_second_derivatives_are_torchs(reduction):
     torch.testing.assert_close(ours, torchs)
 
 
+def _mean_in_place(x, y):
+    return index_cross_entropy(x, y, None, -100, "mean")
+
+
 def test_backward_allocates_no_logits_sized_buffer():
     """torch's backward allocates the NLL gradient and the log-softmax gradient; this one none."""
     logits = torch.randn(64, 1000, generator=seeded(8)).requires_grad_()
     target = torch.randint(0, 1000, (64,), generator=seeded(9))
     full_size = logits.numel() * logits.element_size()
-
-    def peak(loss):
-        def step():
-            loss(logits, target).backward()
-            logits.grad = None
-
-        step()
-        return peak_memory(step, torch.device("cpu"))
-
-    ours = peak(lambda x, y: index_cross_entropy(x, y, None, -100, "mean"))
-    torchs = peak(TF.cross_entropy)
+    cpu = torch.device("cpu")
+    ours = loss_step_peak_memory(_mean_in_place, (logits, target), cpu)
+    torchs = loss_step_peak_memory(TF.cross_entropy, (logits, target), cpu)
     assert ours <= full_size + 64 * 1024  # the log-probabilities, plus per-sample temporaries
     assert torchs - ours >= 2 * full_size - 64 * 1024
+
+
+def test_logits_the_caller_drops_are_kept_and_the_peak_is_still_lower():
+    """The function keeps the logits for second derivatives: about 2/3 of torch's peak then."""
+    features = torch.randn(64, 32, generator=seeded(13))
+    weight = torch.randn(32, 1000, generator=seeded(14)).requires_grad_()
+    target = torch.randint(0, 1000, (64,), generator=seeded(15))
+    full_size = 64 * 1000 * 4
+
+    def through_a_layer(loss):
+        def layer_then_loss(w, y):
+            return loss(features @ w, y)  # the logits are dropped after the loss
+
+        return loss_step_peak_memory(layer_then_loss, (weight, target), torch.device("cpu"))
+
+    ours, torchs = through_a_layer(_mean_in_place), through_a_layer(TF.cross_entropy)
+    assert 2 * full_size <= ours <= 2 * full_size + 64 * 1024 + weight.numel() * 4
+    assert torchs - ours >= full_size - 64 * 1024
 
 
 def _takes_in_place_path(logits, target, **options):

@@ -19,7 +19,7 @@ import lossplug
 from lossplug import functional as LF
 
 sys.path.insert(0, str(REPO / "scripts"))
-from _benchkit import peak_memory
+from _benchkit import loss_step_peak_memory
 
 EXTREME_LOGITS = [-100.0, -40.0, -25.0, -18.0, -5.0, -0.5, 0.0, 0.5, 5.0, 18.0, 25.0, 40.0, 100.0]
 
@@ -168,12 +168,7 @@ def test_holds_one_input_sized_buffer_where_torch_holds_two_or_more(name):
     pred, target = make_inputs(shape=(64, 1000), seed=8, dtype=torch.float32)
 
     def peak(loss):
-        def step():
-            loss(pred, target).backward()
-            pred.grad = None
-
-        step()
-        return peak_memory(step, torch.device("cpu"))
+        return loss_step_peak_memory(loss, (pred, target), torch.device("cpu"))
 
     one_buffer = pred.numel() * 4
     assert peak(ours_fn) <= one_buffer + 1024

@@ -112,12 +112,13 @@ class _IndexCrossEntropy(torch.autograd.Function):
         scale = scale.unsqueeze(1) if scale.ndim > 0 else scale
         index = index.unsqueeze(1)
         at_target = scale.neg().expand(index.shape)
-        if torch.is_grad_enabled():  # create_graph=True: differentiable in the logits
+        create_graph = torch.is_grad_enabled()
+        if create_graph:  # differentiable in the logits
             probs = logits.softmax(1)
         else:
             probs = log_probs if backward_frees_graph() else log_probs.clone()
             probs.mul_(_LOG2_E).exp2_()
-        if torch.is_grad_enabled() or batched_by_vmap(scale):
+        if create_graph or batched_by_vmap(scale):
             # out of place: a graph to differentiate, or a batch of incoming gradients
             # (is_grads_batched, vectorised Jacobians) that the saved tensor cannot hold
             return probs.mul(scale).scatter_add(1, index, at_target), *_NO_GRADS
