@@ -48,8 +48,9 @@ from lossplug.functional._reduce import REDUCTION_CODES, reduce_loss
 #: From this many logits cross-entropy takes the backward pass that writes into its saved
 #: log-probabilities (see :func:`_backward_in_place`). Its autograd function and small
 #: operations cost a fixed ~100 µs per forward + backward on the README's CPU, which the saved
-#: buffers repay from about 2**17 logits: 0.81 and 0.99 of torch's time at 2 x 4 x 128 x 128
-#: (with page faults, and with the allocator keeping its memory), 1.17 and 1.21 at 256 x 256.
+#: buffers repay from about 2**17 logits (``scripts/bench_ce_threshold.py``): 0.75 and 1.03 of
+#: torch's time at 2 x 4 x 128 x 128 (with page faults, and with glibc keeping its memory),
+#: 1.23 and 1.27 at 256 x 256, 0.66 and 1.00 at 256 x 1000.
 IN_PLACE_MIN_ELEMENTS = 2**17
 
 
