@@ -17,6 +17,7 @@ peak is the maximum of their running sum.
 
 from __future__ import annotations
 
+import argparse
 import json
 import math
 import os
@@ -50,6 +51,26 @@ def forward_backward(fn: Callable[..., Tensor], inputs: Sequence[Tensor]) -> Ste
             leaf.grad = None
 
     return step
+
+
+def sampling_parser(
+    description: str, *, repeats: int, warmup: int, min_sample_s: float
+) -> argparse.ArgumentParser:
+    """The options of a script that samples with :func:`time_steps`, at its defaults.
+
+    ``--out`` (a folder), ``--quick`` (a smoke run; the script picks its sizes),
+    ``--threads``, ``--repeats``, ``--warmup`` and ``--min-sample-s``.
+    """
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--out", type=Path, default=Path("bench_results"), help="output folder")
+    parser.add_argument("--quick", action="store_true", help="tiny sizes, one repeat")
+    parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's)")
+    parser.add_argument("--repeats", type=int, default=repeats, help="timed samples each")
+    parser.add_argument("--warmup", type=int, default=warmup, help="untimed calls first")
+    parser.add_argument(
+        "--min-sample-s", type=float, default=min_sample_s, help="shortest sample, s"
+    )
+    return parser
 
 
 def synchronize(device: torch.device) -> None:

@@ -18,7 +18,6 @@ import math
 import statistics
 import sys
 from collections.abc import Callable
-from pathlib import Path
 
 import torch
 from _benchkit import (
@@ -26,6 +25,7 @@ from _benchkit import (
     machine_info,
     markdown_table,
     paired_ratio_quartiles,
+    sampling_parser,
     text_table,
     time_steps,
     write_results,
@@ -76,13 +76,7 @@ def measure(shape: tuple[int, ...], args: argparse.Namespace) -> dict[str, objec
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--out", type=Path, default=Path("bench_results"), help="output folder")
-    parser.add_argument("--quick", action="store_true", help="tiny sizes, one repeat")
-    parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's)")
-    parser.add_argument("--repeats", type=int, default=101, help="timed samples per path")
-    parser.add_argument("--warmup", type=int, default=10, help="untimed calls first")
-    parser.add_argument("--min-sample-s", type=float, default=0.005, help="shortest sample, s")
+    parser = sampling_parser(__doc__.split("\n\n")[0], repeats=101, warmup=10, min_sample_s=0.005)
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)

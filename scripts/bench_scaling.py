@@ -17,13 +17,13 @@ import argparse
 import statistics
 import sys
 from collections.abc import Callable
-from pathlib import Path
 
 import torch
 from _benchkit import (
     forward_backward,
     machine_info,
     markdown_table,
+    sampling_parser,
     text_table,
     time_steps,
     write_results,
@@ -91,13 +91,7 @@ def sweep(
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--out", type=Path, default=Path("bench_results"), help="output folder")
-    parser.add_argument("--quick", action="store_true", help="tiny sizes, one repeat")
-    parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's)")
-    parser.add_argument("--repeats", type=int, default=15, help="timed samples per size")
-    parser.add_argument("--warmup", type=int, default=2, help="untimed calls first")
-    parser.add_argument("--min-sample-s", type=float, default=0.002, help="shortest sample, s")
+    parser = sampling_parser(__doc__.split("\n\n")[0], repeats=15, warmup=2, min_sample_s=0.002)
     parser.add_argument("--budget-s", type=float, default=10.0, help="time limit per sweep, s")
     args = parser.parse_args(argv)
     if args.threads:
