@@ -269,11 +269,12 @@ def _scale_in_place(
     """:func:`_scale` written into ``probs``, one class at a time (temporaries of ``(N, S)``)."""
     if grad_prob_sum is None:
         return probs.mul_(neg_shift.unsqueeze(1))
+    factor = torch.empty_like(neg_shift)
     for c in range(probs.shape[1]):
         class_grad = grad_prob_sum[:, c : c + 1]
         if valid is None:
-            factor = neg_shift + class_grad
+            torch.add(neg_shift, class_grad, out=factor)
         else:
-            factor = torch.addcmul(neg_shift, valid, class_grad)
+            torch.addcmul(neg_shift, valid, class_grad, out=factor)
         probs[:, c].mul_(factor)
     return probs
