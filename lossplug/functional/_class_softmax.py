@@ -63,8 +63,10 @@ class SoftmaxNormaliser(NamedTuple):
 def softmax_over_classes(logits: Tensor) -> Tensor:
     """``softmax(logits, 1)`` of ``(N, C, S)`` logits, a new tensor."""
     if takes_exp2_path(logits):
-        probs, _, _ = _exp2_softmax(logits)
-        return probs
+        peak = logits.amax(1, keepdim=True)
+        probs = exp_minus(logits, peak)
+        # the sum and its reciprocal overwrite the largest logits, no longer needed
+        return probs.mul_(torch.sum(probs, 1, keepdim=True, out=peak).reciprocal_())
     return _torch_softmax(logits)
 
 
