@@ -63,10 +63,9 @@ class SoftmaxNormaliser(NamedTuple):
 def softmax_over_classes(logits: Tensor) -> Tensor:
     """``softmax(logits, 1)`` of ``(N, C, S)`` logits, a new tensor."""
     if takes_exp2_path(logits):
-        peak = logits.amax(1, keepdim=True)
-        probs = exp_minus(logits, peak)
+        exps, peak = _shifted_exps(logits)
         # the sum and its reciprocal overwrite the largest logits, no longer needed
-        return probs.mul_(torch.sum(probs, 1, keepdim=True, out=peak).reciprocal_())
+        return exps.mul_(torch.sum(exps, 1, keepdim=True, out=peak).reciprocal_())
     return _torch_softmax(logits)
 
 
@@ -81,20 +80,19 @@ def softmax_and_normaliser(logits: Tensor) -> tuple[Tensor, SoftmaxNormaliser]:
     no second exponential.
     """
     if takes_exp2_path(logits):
-        probs, peak, total = _exp2_softmax(logits)
+        probs, peak = _shifted_exps(logits)
+        total = probs.sum(1, keepdim=True)
+        probs.mul_(total.reciprocal())
         return probs, SoftmaxNormaliser(peak, total.log_())
     probs = _torch_softmax(logits)
     log_sum = probs.amax(1, keepdim=True).log_().neg_()
     return probs, SoftmaxNormaliser(logits.amax(1, keepdim=True), log_sum)
 
 
-def _exp2_softmax(logits: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-    """The softmax, the largest logit and the sum of the shifted exponentials (``exp2`` path)."""
+def _shifted_exps(logits: Tensor) -> tuple[Tensor, Tensor]:
+    """``exp(logits - m)`` and the largest logit ``m`` ``(N, 1, S)`` of each position."""
     peak = logits.amax(1, keepdim=True)
-    probs = exp_minus(logits, peak)
-    total = probs.sum(1, keepdim=True)
-    probs.mul_(total.reciprocal())
-    return probs, peak, total
+    return exp_minus(logits, peak), peak
 
 
 def _torch_softmax(logits: Tensor) -> Tensor:

@@ -266,7 +266,7 @@ def _scale(
 def _scale_in_place(
     probs: Tensor, grad_prob_sum: Tensor | None, valid: Tensor | None, neg_shift: Tensor
 ) -> Tensor:
-    """:func:`_scale` written into ``probs``, one class at a time (temporaries of ``(N, S)``)."""
+    """:func:`_scale` written into ``probs``, one class at a time (one ``(N, S)`` temporary)."""
     if grad_prob_sum is None:
         return probs.mul_(neg_shift.unsqueeze(1))
     factor = torch.empty_like(neg_shift)
