@@ -180,6 +180,20 @@ def peak_memory(step: Step, device: torch.device) -> int:
     return peak
 
 
+def time_parsed_steps(
+    steps: dict[str, Step], args: argparse.Namespace, *, budget_s: float = math.inf
+) -> dict[str, list[float]]:
+    """:func:`time_steps` on the CPU with the options of :func:`sampling_parser`, as parsed."""
+    return time_steps(
+        steps,
+        torch.device("cpu"),
+        repeats=args.repeats,
+        warmup=args.warmup,
+        min_sample_s=args.min_sample_s,
+        budget_s=budget_s,
+    )
+
+
 def loss_step_peak_memory(
     fn: Callable[..., Tensor], inputs: Sequence[Tensor], device: torch.device
 ) -> int:

@@ -27,7 +27,7 @@ from _benchkit import (
     paired_ratio_quartiles,
     sampling_parser,
     text_table,
-    time_steps,
+    time_parsed_steps,
     write_results,
 )
 from torch import Tensor
@@ -57,13 +57,7 @@ def measure(shape: tuple[int, ...], args: argparse.Namespace) -> dict[str, objec
     logits = (torch.randn(shape, generator=gen) * 2).requires_grad_()
     target = torch.randint(0, shape[1], (shape[0], *shape[2:]), generator=gen)
     steps = {path: forward_backward(cross_entropy_on(path), (logits, target)) for path in PATHS}
-    samples = time_steps(
-        steps,
-        torch.device("cpu"),
-        repeats=args.repeats,
-        warmup=args.warmup,
-        min_sample_s=args.min_sample_s,
-    )
+    samples = time_parsed_steps(steps, args)
     first, median, third = paired_ratio_quartiles(samples["in_place"], samples["torch"])
     return {
         "shape": "x".join(map(str, shape)),

@@ -25,7 +25,7 @@ from _benchkit import (
     markdown_table,
     sampling_parser,
     text_table,
-    time_steps,
+    time_parsed_steps,
     write_results,
 )
 from torch import Tensor
@@ -60,14 +60,7 @@ def sweep(
     """Time one loss over the values of one size, the others at ``base``."""
     sizes = [{**base, varied: value} for value in values]
     steps = {index: forward_backward(loss, inputs(**size)) for index, size in enumerate(sizes)}
-    samples = time_steps(
-        steps,
-        torch.device("cpu"),
-        repeats=args.repeats,
-        warmup=args.warmup,
-        min_sample_s=args.min_sample_s,
-        budget_s=args.budget_s,
-    )
+    samples = time_parsed_steps(steps, args, budget_s=args.budget_s)
     rows = []
     for index, size in enumerate(sizes):
         seconds = statistics.median(samples[index])
