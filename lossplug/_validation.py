@@ -372,10 +372,12 @@ def _class_target_error(
     """The clear error for a bad ``target``; ``None`` if it passes or cannot be checked here.
 
     The check reads the target on the host, which fails under ``torch.func.vmap`` for one:
-    torch's original error is then the one to show.
+    torch's original error is then the one to show. It runs whether or not value checks are
+    on: torch has already refused the batch, so the host read costs nothing that matters.
     """
     try:
-        check_class_target(loss, pred, target, ignore_index)
+        with value_checks(True):
+            check_class_target(loss, pred, target, ignore_index)
     except (TypeError, ValueError) as clear:
         return clear
     except Exception:  # the check cannot run here: torch's error stands
