@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import torch
 import torch.distributed as dist
-from torch import Tensor
+from torch import Tensor, nn
 from torchmetrics import Metric
 
 Weight = Tensor | float | int
@@ -38,13 +38,17 @@ def _scalar(name: str, value: Tensor) -> Tensor:
 class LossMetrics(Metric):
     r"""Sample-weighted epoch means of named loss components.
 
-    All components share **one** state, ``totals`` of shape ``(2, K)``: row 0 holds
-    :math:`\sum_b w_b\,\bar\ell_{b,k}` and row 1 :math:`\sum_b w_b` for each component
-    :math:`k`, where :math:`\bar\ell_{b,k}` is a batch's mean and :math:`w_b` the number of
-    samples (or valid elements) that mean was taken over. The epoch value
-    :math:`\sum_b w_b \bar\ell_{b,k} / \sum_b w_b` is therefore the exact mean over every sample
-    of every rank, however uneven the batches, and syncing it costs one ``all_reduce`` whatever
-    the number of components. ``update`` stays on the device: no ``.item()``, no collective.
+    All components share **one** state, ``totals`` of shape ``(2, K + 1)``: for each component
+    :math:`k`, row 0 holds :math:`\sum_b w_b\,\bar\ell_{b,k}` and row 1 :math:`\sum_b w_b`,
+    where :math:`\bar\ell_{b,k}` is a batch's mean and :math:`w_b` the number of samples (or
+    valid elements) that mean was taken over; the last column counts the batches. The epoch
+    value :math:`\sum_b w_b \bar\ell_{b,k} / \sum_b w_b` is therefore the exact mean over every
+    sample of every rank, however uneven the batches, and syncing it costs one ``all_reduce``
+    whatever the number of components. ``update`` stays on the device: no ``.item()``, no
+    collective.
+
+    The state stays float64 when the module is cast (``precision="bf16-true"`` casts the whole
+    LightningModule): a sum over thousands of batches in 16 bits would lose the mean.
 
     A component absent from a batch (say, no active triplet on this rank) adds weight 0, so
     every rank always holds the same keys. A component with no weight anywhere reads 0.
@@ -54,6 +58,14 @@ class LossMetrics(Metric):
             update (for a loss that cannot say in advance; every rank must then update at
             least once before the first sync).
         **kwargs: passed to :class:`torchmetrics.Metric`.
+
+    Example:
+        >>> import torch
+        >>> metric = LossMetrics(["ce"])
+        >>> metric.update({"ce": torch.tensor(1.0)}, weight=3)
+        >>> metric.update({"ce": torch.tensor(2.0)}, weight=1)
+        >>> metric.compute()["ce"]
+        tensor(1.2500)
     """
 
     full_state_update = False
@@ -67,7 +79,7 @@ class LossMetrics(Metric):
         super().__init__(**kwargs)
         self.names: tuple[str, ...] = ()
         self._index: dict[str, int] = {}
-        self.add_state("totals", torch.zeros(2, 0, dtype=torch.float64), dist_reduce_fx="sum")
+        self.add_state("totals", torch.zeros(2, 1, dtype=torch.float64), dist_reduce_fx="sum")
         if names is not None:
             self._set_names(tuple(names))
 
@@ -77,7 +89,7 @@ class LossMetrics(Metric):
             raise ValueError(f"LossMetrics: 'names' must be unique and non-empty, got {names}")
         self.names = names
         self._index = {name: k for k, name in enumerate(names)}
-        empty = torch.zeros(2, len(names), dtype=torch.float64)
+        empty = torch.zeros(2, len(names) + 1, dtype=torch.float64)
         self._defaults["totals"] = empty.clone()
         self.totals = empty.to(self.totals.device)
 
@@ -105,28 +117,90 @@ class LossMetrics(Metric):
                 f"{list(self.names)} this metric was built with"
             )
         present = [name for name in self.names if name in components]
-        if not present:
-            return
-        values = torch.stack([_scalar(name, components[name]) for name in present])
+        dtype, device = self.totals.dtype, self.totals.device
+        values = [_scalar(name, components[name]) for name in present]
         if isinstance(weight, Mapping):
             counts = [weight.get(name, 0) for name in present]
         else:
             counts = [weight] * len(present)
-        dtype, device = self.totals.dtype, self.totals.device
+        # the batch column: one batch, in both rows
+        values.append(torch.ones((), device=device))
+        counts.append(1)
         if any(isinstance(count, Tensor) for count in counts):
             weights = torch.stack([torch.as_tensor(count, device=device) for count in counts])
             weights = weights.to(dtype)
         else:
             weights = torch.tensor(counts, dtype=dtype, device=device)
-        batch = torch.stack([values.to(dtype) * weights, weights])
+        batch = torch.stack([torch.stack(values).to(dtype) * weights, weights])
         if len(present) == len(self.names):
-            self.totals.add_(batch)
+            self._add(batch)
         else:
-            columns = torch.tensor([self._index[name] for name in present], device=device)
-            self.totals.index_add_(1, columns, batch)
+            columns = [self._index[name] for name in present] + [len(self.names)]
+            full = torch.zeros_like(self.totals)
+            full.index_add_(1, torch.tensor(columns, device=device), batch)
+            self._add(full)
+
+    def _add(self, batch: Tensor) -> None:
+        """Add to the state; out of place where it was made under ``torch.inference_mode``.
+
+        ``trainer.validate`` runs under inference mode, so a state reset there is an
+        inference tensor, which a later ``trainer.fit`` may not update in place.
+        """
+        if self.totals.is_inference() and not torch.is_inference_mode_enabled():
+            self.totals = self.totals + batch
+        else:
+            self.totals.add_(batch)
+
+    @property
+    def batches(self) -> Tensor:
+        """How many batches this process added since the last reset."""
+        return self.totals[0, -1]
 
     def compute(self) -> dict[str, Tensor]:
         """The epoch mean of each component (0 for a component that never had weight)."""
-        sums, counts = self.totals
+        return self.means(self.totals)
+
+    def means(self, totals: Tensor) -> dict[str, Tensor]:
+        """Each component's mean from a state of this metric's shape (summed over processes).
+
+        Args:
+            totals: a ``(2, K + 1)`` state such as :attr:`totals`.
+
+        Returns:
+            ``{name: mean}`` in float32, 0 for a component that never had weight.
+        """
+        sums, counts = totals[:, :-1]
         means = torch.where(counts > 0, sums / counts.clamp_min(1e-300), 0.0)
         return {name: means[k].float() for k, name in enumerate(self.names)}
+
+    def _apply(
+        self, fn: Callable[[Tensor], Tensor], exclude_state: Sequence[str] = ()
+    ) -> nn.Module:
+        """Move the state with the module, keeping it float64 (``module.to(bfloat16)`` too)."""
+        this = super()._apply(fn, exclude_state=(*exclude_state, "totals"))
+        if "totals" not in exclude_state:
+            device = fn(torch.zeros(())).device
+            this.totals = this.totals.to(device)
+            this._defaults["totals"] = this._defaults["totals"].to(device)
+        return this
+
+
+def reduce_together(states: Sequence[Tensor]) -> list[Tensor]:
+    """Sum tensors over all processes with one ``all_reduce`` (unchanged in one process).
+
+    Every process must pass tensors of the same shapes, in the same order.
+
+    Args:
+        states: tensors of one dtype and device.
+
+    Returns:
+        The summed tensors, in the shapes given.
+    """
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return list(states)
+    flat = torch.cat([state.reshape(-1) for state in states])
+    dist.all_reduce(flat, op=dist.ReduceOp.SUM)
+    return [
+        part.reshape(state.shape)
+        for part, state in zip(flat.split([s.numel() for s in states]), states, strict=True)
+    ]

@@ -22,6 +22,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 import torch
+import torch.distributed as dist
 from hydra.utils import instantiate
 from lightning.pytorch.core.mixins import HyperparametersMixin
 from lightning.pytorch.utilities.parsing import collect_init_args
@@ -29,15 +30,21 @@ from omegaconf import DictConfig, ListConfig
 from torch import Tensor, nn
 
 from lossplug._config import check_options, is_config, to_plain
+from lossplug._lightning import is_last_batch, logging_step, writes_step_logs
+from lossplug._validation import value_checks
+from lossplug.criterion_checks import check_mean_reduction, check_model_terms, term_mean
 from lossplug.input_checks import InputChecks
-from lossplug.losses.base import LossModule
-from lossplug.metrics import LossMetrics
+from lossplug.losses.base import LossModule, batch_count
+from lossplug.metrics import LossMetrics, reduce_together
 from lossplug.nonfinite import NonFiniteGuard, drop_unless
 from lossplug.optim import OptimizerSpec, SchedulerSpec
+from lossplug.padding import PaddedEpoch, padded_epoch, take_rows
 from lossplug.registry import build_loss
 from lossplug.tensorboard import log_final_hparams, write_layout
 
 STAGES = ("train", "val", "test")
+#: the root of the logged names of the mixin's criterion: ``{stage}/loss``.
+LOSS = "loss"
 #: where the mixin's own state (the skipped-step counter) is kept in a checkpoint.
 CHECKPOINT_KEY = "lossplug"
 
@@ -95,13 +102,20 @@ class LossPlugMixin:
         self.criterion = build_criterion(loss)
         self.input_checks = InputChecks(check_inputs)
         self.nonfinite = NonFiniteGuard(on_nonfinite)
-        self._batch_idx = 0  # the current batch's index in its epoch, for messages
         #: the current training step's components, graph attached, for callbacks such as
         #: :class:`~lossplug.diagnostics.GradientDiagnostics`; ``None`` outside a step.
         self.step_components: dict[str, Tensor] | None = None
-        names = self.criterion.component_names()
-        # keyed "{stage}_loss": a key "train" would shadow nn.Module.train
-        self.loss_metrics = nn.ModuleDict({f"{stage}_loss": LossMetrics(names) for stage in STAGES})
+        #: the epoch accumulators, keyed ``"{stage}:{name}:{dataloader_idx}"``.
+        self.loss_metrics = nn.ModuleDict()
+        self._criteria: dict[str, LossModule] = {LOSS: self.criterion}
+        self._batch_idx = 0  # the current batch's index in its epoch
+        self._dataloader_idx = 0
+        self._padding: dict[tuple[str, int], PaddedEpoch | None] = {}
+        self._step_means: dict[str, LossMetrics] = {}  # per optimizer step, with accumulation
+        self._user_keys: set[str] = set()
+        self._left_to_user: set[str] = set()
+        for stage in STAGES:
+            self._epoch_metric(stage, LOSS, 0)
         self._optimizer_spec = OptimizerSpec.parse(optimizer)
         self._scheduler_spec = SchedulerSpec.parse(scheduler)
 
@@ -112,12 +126,25 @@ class LossPlugMixin:
         inputs, target = batch
         return inputs, target
 
-    def loss_inputs(self, output: Any, target: Any) -> tuple[Tensor, Tensor]:
+    def loss_inputs(self, output: Any, target: Any) -> tuple[Any, Any]:
         """The criterion's ``(pred, target)`` from the model's output; by default unchanged."""
         return output, target
 
+    def model_terms(self, output: Any) -> Mapping[str, Tensor]:
+        """Loss terms the model computed itself, by name; by default none.
+
+        Each is a scalar (the batch's mean) or one value per sample (``(B,)``, exact under
+        every sampler); the loss must declare them (:class:`~lossplug.CompositeLoss`'s
+        ``model_terms``), which gives each a weight from config.
+        """
+        return {}
+
     def update_metrics(self, stage: str, output: Any, target: Any) -> None:
-        """Update and log metrics for one batch of ``stage``; by default there are none."""
+        """Update and log metrics for one batch of ``stage``; by default there are none.
+
+        Under DDP the batch comes without the samples a distributed sampler repeats (and a
+        batch of repeats alone is not passed), so your metrics count each sample once too.
+        """
 
     # -- steps ------------------------------------------------------------------------------
 
@@ -134,135 +161,351 @@ class LossPlugMixin:
         inputs, target = self.split_batch(batch)
         output = self(inputs)
         pred, loss_target = self.loss_inputs(output, target)
-        with self.input_checks.batch(stage, self.criterion, pred, loss_target):
-            components, counts = self.criterion.measured_components(pred, loss_target)
-        total = self.criterion.total(components)
-        if stage == "train":
-            self.step_components = components
-        keep = self.nonfinite.observe(stage, self.current_epoch, self._batch_idx, total, components)
-        self.log_loss(stage, total, components, counts, keep)
-        if stage == "train" and self._writes_step_logs():
-            self.nonfinite.check("train")  # the logger reads values back now anyway
-        self.update_metrics(stage, output, target)
+        terms = self.model_terms(output)
+        total = self.compute_loss(pred, loss_target, terms=terms, stage=stage)
+        rows = self._real_rows(stage, batch_count(pred))
+        if rows is None:
+            self.update_metrics(stage, output, target)
+        elif rows:
+            self.update_metrics(stage, take_rows(output, rows), take_rows(target, rows))
         return total
 
     def training_step(self, batch: Any, batch_idx: int) -> Tensor:
         """The training loss of a batch."""
         return self.model_step(batch, "train")
 
-    def validation_step(self, batch: Any, batch_idx: int) -> Tensor:
-        """The validation loss of a batch."""
+    def validation_step(self, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> Tensor:
+        """The validation loss of a batch (each loader's values are logged apart)."""
         return self.model_step(batch, "val")
 
-    def test_step(self, batch: Any, batch_idx: int) -> Tensor:
-        """The test loss of a batch."""
+    def test_step(self, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> Tensor:
+        """The test loss of a batch (each loader's values are logged apart)."""
         return self.model_step(batch, "test")
 
-    def log_loss(
+    def predict_step(self, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> Any:
+        """The model's output for a batch: its inputs alone, or ``(inputs, target)``."""
+        inputs = batch if isinstance(batch, Tensor) else self.split_batch(batch)[0]
+        return self(inputs)
+
+    def compute_loss(
         self,
-        stage: str,
+        pred: Any,
+        target: Any,
+        *,
+        terms: Mapping[str, Tensor] | None = None,
+        criterion: LossModule | None = None,
+        name: str = LOSS,
+        stage: str | None = None,
+    ) -> Tensor:
+        """The loss of a batch, with every guarantee of the mixin's own steps.
+
+        Call it from your own ``training_step``, ``validation_step`` or ``test_step`` (manual
+        optimization included) in place of calling the criterion: it checks the inputs
+        (``check_inputs``), watches for a non-finite loss (``on_nonfinite``), counts each
+        component for the exact epoch means (the samples a distributed sampler repeats left
+        out), logs it and hands the training components to gradient diagnostics.
+
+        Args:
+            pred: the criterion's prediction (a tensor, or a dict/tuple for routed terms).
+            target: the criterion's target.
+            terms: loss terms the model computed (see :meth:`model_terms`).
+            criterion: the loss to compute; default :attr:`criterion`. A GAN's second loss,
+                say, is passed here on every call, under a ``name`` of its own.
+            name: the root of the logged names: ``{stage}/{name}``,
+                ``{stage}/{name}/{component}``, ``train_step/{name}``. A second criterion
+                needs a name of its own; use the same names on every process.
+            stage: ``"train"``, ``"val"`` or ``"test"``; default: the trainer's current one.
+
+        Returns:
+            The total loss (weighted sum of the components and terms) to backpropagate.
+        """
+        stage = stage or self._current_stage()
+        criterion = self._criterion_for(name, criterion)
+        checks = stage if name == LOSS else f"{stage}/{name}"  # each criterion's first batch
+        with self.input_checks.batch(stage, criterion, pred, target, key=checks):
+            components, counts = criterion.measured_components(pred, target)
+        terms = dict(terms or {})
+        if terms or criterion.model_term_names():
+            check_model_terms(criterion, terms)
+            samples = batch_count(pred)
+            for term, value in terms.items():
+                components[term], counts[term] = term_mean(value, samples)
+        total = criterion.total(components)
+        if stage == "train" and name == LOSS:
+            self.step_components = components
+        keep = self.nonfinite.observe(stage, self.current_epoch, self._batch_idx, total, components)
+        rows = self._real_rows(stage, batch_count(pred))
+        logged, logged_counts = components, counts
+        if rows is not None:
+            logged, logged_counts = self._rows_only(criterion, pred, target, terms, rows)
+        if keep is not None:
+            logged, logged_counts = drop_unless(keep, logged, logged_counts)
+        if logged:
+            self._epoch_metric(stage, name, self._dataloader_idx).update(logged, logged_counts)
+        if stage == "train":
+            self._log_step(name, criterion, total, components, counts)
+        return total
+
+    def _rows_only(
+        self, criterion: LossModule, pred: Any, target: Any, terms: Mapping[str, Tensor], rows: int
+    ) -> tuple[dict[str, Tensor], dict[str, Tensor | int]]:
+        """The components and counts of a batch's first ``rows`` samples (none if 0)."""
+        if rows == 0:
+            return {}, {}
+        with torch.no_grad(), value_checks(False):
+            components, counts = criterion.measured_components(
+                take_rows(pred, rows), take_rows(target, rows)
+            )
+            for term, value in terms.items():
+                components[term], counts[term] = term_mean(take_rows(value, rows), rows)
+        return components, counts
+
+    def _real_rows(self, stage: str, rows: int) -> int | None:
+        """How many leading rows of this batch are real samples, if a sampler repeated some."""
+        key = (stage, self._dataloader_idx)
+        if key not in self._padding:
+            self._padding[key] = padded_epoch(self._stage_loader(stage, self._dataloader_idx))
+        padded = self._padding[key]
+        if padded is None:
+            return None
+        real = padded.real_rows(self._batch_idx, rows)
+        return real if real < rows else None
+
+    def _stage_loader(self, stage: str, dataloader_idx: int) -> Any:
+        """The loader this stage's batches come from, as the trainer set it up."""
+        trainer = self.trainer
+        loaders = {
+            "train": trainer.train_dataloader,
+            "val": trainer.val_dataloaders,
+            "test": trainer.test_dataloaders,
+        }.get(stage)
+        if isinstance(loaders, (list, tuple)):
+            return loaders[dataloader_idx] if dataloader_idx < len(loaders) else None
+        return loaders
+
+    def _current_stage(self) -> str:
+        """The stage the trainer is running."""
+        trainer = self.trainer
+        if trainer.training:
+            return "train"
+        if trainer.testing:
+            return "test"
+        if trainer.validating or trainer.sanity_checking:
+            return "val"
+        raise RuntimeError(
+            "LossPlugMixin.compute_loss: the trainer is in none of the stages train, val and "
+            "test; pass stage='train', 'val' or 'test'"
+        )
+
+    def _criterion_for(self, name: str, criterion: LossModule | None) -> LossModule:
+        """The criterion logged under ``name``, registered on its first use."""
+        known = self._criteria.get(name)
+        if criterion is None:
+            criterion = self.criterion if known is None else known
+        if known is None:
+            check_mean_reduction(criterion)
+            self._criteria[name] = criterion
+        elif known is not criterion:
+            raise ValueError(
+                f"LossPlugMixin.compute_loss: name={name!r} is logged for another criterion "
+                f"already; give each criterion a name of its own (the default {LOSS!r} is "
+                "the mixin's criterion)"
+            )
+        return criterion
+
+    def _epoch_metric(self, stage: str, name: str, dataloader_idx: int) -> LossMetrics:
+        """The epoch accumulator of ``name`` in ``stage`` for one loader, made on first use."""
+        key = f"{stage}:{name}:{dataloader_idx}"
+        if key not in self.loss_metrics:
+            names = self._criteria[name].component_names()
+            self.loss_metrics[key] = LossMetrics(names).to(self.device)
+        return self.loss_metrics[key]
+
+    # -- logging ----------------------------------------------------------------------------
+
+    def log(self, name: str, value: Any, *args: Any, **kwargs: Any) -> None:
+        """``LightningModule.log``; lossplug leaves every key you log here to you."""
+        self._user_keys.add(name)
+        super().log(name, value, *args, **kwargs)  # type: ignore[misc]
+
+    def _log_own(self, name: str, value: Any, **options: Any) -> None:
+        """Log one of lossplug's keys, unless the user logs that key."""
+        if name in self._user_keys:
+            if name not in self._left_to_user:
+                self._left_to_user.add(name)
+                warnings.warn(
+                    f"LossPlugMixin: you log {name!r} yourself, so lossplug does not log its "
+                    "own value under that name",
+                    stacklevel=3,
+                )
+            return
+        super().log(name, value, **options)  # type: ignore[misc]
+
+    def _log_step(
+        self,
+        name: str,
+        criterion: LossModule,
         total: Tensor,
         components: Mapping[str, Tensor],
         counts: Mapping[str, Tensor | int],
-        keep: Tensor | None = None,
     ) -> None:
-        """Accumulate a batch's components for the epoch; log training values per step.
+        """Log this process's values of an optimizer step, on the trainer's logging steps.
 
-        Per step (training only, this process's values, no sync), on the steps the trainer
-        writes logs (``log_every_n_steps``): ``train_step/loss`` (also in the progress bar),
-        ``train_step/loss/{name}`` and ``train/loss_weight/{name}`` for every weight that is
-        not constant. Values logged on other steps would never reach a logger. The components
-        go to the loggers in one call at the trainer's step: a ``self.log`` per key costs more
-        than a small model's whole step (``scripts/bench_overhead.py``). Per epoch,
-        every stage logs
-        ``{stage}/loss`` and ``{stage}/loss/{name}`` from :class:`~lossplug.metrics.LossMetrics`:
-        exact sample-weighted means over all processes, synced once per epoch.
-
-        ``keep`` (a boolean device scalar, given under ``on_nonfinite="skip"``) leaves the
-        batch out of the epoch means when false, without a host read.
+        ``train_step/{name}`` (also in the progress bar), ``train_step/{name}/{component}``
+        and, for the mixin's criterion, ``train/loss_weight/{component}`` for every weight that
+        is not constant. With gradient accumulation the values are the sample-weighted means
+        over the step's micro-batches, written once, at the step. Values logged on other
+        steps would never reach a logger. The components go to the loggers in one call: a
+        ``self.log`` per key costs more than a small model's whole step.
         """
-        if keep is not None:
-            components, counts = drop_unless(keep, components, counts)
-        self.loss_metrics[f"{stage}_loss"].update(components, counts)
-        if stage != "train" or not self._writes_step_logs():
+        trainer = self.trainer
+        if not writes_step_logs(trainer):
             return
-        self.log("train_step/loss", total, on_step=True, on_epoch=False, prog_bar=True)
-        self._write_to_loggers({f"train_step/loss/{k}": value for k, value in components.items()})
-        for name, weight in self.criterion.varying_weights().items():
-            self.log(f"train/loss_weight/{name}", weight, on_step=True, on_epoch=False)
+        if trainer.accumulate_grad_batches > 1 and self.automatic_optimization:
+            step = self._step_means.get(name)
+            if step is None:
+                step = self._step_means[name] = LossMetrics(criterion.component_names())
+                step.to(total.device)
+            step.update(components, counts)
+            ends_step = (self._batch_idx + 1) % trainer.accumulate_grad_batches == 0
+            if not (ends_step or is_last_batch(trainer)):
+                return
+            components = step.means(step.totals)
+            step.reset()
+            total = criterion.total(components)
+        self._log_own(f"train_step/{name}", total, on_step=True, on_epoch=False, prog_bar=True)
+        prefix = f"train_step/{name}/"
+        self._write_to_loggers({prefix + k: v for k, v in components.items()})
+        if name == LOSS:
+            for term, weight in criterion.varying_weights().items():
+                self._log_own(f"train/loss_weight/{term}", weight, on_step=True, on_epoch=False)
+        self.nonfinite.check("train")  # the logger reads values back now anyway
 
     def _write_to_loggers(self, values: Mapping[str, Tensor]) -> None:
         """Write scalars to every logger at the step Lightning writes this step's logs.
 
         The values are read back in one transfer (one device sync, not one per value).
         """
-        step = self.trainer.fit_loop.epoch_loop._batches_that_stepped
+        values = {key: value for key, value in values.items() if key not in self._user_keys}
+        if not values:
+            return
         read = torch.stack([value.detach().reshape(()) for value in values.values()]).tolist()
         scalars = dict(zip(values, read, strict=True))
+        step = logging_step(self.trainer)
         for logger in self.loggers:
             logger.log_metrics(scalars, step)
-
-    def _writes_step_logs(self) -> bool:
-        """Whether the trainer writes this training step's logs (``log_every_n_steps``).
-
-        Values logged on other steps would reach only the progress bar, which keeps showing the
-        last written ones; skipping ``self.log`` there saves most of the logging cost.
-        """
-        trainer = self.trainer
-        return bool(trainer.fast_dev_run) or trainer._logger_connector.should_update_logs
 
     def log_epoch_loss(self, stage: str) -> None:
         """Log the epoch values of ``stage`` (one collective) and start a new epoch.
 
-        Every process logs the same keys in the same order; the total is formed from the
-        epoch means by the criterion with its current weights, so it equals the weighted sum
-        of the logged components. The training means then go to the criterion's
-        :meth:`~lossplug.LossModule.end_epoch` (weights that adapt per epoch); they are the
-        same on every process, so every process gets the same weights.
+        Each criterion name and loader logs ``{stage}/{name}`` and
+        ``{stage}/{name}/{component}`` (with ``/dataloader_idx_{k}`` after them when the stage
+        has several loaders), unless no batch of it reached the loss this epoch on any
+        process. The values are the exact sample-weighted means over every process; the total
+        is formed from the epoch means by the criterion with its current weights, so it
+        equals the weighted sum of the logged components. The training means then go to the
+        criterion's :meth:`~lossplug.LossModule.end_epoch` (weights that adapt per epoch);
+        they are the same on every process, so every process gets the same weights.
 
         First the epoch's last batches are checked for non-finite losses (which raises under
         ``on_nonfinite="raise"``). Under ``"skip"``, ``{stage}/nonfinite_skipped`` is logged
         too: for training the optimizer steps dropped since the run began, for validation and
         test the batches left out of this epoch's means, over all processes.
+
+        Under DDP the values Lightning has yet to compute for this stage (a torchmetrics
+        ``Metric`` you log, a value logged with ``sync_dist=True``) are computed first, on
+        every process, so that every process runs its collectives in the same order.
         """
         dropped = self.nonfinite.end_epoch(stage)
-        metric = self.loss_metrics[f"{stage}_loss"]
-        means = metric.compute()
-        metric.reset()
-        options = {"on_step": False, "on_epoch": True, "sync_dist": False}
-        self.log(f"{stage}/loss", self.criterion.total(means), prog_bar=stage == "val", **options)
-        for name, value in means.items():
-            self.log(f"{stage}/loss/{name}", value, prog_bar=stage == "train", **options)
+        loaders = self._loader_count(stage)
+        slots = [(name, k) for name in self._criteria for k in range(loaders)]
+        metrics = [self._epoch_metric(stage, name, k) for name, k in slots]
+        distributed = dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+        if distributed:
+            _ = self.trainer.callback_metrics  # Lightning's own syncs, in Lightning's order
+        device = metrics[0].totals.device
+        extra = torch.tensor([float(dropped)], dtype=torch.float64, device=device)
+        *states, extra = reduce_together([metric.totals for metric in metrics] + [extra])
+        batches = torch.stack([state[0, -1] for state in states]).tolist()
+        options = {
+            "on_step": False,
+            "on_epoch": True,
+            "sync_dist": False,
+            "add_dataloader_idx": False,
+        }
+        for (name, k), metric, state, seen in zip(slots, metrics, states, batches, strict=True):
+            metric.reset()
+            if not seen:
+                continue
+            means = metric.means(state)
+            criterion = self._criteria[name]
+            suffix = f"/dataloader_idx_{k}" if loaders > 1 else ""
+            total = criterion.total(means)
+            self._log_own(f"{stage}/{name}{suffix}", total, prog_bar=stage == "val", **options)
+            for term, value in means.items():
+                key = f"{stage}/{name}/{term}{suffix}"
+                self._log_own(key, value, prog_bar=stage == "train", **options)
+            if stage == "train" and name == LOSS:
+                criterion.end_epoch(means)
         if self.nonfinite.skips and stage == "train":  # the same count on every process
-            self.log("train/nonfinite_skipped", float(self.nonfinite.skipped_steps), **options)
+            self._log_own("train/nonfinite_skipped", float(self.nonfinite.skipped_steps), **options)
         elif self.nonfinite.skips:
-            dropped_here = {"on_epoch": True, "sync_dist": True, "reduce_fx": "sum"}
-            self.log(f"{stage}/nonfinite_skipped", float(dropped), **dropped_here)
+            self._log_own(f"{stage}/nonfinite_skipped", extra.sum().float(), **options)
+
+    def _loader_count(self, stage: str) -> int:
+        """How many loaders the stage runs (validation and test may have several)."""
+        trainer = self.trainer
         if stage == "train":
-            self.criterion.end_epoch(means)
+            return 1
+        if stage == "test":
+            counts = trainer.num_test_batches
+        elif trainer.sanity_checking:
+            counts = trainer.num_sanity_val_batches
+        else:
+            counts = trainer.num_val_batches
+        return max(1, len(counts)) if isinstance(counts, (list, tuple)) else 1
+
+    def _start_epoch(self, stage: str) -> None:
+        """Forget the last epoch's loaders (they may be reloaded) and step buffers."""
+        for key in [key for key in self._padding if key[0] == stage]:
+            del self._padding[key]
+        if stage == "train":
+            for step in self._step_means.values():
+                step.reset()
+
+    # -- Lightning hooks (a subclass that overrides one calls super()) ----------------------
+
+    def on_train_epoch_start(self) -> None:
+        """Start the epoch's bookkeeping."""
+        self._start_epoch("train")
+
+    def on_validation_epoch_start(self) -> None:
+        """Validate with the weights of the current epoch and step (also after a resume)."""
+        self._start_epoch("val")
+        self.criterion.set_progress(self.current_epoch, self.global_step)
+
+    def on_test_epoch_start(self) -> None:
+        """Start the epoch's bookkeeping."""
+        self._start_epoch("test")
 
     def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
-        """Move scheduled loss weights to the current epoch and step."""
-        self._batch_idx = batch_idx
+        """Move scheduled loss weights to the current epoch and step; note the batch."""
+        self._batch_idx, self._dataloader_idx = batch_idx, 0
         self.criterion.set_progress(self.current_epoch, self.global_step)
 
     def on_validation_batch_start(
         self, batch: Any, batch_idx: int, dataloader_idx: int = 0
     ) -> None:
-        """Note the batch's index (for messages about a non-finite loss)."""
-        self._batch_idx = batch_idx
+        """Note the batch and its loader."""
+        self._batch_idx, self._dataloader_idx = batch_idx, dataloader_idx
 
     def on_test_batch_start(self, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> None:
-        """Note the batch's index (for messages about a non-finite loss)."""
-        self._batch_idx = batch_idx
+        """Note the batch and its loader."""
+        self._batch_idx, self._dataloader_idx = batch_idx, dataloader_idx
 
     def on_after_backward(self) -> None:
         """Drop the step's components (their graph is spent)."""
         self.step_components = None
-
-    def on_validation_epoch_start(self) -> None:
-        """Validate with the weights of the current epoch and step (also after a resume)."""
-        self.criterion.set_progress(self.current_epoch, self.global_step)
 
     def on_train_epoch_end(self) -> None:
         """Log the training epoch's loss values."""
@@ -286,8 +529,10 @@ class LossPlugMixin:
         if self.nonfinite.skips and not self.automatic_optimization:
             raise ValueError(
                 "LossPlugMixin: on_nonfinite='skip' drops the optimizer steps Lightning takes; "
-                "with manual optimization, check the loss in your training_step or use "
-                "on_nonfinite='raise' or 'warn'"
+                "with manual optimization your training_step calls the optimizers itself. "
+                "Fix: use on_nonfinite='raise' or 'warn', or skip the step yourself: "
+                "`loss = self.compute_loss(...)`, then `if torch.isfinite(loss): "
+                "self.manual_backward(loss); opt.step()`"
             )
         if self.trainer.is_global_zero:
             write_layout(self.trainer.loggers, self.criterion.component_names())
@@ -362,7 +607,9 @@ def build_criterion(loss: Any) -> LossModule:
     if is_config(loss):
         check_options(loss, "loss")
         loss = instantiate(loss, _convert_="all")
-    return build_loss(loss)
+    criterion = build_loss(loss)
+    check_mean_reduction(criterion)
+    return criterion
 
 
 def _is_config_value(value: Any) -> bool:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import os
+import signal
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
@@ -52,15 +53,26 @@ def compose_train(tmp_path: Path) -> Iterator[Callable[..., DictConfig]]:
 def run_python(*args: str | Path, cwd: Path, timeout: float) -> subprocess.CompletedProcess[str]:
     """Run the current Python on ``args`` in ``cwd``; output captured as text."""
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "HYDRA_FULL_ERROR": "1"}
-    return subprocess.run(
+    # a session of its own, so that a timeout ends the DDP processes it started too
+    with subprocess.Popen(
         [sys.executable, *map(str, args)],
         cwd=cwd,
         env=env,
-        capture_output=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
         text=True,
-        timeout=timeout,
-        check=False,
-    )
+        start_new_session=True,
+    ) as process:
+        try:
+            stdout, stderr = process.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            stdout, stderr = process.communicate()
+            raise AssertionError(
+                f"{args[0]} did not end within {timeout} s (a hang?); its output ends with:\n"
+                f"{(stdout + stderr)[-3000:]}"
+            ) from None
+    return subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr)
 
 
 def quiet_trainer(**options: object) -> pl.Trainer:

@@ -26,7 +26,7 @@ them by :meth:`CompositeLoss.total`, so logging the parts never costs a second f
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import torch
@@ -60,6 +60,11 @@ class CompositeLoss(LossModule):
         weighting: ``"fixed"`` (the weights as given), ``"uncertainty"`` or ``"dwa"``
             (learned factors multiplying the weights; see the module docstring).
         temperature: DWA's softmax temperature (``None``: 2); only with ``weighting="dwa"``.
+        model_terms: names of terms the model computes itself (a VAE's KL divergence, an
+            auxiliary or regularisation loss), given to :meth:`total` beside the loss terms'
+            values: they take weights like the loss terms (``weights.kl``), are logged as
+            components, and :class:`~lossplug.LossPlugMixin` takes them from its
+            :meth:`~lossplug.LossPlugMixin.model_terms` hook.
         inputs: ``{name: route}``, a route being a :class:`Route` or a mapping with any of
             ``pred``, ``target`` (a key of a dict or an index of a tuple/list) and
             ``activation``; terms not named here read the whole output and target.
@@ -68,7 +73,8 @@ class CompositeLoss(LossModule):
             before any training step.
 
     Raises:
-        ValueError: if there are no terms, an option names no term, a weight or schedule is
+        ValueError: if there are no terms, a model term has a loss term's name, an option
+            names no term, a weight or schedule is
             invalid (the message names the term and option and lists the valid ones), terms
             reading the same output expect different inputs, or a route's activation does
             not give what its term expects.
@@ -83,7 +89,7 @@ class CompositeLoss(LossModule):
 
     name = "composite"
     input_space = "values"
-    repr_options = ("weights", "weighting")
+    repr_options = ("weights", "weighting", "model_terms")
 
     term_weights: Tensor
 
@@ -94,6 +100,7 @@ class CompositeLoss(LossModule):
         weighting: str = "fixed",
         temperature: float | None = None,
         inputs: Mapping[str, Route | Mapping[str, Any]] | None = None,
+        model_terms: Sequence[str] = (),
     ) -> None:
         super().__init__()
         if not terms:
@@ -101,10 +108,13 @@ class CompositeLoss(LossModule):
         self.terms = nn.ModuleDict(
             {name: self._build_term(name, loss) for name, loss in terms.items()}
         )
-        self._index = {name: k for k, name in enumerate(self.terms)}
+        self.model_terms = _check_model_terms(self.name, model_terms, tuple(self.terms))
+        #: every component: the loss terms, then the model's terms.
+        self.names = (*self.terms, *self.model_terms)
+        self._index = {name: k for k, name in enumerate(self.names)}
         schedules = {
             name: parse_schedule(self.name, f"weights.{name}", spec)
-            for name, spec in self._per_term("weights", weights, default=1.0).items()
+            for name, spec in self._per_term("weights", weights, 1.0, self.names).items()
         }
         #: each term's weight: a number, or the schedule it follows.
         self.weights = {
@@ -118,7 +128,7 @@ class CompositeLoss(LossModule):
         self.register_load_state_dict_post_hook(_read_loaded_weights)
         self.routes = {
             name: parse_route(self.name, name, spec, self.terms[name].input_space)
-            for name, spec in self._per_term("inputs", inputs, default=Route()).items()
+            for name, spec in self._per_term("inputs", inputs, Route(), tuple(self.terms)).items()
         }
         self.weighting = weighting
         self.learned = self._build_weighting(weighting, temperature)
@@ -135,16 +145,18 @@ class CompositeLoss(LossModule):
         except (UnknownLossError, TypeError) as error:
             raise type(error)(f"{self.name}: option 'terms.{name}': {error}") from None
 
-    def _per_term(self, option: str, values: Mapping[str, Any] | None, default: Any) -> dict:
-        """``values`` for every term in term order, ``default`` where missing."""
+    def _per_term(
+        self, option: str, values: Mapping[str, Any] | None, default: Any, names: tuple[str, ...]
+    ) -> dict:
+        """``values`` for each of ``names`` in order, ``default`` where missing."""
         values = dict(values or {})
-        unknown = sorted(set(values) - set(self.terms))
+        unknown = sorted(set(values) - set(names))
         if unknown:
             raise ValueError(
                 f"{self.name}: option {option!r} names {unknown}, which are not terms; "
-                f"the terms are {sorted(self.terms)}"
+                f"the terms are {sorted(names)}"
             )
-        return {name: values.get(name, default) for name in self.terms}
+        return {name: values.get(name, default) for name in names}
 
     def _build_weighting(
         self, weighting: str, temperature: float | None
@@ -166,7 +178,7 @@ class CompositeLoss(LossModule):
                         f"and a weight of 0 drives its log-variance to -inf), got {weight!r}"
                     )
         options = {} if temperature is None else {"temperature": temperature}
-        return WEIGHTINGS[weighting](len(self.terms), **options)
+        return WEIGHTINGS[weighting](len(self.names), **options)
 
     def _common_input_space(self) -> str:
         """The input space of the whole output; terms reading one head must agree on it.
@@ -194,8 +206,12 @@ class CompositeLoss(LossModule):
     # -- the loss ---------------------------------------------------------------------------
 
     def component_names(self) -> tuple[str, ...]:
-        """The term names."""
-        return tuple(self.terms)
+        """The term names: the loss terms, then the model terms."""
+        return self.names
+
+    def model_term_names(self) -> tuple[str, ...]:
+        """The names of the terms the model computes (option ``model_terms``)."""
+        return self.model_terms
 
     def components(self, pred: Any, target: Any) -> dict[str, Tensor]:
         """Each term's unweighted value on its route, by name."""
@@ -265,7 +281,7 @@ class CompositeLoss(LossModule):
 
     def varying_weights(self) -> dict[str, Tensor]:
         """The current effective weight of each scheduled term, or of every learned one."""
-        names = tuple(self.terms)
+        names = self.names
         if self.learned is not None:
             return dict(zip(names, self._learned_weights().detach(), strict=True))
         return {names[k]: self.term_weights[k] for k in self._scheduled}
@@ -281,7 +297,27 @@ class CompositeLoss(LossModule):
     def end_epoch(self, epoch_means: Mapping[str, Tensor]) -> None:
         """Hand a learned weighting the training epoch's (process-synced) mean of each term."""
         if self.learned is not None:
-            self.learned.end_epoch(torch.stack([epoch_means[name] for name in self.terms]))
+            self.learned.end_epoch(torch.stack([epoch_means[name] for name in self.names]))
+
+
+def _check_model_terms(
+    loss: str, model_terms: Sequence[str], terms: tuple[str, ...]
+) -> tuple[str, ...]:
+    """The model terms' names, checked: strings, unique, none a loss term's name."""
+    if isinstance(model_terms, str):
+        model_terms = (model_terms,)
+    names = tuple(model_terms)
+    if not all(isinstance(name, str) and name for name in names):
+        raise ValueError(f"{loss}: option 'model_terms' must list names, got {list(names)}")
+    if len(set(names)) != len(names):
+        raise ValueError(f"{loss}: option 'model_terms' names a term twice: {list(names)}")
+    clash = sorted(set(names) & set(terms))
+    if clash:
+        raise ValueError(
+            f"{loss}: option 'model_terms' names {clash}, which are loss terms too; give the "
+            "model's terms other names"
+        )
+    return names
 
 
 def _read_loaded_weights(module: CompositeLoss, incompatible_keys: object) -> None:

@@ -44,7 +44,9 @@ class InputChecks:
         return self.mode == "always"
 
     @contextmanager
-    def batch(self, stage: str, criterion: LossModule, pred: Any, target: Any) -> Iterator[None]:
+    def batch(
+        self, stage: str, criterion: LossModule, pred: Any, target: Any, key: str | None = None
+    ) -> Iterator[None]:
         """A block computing the criterion on one batch, with the checks on or off.
 
         On a checked batch :func:`detect_misuse` runs first, then the block with the loss's
@@ -55,6 +57,8 @@ class InputChecks:
             criterion: the loss about to run.
             pred: its prediction.
             target: its target.
+            key: what "first" counts batches by; default ``stage`` (another key for each
+                further criterion in a stage).
 
         Yields:
             Nothing.
@@ -62,7 +66,7 @@ class InputChecks:
         Raises:
             InputMisuseError: for a certain misuse (see :mod:`lossplug.input_checks.misuse`).
         """
-        due = self.due(stage)
+        due = self.due(key or stage)
         if due:
             detect_misuse(criterion, pred, target, stage)
         with value_checks(due):

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import ClassVar, Literal
+from typing import Any, ClassVar, Literal
 
 from torch import Tensor, nn
 
@@ -60,8 +60,15 @@ class LossModule(nn.Module):
             return None
         return (self.name,)
 
+    def model_term_names(self) -> tuple[str, ...]:
+        """Names of terms the model computes itself, which :meth:`total` also takes.
+
+        None by default; :class:`lossplug.CompositeLoss` declares them with ``model_terms``.
+        """
+        return ()
+
     def measured_components(
-        self, pred: Tensor, target: Tensor
+        self, pred: Any, target: Any
     ) -> tuple[dict[str, Tensor], dict[str, Tensor | int]]:
         """:meth:`components`, and how many items each one's mean was taken over.
 
@@ -133,9 +140,20 @@ class MultiTermLoss(LossModule):
         return self.total(self.components(pred, target))
 
 
-def batch_count(pred: Tensor) -> int:
-    """The number of samples in a batch: the size of the first dimension (1 for a scalar)."""
-    return pred.shape[0] if pred.ndim else 1
+def batch_count(pred: Any) -> int:
+    """The number of samples in a batch: the first dimension of its first tensor.
+
+    ``pred`` may be a tensor or a dict, tuple or list of them (a multi-head output); a scalar,
+    or a value holding no tensor, counts as 1.
+    """
+    if isinstance(pred, Mapping):
+        pred = next(iter(pred.values()), None)
+        return batch_count(pred)
+    if isinstance(pred, (tuple, list)):
+        return batch_count(pred[0]) if pred else 1
+    if isinstance(pred, Tensor) and pred.ndim:
+        return pred.shape[0]
+    return 1
 
 
 def sum_components(components: Mapping[str, Tensor]) -> Tensor:

@@ -3,14 +3,17 @@
 from lossplug.models.knn import KNNAccuracy
 from lossplug.models.nets import MLP, TinyUNet
 from lossplug.models.tasks import Classifier, Embedder, Regressor, Segmenter, to_input_space
+from lossplug.models.vae import VAE, gaussian_kl
 
 __all__ = [
     "MLP",
+    "VAE",
     "Classifier",
     "Embedder",
     "KNNAccuracy",
     "Regressor",
     "Segmenter",
     "TinyUNet",
+    "gaussian_kl",
     "to_input_space",
 ]

@@ -1,0 +1,28 @@
+"""The few places lossplug reads Lightning's own bookkeeping, kept together.
+
+Lightning has no public API for these three facts; ``tests/test_lightning_internals.py``
+fails loudly if a Lightning release moves them.
+"""
+
+from __future__ import annotations
+
+import lightning.pytorch as pl
+
+
+def writes_step_logs(trainer: pl.Trainer) -> bool:
+    """Whether the trainer writes this training step's logs (``log_every_n_steps``).
+
+    The same for every micro-batch of an optimizer step, since Lightning counts optimizer
+    steps.
+    """
+    return bool(trainer.fast_dev_run) or trainer._logger_connector.should_update_logs
+
+
+def logging_step(trainer: pl.Trainer) -> int:
+    """The step at which Lightning writes this training step's logs."""
+    return trainer.fit_loop.epoch_loop._batches_that_stepped
+
+
+def is_last_batch(trainer: pl.Trainer) -> bool:
+    """Whether the current training batch is the epoch's last (an optimizer step follows)."""
+    return bool(trainer.fit_loop.epoch_loop.batch_progress.is_last_batch)

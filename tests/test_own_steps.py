@@ -1,0 +1,205 @@
+"""Own steps: nothing fake is logged, a user's key is never overwritten, and ``compute_loss``
+keeps every guarantee (non-finite policy, input checks, exact counts, diagnostics), manual
+optimization included."""
+
+from __future__ import annotations
+
+import lightning as L
+import pytest
+import torch
+import torch.nn.functional as F
+from conftest import quiet_trainer
+from exact_modules import Classifier, classes, cross_entropy_over, loader, sgd
+from lightning.pytorch.loggers import TensorBoardLogger
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+from torch import Tensor, nn
+
+import lossplug
+from lossplug import LossPlugMixin, NonFiniteLossError
+from lossplug.diagnostics import GradientDiagnostics
+
+TRAIN, VAL = classes(70, seed=1), classes(45, seed=2)
+
+
+class OwnSteps(Classifier):
+    """Its own training and validation steps, which never reach the loss metric."""
+
+    def training_step(self, batch, batch_idx):
+        x, y = batch
+        return F.cross_entropy(self(x), y)
+
+    def validation_step(self, batch, batch_idx):
+        x, y = batch
+        self.log("val/own", F.cross_entropy(self(x), y))
+
+
+def test_a_stage_whose_batches_never_reach_the_loss_logs_no_loss(tmp_path):
+    trainer = quiet_trainer(logger=TensorBoardLogger(tmp_path, name="tb", version=0))
+    trainer.fit(OwnSteps(lr=0.1), loader(TRAIN, 16), loader(VAL, 16))
+    assert not [key for key in trainer.callback_metrics if "loss" in key.split("/")[-1]]
+    events = EventAccumulator(str(tmp_path / "tb" / "version_0"))
+    events.Reload()
+    assert "val/own" in events.Tags()["scalars"]
+    assert not {"train/loss", "val/loss", "train/loss/cross_entropy"} & set(
+        events.Tags()["scalars"]
+    )
+
+
+class LogsItsOwnLoss(Classifier):
+    def training_step(self, batch, batch_idx):
+        x, y = batch
+        loss = self.compute_loss(self(x), y)
+        self.log("train/loss", 123.0, on_step=False, on_epoch=True)
+        return loss
+
+
+def test_lossplug_never_overwrites_a_key_the_user_logs():
+    trainer = quiet_trainer()
+    with pytest.warns(UserWarning, match="you log 'train/loss' yourself"):
+        trainer.fit(LogsItsOwnLoss(), loader(TRAIN, 16))
+    assert trainer.callback_metrics["train/loss"].item() == 123.0
+    model = trainer.lightning_module
+    expected = cross_entropy_over(model, TRAIN)
+    assert trainer.callback_metrics["train/loss/cross_entropy"].item() == pytest.approx(expected)
+
+
+class OwnStepWithComputeLoss(Classifier):
+    nan_batch = -1
+
+    def training_step(self, batch, batch_idx):
+        x, y = batch
+        scale = float("nan") if batch_idx == self.nan_batch else 1.0
+        return self.compute_loss(self(x) * scale, y)
+
+
+def test_compute_loss_in_an_own_step_applies_the_nonfinite_policy():
+    model = OwnStepWithComputeLoss(lr=0.1)
+    model.nan_batch = 2  # the input checks look at batch 0 only
+    with pytest.raises(NonFiniteLossError, match="training loss at epoch 0, batch 2"):
+        quiet_trainer(log_every_n_steps=50).fit(model, loader(TRAIN, 16))
+
+
+def test_compute_loss_in_an_own_step_checks_the_inputs():
+    model = Classifier()
+    model.training_step = lambda batch, batch_idx: model.compute_loss(
+        model(batch[0]).softmax(1), batch[1]
+    )
+    with pytest.raises(lossplug.InputMisuseError, match="remove the softmax"):
+        quiet_trainer().fit(model, loader(TRAIN, 16))
+
+
+def test_compute_loss_hands_the_components_to_gradient_diagnostics():
+    loss = lossplug.CompositeLoss(
+        {"ce": "cross_entropy", "focal": lossplug.build_loss("focal", mode="multiclass")}
+    )
+    model = OwnStepWithComputeLoss(loss=loss)
+    trainer = quiet_trainer(callbacks=[GradientDiagnostics(every_n_steps=1)])
+    trainer.fit(model, loader(TRAIN, 16))
+    assert {"train/grad_norm/ce", "train/grad_norm/focal", "train/grad_cosine/ce__focal"} <= set(
+        trainer.callback_metrics
+    )
+
+
+class Gan(LossPlugMixin, L.LightningModule):
+    """A toy GAN: manual optimization, two optimizers and a criterion each."""
+
+    def __init__(self, on_nonfinite: str = "raise") -> None:
+        super().__init__(loss="bce", optimizer=sgd(), on_nonfinite=on_nonfinite)
+        self.automatic_optimization = False
+        torch.manual_seed(0)
+        self.generator = nn.Linear(8, 8)
+        self.discriminator = nn.Linear(8, 1)
+        self.generator_loss = lossplug.build_loss("bce")
+
+    def training_step(self, batch, batch_idx):
+        real, _ = batch
+        d_opt, g_opt = self.optimizers()
+        fake = self.generator(real)  # the batch as noise: a deterministic toy
+        logits = self.discriminator(torch.cat([real, fake.detach()])).squeeze(1)
+        labels = torch.cat([torch.ones(len(real)), torch.zeros(len(real))])
+        d_loss = self.compute_loss(logits, labels, name="d_loss")
+        d_opt.zero_grad()
+        self.manual_backward(d_loss)
+        d_opt.step()
+        g_logits = self.discriminator(fake).squeeze(1)
+        g_loss = self.compute_loss(
+            g_logits, torch.ones(len(real)), criterion=self.generator_loss, name="g_loss"
+        )
+        g_opt.zero_grad()
+        self.manual_backward(g_loss)
+        g_opt.step()
+
+    def configure_optimizers(self):
+        return [
+            torch.optim.SGD(self.discriminator.parameters(), lr=0.0),
+            torch.optim.SGD(self.generator.parameters(), lr=0.0),
+        ]
+
+
+def test_a_gan_with_two_criteria_logs_each_exactly(tmp_path):
+    model = Gan()
+    logger = TensorBoardLogger(tmp_path, name="tb", version=0)
+    trainer = quiet_trainer(logger=logger, log_every_n_steps=1)
+    trainer.fit(model, loader(TRAIN, 16))  # 70 samples: batches of 16, 16, 16, 16, 6
+    real = TRAIN.tensors[0]
+    with torch.no_grad():
+        fake = model.generator(real)
+        d_logits = model.discriminator(torch.cat([real, fake])).squeeze(1).double()
+        g_logits = model.discriminator(fake).squeeze(1).double()
+    labels = torch.cat([torch.ones(70), torch.zeros(70)]).double()
+    d_expected = F.binary_cross_entropy_with_logits(d_logits, labels).item()
+    g_expected = F.binary_cross_entropy_with_logits(g_logits, torch.ones(70).double()).item()
+    metrics = trainer.callback_metrics
+    assert metrics["train/d_loss"].item() == pytest.approx(d_expected, rel=1e-6)
+    assert metrics["train/d_loss/bce"].item() == pytest.approx(d_expected, rel=1e-6)
+    assert metrics["train/g_loss"].item() == pytest.approx(g_expected, rel=1e-6)
+    assert "train/loss" not in metrics  # the default name was never used
+    events = EventAccumulator(str(tmp_path / "tb" / "version_0"), size_guidance={"scalars": 0})
+    events.Reload()
+    steps = [event.step for event in events.Scalars("train_step/g_loss/bce")]
+    assert len(steps) == len(set(steps)) == 5  # one point a training step
+
+
+def test_skip_under_manual_optimization_is_refused_before_training_with_the_fix():
+    with pytest.raises(ValueError, match=r"on_nonfinite='skip'.*manual optimization.*isfinite"):
+        quiet_trainer().fit(Gan(on_nonfinite="skip"), loader(TRAIN, 16))
+
+
+def test_a_second_criterion_needs_a_name_of_its_own():
+    model = Classifier()
+    model.training_step = lambda batch, batch_idx: model.compute_loss(
+        model(batch[0]), batch[1], criterion=lossplug.build_loss("focal", mode="multiclass")
+    )
+    with pytest.raises(ValueError, match="give each criterion a name of its own"):
+        quiet_trainer().fit(model, loader(TRAIN, 16))
+
+
+def test_compute_loss_outside_a_stage_asks_for_one():
+    model = Classifier()
+    model.trainer = L.Trainer(logger=False)
+    x, y = TRAIN.tensors
+    with pytest.raises(RuntimeError, match="pass stage="):
+        model.compute_loss(model(x), y)
+
+
+def _class_index_error_batch(batch_idx: int) -> Tensor:
+    return torch.tensor([7] + [0] * 15) if batch_idx == 2 else torch.zeros(16, dtype=torch.long)
+
+
+def test_a_class_index_out_of_range_on_an_unchecked_batch_gets_lossplug_s_message():
+    class BadThirdBatch(Classifier):
+        def training_step(self, batch, batch_idx):
+            x, _ = batch
+            return self.compute_loss(self(x), _class_index_error_batch(batch_idx))
+
+    match = r"^cross_entropy: class index 7 in 'target' is out of range for 4 classes"
+    with pytest.raises(ValueError, match=match):  # check_inputs='first' checked batch 0 only
+        quiet_trainer().fit(BadThirdBatch(lr=0.1), loader(TRAIN, 16))
+
+
+def test_predict_takes_inputs_and_target_batches():
+    model = Classifier()
+    predictions = quiet_trainer().predict(model, loader(VAL, 16))
+    with torch.no_grad():
+        expected = model(VAL.tensors[0])
+    torch.testing.assert_close(torch.cat(predictions), expected)
