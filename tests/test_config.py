@@ -47,6 +47,7 @@ LOSS_EXPERIMENTS = [
     ("bce", "segmentation"),
     ("triplet", "metric_learning"),
     ("contrastive", "metric_learning"),
+    ("vae", "vae"),
 ]
 
 
@@ -66,7 +67,7 @@ def test_the_documented_choices_exist():
             *("mse", "l1", "huber", "smooth_l1"),
             *("cross_entropy", "bce", "kl_div", "hinge", "focal"),
             *("dice", "tversky", "dice_ce", "triplet", "contrastive"),
-            *("dice_ce_ramp", "dice_ce_uncertainty", "dice_ce_dwa", "focal_dice"),
+            *("dice_ce_ramp", "dice_ce_uncertainty", "dice_ce_dwa", "focal_dice", "vae"),
         ]
     )
     assert options("optimizer") == ["adam", "adamw", "rmsprop", "sgd"]
@@ -77,11 +78,14 @@ def test_the_documented_choices_exist():
         "metric_learning",
         "regression",
         "segmentation",
+        "vae",
     ]
     assert {loss for loss, _ in LOSS_EXPERIMENTS} == set(options("loss"))
 
 
-COMPOSITES = {"dice_ce", "dice_ce_ramp", "dice_ce_uncertainty", "dice_ce_dwa", "focal_dice"}
+COMPOSITES = {
+    *("dice_ce", "dice_ce_ramp", "dice_ce_uncertainty", "dice_ce_dwa", "focal_dice", "vae"),
+}
 
 
 @pytest.mark.parametrize("name", [n for n in options("loss") if n not in COMPOSITES])
@@ -106,6 +110,7 @@ def test_every_loss_runs_with_a_matching_experiment(compose_train, loss, experim
     expected = {name: {"dice", "ce"} for name in COMPOSITES} | {
         "focal_dice": {"focal", "dice"},
         "contrastive": {"pos", "neg"},
+        "vae": {"recon", "kl"},
     }
     assert logged == expected.get(loss, {job.model.criterion.name})
 
