@@ -8,14 +8,21 @@ from pathlib import Path
 from conftest import REPO, run_python
 
 
-def test_bench_overhead_quick_writes_one_row_per_component_count(tmp_path: Path):
+def test_bench_overhead_quick_writes_one_row_per_component_count_and_interval(tmp_path: Path):
     result = run_python(
         "scripts/bench_overhead.py", "--quick", "--out", tmp_path, cwd=REPO, timeout=300
     )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     payload = json.loads((tmp_path / "bench_overhead.json").read_text())
     rows = payload["rows"]
-    assert [row["components"] for row in rows] == [1, 4, 16]
+    assert [(row["components"], row["log_every_n_steps"]) for row in rows] == [
+        (1, 10),
+        (1, 1),
+        (4, 10),
+        (4, 1),
+        (16, 10),
+        (16, 1),
+    ]
     for row in rows:
         assert row["mixin_step_ms"] > 0 and row["handwritten_step_ms"] > 0
         assert row["step_ratio"] > 0 and row["epoch_ratio"] > 0
@@ -23,4 +30,5 @@ def test_bench_overhead_quick_writes_one_row_per_component_count(tmp_path: Path)
     assert payload["settings"]["quick"] is True and payload["settings"]["repeats"] == 1
     assert payload["machine"]["cpu"] and payload["source"]
     markdown = (tmp_path / "bench_overhead.md").read_text()
-    assert "| components | mixin ms / step |" in markdown and "| 16 |" in markdown
+    assert "| components | log every n steps | mixin ms / step |" in markdown
+    assert "| 16 | 1 |" in markdown

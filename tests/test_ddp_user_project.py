@@ -10,7 +10,6 @@ timeout).
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 from conftest import REPO, run_python

@@ -19,6 +19,7 @@ from lossplug.training import build
 QUIET_RUN = ("trainer.enable_progress_bar=false", "test=false")
 
 
+@pytest.mark.slow  # about 10 s: a process of its own, two epochs
 def test_the_command_line_run_logs_recon_and_the_weighted_kl(tmp_path):
     result = run_python(
         TRAIN,
