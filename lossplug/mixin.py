@@ -355,8 +355,9 @@ class LossPlugMixin:
         and, for the mixin's criterion, ``train/loss_weight/{component}`` for every weight that
         is not constant. With gradient accumulation the values are the sample-weighted means
         over the step's micro-batches, written once, at the step. Values logged on other
-        steps would never reach a logger. The components go to the loggers in one call: a
-        ``self.log`` per key costs more than a small model's whole step.
+        steps would never reach a logger. The total and the components go to the loggers in
+        one call (the total's ``self.log`` feeds the progress bar only): a ``self.log`` per key
+        costs more than a small model's whole step.
         """
         trainer = self.trainer
         if not writes_step_logs(trainer):
@@ -373,9 +374,10 @@ class LossPlugMixin:
             components = step.means(step.totals)
             step.reset()
             total = criterion.total(components)
-        self._log_own(f"train_step/{name}", total, on_step=True, on_epoch=False, prog_bar=True)
-        prefix = f"train_step/{name}/"
-        self._write_to_loggers({prefix + k: v for k, v in components.items()})
+        key = f"train_step/{name}"
+        self._log_own(key, total, on_step=True, on_epoch=False, prog_bar=True, logger=False)
+        values = {key: total, **{f"{key}/{k}": v for k, v in components.items()}}
+        self._write_to_loggers(values)
         if name == LOSS:
             for term, weight in criterion.varying_weights().items():
                 self._log_own(f"train/loss_weight/{term}", weight, on_step=True, on_epoch=False)

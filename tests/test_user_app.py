@@ -123,3 +123,11 @@ def test_the_own_project_example_trains():
     metrics = example["main"](max_epochs=5)
     assert metrics["val/acc"] > 0.9
     assert metrics["val/loss/focal"] == metrics["val/loss"]
+
+
+def test_the_vae_example_adds_the_model_s_kl_to_the_loss():
+    example = runpy.run_path(str(REPO / "examples" / "vae.py"))
+    metrics = example["main"](max_epochs=3)
+    assert metrics["val/loss/kl"] > 0
+    expected = metrics["val/loss/recon"] + 0.003 * metrics["val/loss/kl"]
+    assert metrics["val/loss"] == pytest.approx(expected, rel=1e-5)
