@@ -29,10 +29,6 @@ class LitVAE(LossPlugMixin, L.LightningModule):
         kl = -0.5 * (1 + logvar - mu**2 - logvar.exp()).sum(dim=1)  # one value per sample
         return self.decoder(z), {"kl": kl}
 
-    def split_batch(self, batch: list[Tensor]) -> tuple[Tensor, Tensor]:
-        """The target is the input."""
-        return batch[0], batch[0]
-
     def loss_inputs(self, output: Any, target: Tensor) -> tuple[Tensor, Tensor]:
         """The loss terms get the reconstruction."""
         return output[0], target
@@ -53,7 +49,8 @@ LOSS = {  # what loss=vae gives in a Hydra app
 def main(max_epochs: int = 10) -> dict[str, float]:
     """Train on the digits; the final metrics."""
     digits = load_digits()
-    data = TensorDataset(torch.tensor(digits.data, dtype=torch.float32) / 16)
+    images = torch.tensor(digits.data, dtype=torch.float32) / 16
+    data = TensorDataset(images, images)  # (input, target): the target is the input
     train, val = random_split(data, [0.8, 0.2], generator=torch.Generator().manual_seed(0))
     optimizer = {"_target_": "torch.optim.AdamW", "_partial_": True, "lr": 0.003}
     model = LitVAE(loss=LOSS, optimizer=optimizer)
