@@ -1,12 +1,13 @@
 """The few places lossplug reads Lightning's own bookkeeping, kept together.
 
-Lightning has no public API for these three facts; ``tests/test_lightning_internals.py``
+Lightning has no public API for these facts; ``tests/test_lightning_internals.py``
 fails loudly if a Lightning release moves them.
 """
 
 from __future__ import annotations
 
 import lightning.pytorch as pl
+from lightning.pytorch.loggers import Logger
 
 
 def writes_step_logs(trainer: pl.Trainer) -> bool:
@@ -26,3 +27,8 @@ def logging_step(trainer: pl.Trainer) -> int:
 def is_last_batch(trainer: pl.Trainer) -> bool:
     """Whether the current training batch is the epoch's last (an optimizer step follows)."""
     return bool(trainer.fit_loop.epoch_loop.batch_progress.is_last_batch)
+
+
+def logger_prefix(logger: Logger) -> str:
+    """The prefix a logger puts before every key (``TensorBoardLogger(prefix=...)``)."""
+    return str(getattr(logger, "_prefix", ""))

@@ -40,7 +40,7 @@ from lossplug.nonfinite import NonFiniteGuard, drop_unless
 from lossplug.optim import OptimizerSpec, SchedulerSpec
 from lossplug.padding import PaddedEpoch, padded_epoch, take_rows
 from lossplug.registry import build_loss
-from lossplug.tensorboard import log_final_hparams, write_layout
+from lossplug.tensorboard import log_final_hparams, write_layout, write_scalars
 
 STAGES = ("train", "val", "test")
 #: the root of the logged names of the mixin's criterion: ``{stage}/loss``.
@@ -389,13 +389,12 @@ class LossPlugMixin:
         The values are read back in one transfer (one device sync, not one per value).
         """
         values = {key: value for key, value in values.items() if key not in self._user_keys}
-        if not values:
+        if not values or not self.trainer.is_global_zero:
             return
         read = torch.stack([value.detach().reshape(()) for value in values.values()]).tolist()
-        scalars = dict(zip(values, read, strict=True))
-        step = logging_step(self.trainer)
-        for logger in self.loggers:
-            logger.log_metrics(scalars, step)
+        write_scalars(
+            self.loggers, dict(zip(values, read, strict=True)), logging_step(self.trainer)
+        )
 
     def log_epoch_loss(self, stage: str) -> None:
         """Log the epoch values of ``stage`` (one collective) and start a new epoch.

@@ -8,6 +8,7 @@ from __future__ import annotations
 import lightning as L
 from conftest import quiet_trainer
 from exact_modules import Classifier, classes, loader
+from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 
 from lossplug import _lightning
 
@@ -34,3 +35,9 @@ def test_the_three_facts_lossplug_reads_from_lightning():
     assert writes == (False, True, False, True)  # steps 2 and 4 are logging steps
     assert steps == (0, 1, 2, 3)  # the step each batch's logs are written at
     assert last == (False, False, False, True)
+
+
+def test_the_prefix_a_logger_puts_before_its_keys(tmp_path):
+    assert _lightning.logger_prefix(TensorBoardLogger(tmp_path, prefix="run")) == "run"
+    assert _lightning.logger_prefix(TensorBoardLogger(tmp_path)) == ""
+    assert _lightning.logger_prefix(CSVLogger(tmp_path)) == ""
