@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+
 import lightning as L
+import torch.distributed as dist
 from lightning.pytorch.strategies import DDPStrategy
+
+COLLECTIVES = ("all_reduce", "all_gather", "all_gather_into_tensor", "broadcast", "barrier")
 
 
 def two_rank_cpu_trainer(**options: object) -> L.Trainer:
@@ -22,3 +28,24 @@ def two_rank_cpu_trainer(**options: object) -> L.Trainer:
         "enable_model_summary": False,
     }
     return L.Trainer(**{**settings, **options})
+
+
+@contextmanager
+def counting_collectives(calls: list[str]) -> Iterator[None]:
+    """Append the name of each ``torch.distributed`` collective the block calls to ``calls``."""
+    originals = {name: getattr(dist, name) for name in COLLECTIVES}
+    for name, original in originals.items():
+        setattr(dist, name, _counting(original, name, calls))
+    try:
+        yield
+    finally:
+        for name, original in originals.items():
+            setattr(dist, name, original)
+
+
+def _counting(function: Callable, name: str, calls: list[str]) -> Callable:
+    def counted(*args, **kwargs):
+        calls.append(name)
+        return function(*args, **kwargs)
+
+    return counted

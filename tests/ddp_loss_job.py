@@ -20,9 +20,8 @@ from pathlib import Path
 
 import lightning as L
 import torch
-import torch.distributed as dist
 import torch.nn.functional as F
-from ddp_cpu import two_rank_cpu_trainer
+from ddp_cpu import counting_collectives, two_rank_cpu_trainer
 from lightning.pytorch.loggers import TensorBoardLogger
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
@@ -32,7 +31,6 @@ from lossplug import LossPlugMixin
 from lossplug.losses import CrossEntropyLoss, FocalLoss, MSELoss, TripletLoss
 
 RANK_SLICES = (slice(0, 100), slice(100, 157))
-COLLECTIVES = ("all_reduce", "all_gather", "all_gather_into_tensor", "broadcast", "barrier")
 
 
 def make_data(mode: str) -> TensorDataset:
@@ -91,27 +89,13 @@ class Job(LossPlugMixin, L.LightningModule):
 
     def on_validation_epoch_end(self) -> None:
         calls: list[str] = []
-        originals = {name: getattr(dist, name) for name in COLLECTIVES}
-        for name, original in originals.items():
-            setattr(dist, name, _counting(original, name, calls))
-        try:
+        with counting_collectives(calls):
             super().on_validation_epoch_end()
-        finally:
-            for name, original in originals.items():
-                setattr(dist, name, original)
         self.collectives = calls
 
 
 def _sgd(params):
     return torch.optim.SGD(params, lr=0.1)
-
-
-def _counting(function, name: str, calls: list[str]):
-    def counted(*args, **kwargs):
-        calls.append(name)
-        return function(*args, **kwargs)
-
-    return counted
 
 
 def reference(model: Job) -> dict[str, float]:

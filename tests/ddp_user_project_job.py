@@ -21,8 +21,8 @@ from pathlib import Path
 
 import lightning as L
 import torch
-import torch.distributed as dist
 import torch.nn.functional as F
+from ddp_cpu import counting_collectives
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import TensorBoardLogger
 from torch import Tensor, nn
@@ -33,7 +33,6 @@ from lossplug import CompositeLoss, LossPlugMixin
 from lossplug.losses import CrossEntropyLoss, FocalLoss
 
 SIZES = {"train": 203, "val0": 101, "val1": 57, "test": 75}
-COLLECTIVES = ("all_reduce", "all_gather", "all_gather_into_tensor", "broadcast", "barrier")
 
 
 def dataset(name: str) -> TensorDataset:
@@ -69,16 +68,8 @@ class UserModule(LossPlugMixin, L.LightningModule):
         self.log(f"{stage}/acc", metric, on_step=False, on_epoch=True, prog_bar=True)
 
     def compute_loss(self, *args, **kwargs) -> Tensor:
-        calls: list[str] = []
-        originals = {name: getattr(dist, name) for name in COLLECTIVES}
-        for name, original in originals.items():
-            setattr(dist, name, _counting(original, name, calls))
-        try:
+        with counting_collectives(self.collectives_in_loss):
             return super().compute_loss(*args, **kwargs)
-        finally:
-            for name, original in originals.items():
-                setattr(dist, name, original)
-            self.collectives_in_loss += calls
 
     def train_dataloader(self) -> DataLoader:
         return DataLoader(dataset("train"), batch_size=16, shuffle=True)
@@ -92,14 +83,6 @@ class UserModule(LossPlugMixin, L.LightningModule):
 
 def _sgd(params):
     return torch.optim.SGD(params, lr=0.0)
-
-
-def _counting(function, name: str, calls: list[str]):
-    def counted(*args, **kwargs):
-        calls.append(name)
-        return function(*args, **kwargs)
-
-    return counted
 
 
 def reference(model: UserModule, name: str) -> dict[str, float]:
