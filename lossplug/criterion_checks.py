@@ -8,6 +8,7 @@ from typing import Any
 from torch import Tensor, nn
 
 from lossplug._config import ConfigError
+from lossplug.functional._precision import at_least_float32
 from lossplug.losses.base import LossModule
 
 
@@ -74,8 +75,10 @@ def term_mean(value: Tensor, samples: int) -> tuple[Tensor, int]:
     """A model term as a batch mean and the number of samples it covers.
 
     A scalar is taken as the batch's mean and covers the batch's ``samples``; a tensor with
-    one row per sample (``(B,)`` or ``(B, ...)``) is averaged, covering its ``B`` rows.
+    one row per sample (``(B,)`` or ``(B, ...)``) is averaged, covering its ``B`` rows. 16-bit
+    terms are averaged in float32, as the losses compute.
     """
+    value = at_least_float32(value)
     if value.ndim == 0:
         return value, samples
     return value.mean(), value.shape[0]

@@ -17,6 +17,7 @@ logging of every loss component come with it.
 from __future__ import annotations
 
 import inspect
+import re
 import warnings
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -45,6 +46,8 @@ from lossplug.tensorboard import log_final_hparams, write_layout, write_scalars
 STAGES = ("train", "val", "test")
 #: the root of the logged names of the mixin's criterion: ``{stage}/loss``.
 LOSS = "loss"
+#: what Lightning appends to a key logged from one of several loaders.
+_LOADER_SUFFIX = re.compile(r"/dataloader_idx_\d+$")
 #: where the mixin's own state (the skipped-step counter) is kept in a checkpoint.
 CHECKPOINT_KEY = "lossplug"
 
@@ -111,6 +114,10 @@ class LossPlugMixin:
         self._batch_idx = 0  # the current batch's index in its epoch
         self._dataloader_idx = 0
         self._padding: dict[tuple[str, int], PaddedEpoch | None] = {}
+        self._positions: dict[tuple[str, int], int] = {}  # batches of each loader this epoch
+        self._batch_samples = 0  # samples in the current batch
+        self._real_samples: int | None = None  # of them real, where the sampler repeats some
+        self._own_epoch_keys: set[str] = set()  # epoch keys lossplug logged in this hook
         self._step_means: dict[str, LossMetrics] = {}  # per optimizer step, with accumulation
         self._user_keys: set[str] = set()
         self._left_to_user: set[str] = set()
@@ -140,11 +147,7 @@ class LossPlugMixin:
         return {}
 
     def update_metrics(self, stage: str, output: Any, target: Any) -> None:
-        """Update and log metrics for one batch of ``stage``; by default there are none.
-
-        Under DDP the batch comes without the samples a distributed sampler repeats (and a
-        batch of repeats alone is not passed), so your metrics count each sample once too.
-        """
+        """Update and log metrics for one batch of ``stage``; by default there are none."""
 
     # -- steps ------------------------------------------------------------------------------
 
@@ -163,11 +166,7 @@ class LossPlugMixin:
         pred, loss_target = self.loss_inputs(output, target)
         terms = self.model_terms(output)
         total = self.compute_loss(pred, loss_target, terms=terms, stage=stage)
-        rows = self._real_rows(stage, batch_count(pred))
-        if rows is None:
-            self.update_metrics(stage, output, target)
-        elif rows:
-            self.update_metrics(stage, take_rows(output, rows), take_rows(target, rows))
+        self.update_metrics(stage, output, target)
         return total
 
     def training_step(self, batch: Any, batch_idx: int) -> Tensor:
@@ -193,7 +192,6 @@ class LossPlugMixin:
         target: Any,
         *,
         terms: Mapping[str, Tensor] | None = None,
-        criterion: LossModule | None = None,
         name: str = LOSS,
         stage: str | None = None,
     ) -> Tensor:
@@ -209,18 +207,19 @@ class LossPlugMixin:
             pred: the criterion's prediction (a tensor, or a dict/tuple for routed terms).
             target: the criterion's target.
             terms: loss terms the model computed (see :meth:`model_terms`).
-            criterion: the loss to compute; default :attr:`criterion`. A GAN's second loss,
-                say, is passed here on every call, under a ``name`` of its own.
-            name: the root of the logged names: ``{stage}/{name}``,
-                ``{stage}/{name}/{component}``, ``train_step/{name}``. A second criterion
-                needs a name of its own; use the same names on every process.
+            name: which criterion, and the root of its logged names: ``{stage}/{name}``,
+                ``{stage}/{name}/{component}``, ``train_step/{name}``. Default ``"loss"``,
+                :attr:`criterion`; others are registered with :meth:`register_criterion`.
             stage: ``"train"``, ``"val"`` or ``"test"``; default: the trainer's current one.
 
         Returns:
             The total loss (weighted sum of the components and terms) to backpropagate.
+
+        Raises:
+            ValueError: for a ``name`` no criterion is registered under.
         """
         stage = stage or self._current_stage()
-        criterion = self._criterion_for(name, criterion)
+        criterion = self._criterion_for(name)
         checks = stage if name == LOSS else f"{stage}/{name}"  # each criterion's first batch
         with self.input_checks.batch(stage, criterion, pred, target, key=checks):
             components, counts = criterion.measured_components(pred, target)
@@ -234,7 +233,7 @@ class LossPlugMixin:
         if stage == "train" and name == LOSS:
             self.step_components = components
         keep = self.nonfinite.observe(stage, self.current_epoch, self._batch_idx, total, components)
-        rows = self._real_rows(stage, batch_count(pred))
+        rows = self._real_rows(pred)
         logged, logged_counts = components, counts
         if rows is not None:
             logged, logged_counts = self._rows_only(criterion, pred, target, terms, rows)
@@ -245,6 +244,37 @@ class LossPlugMixin:
         if stage == "train":
             self._log_step(name, criterion, total, components, counts)
         return total
+
+    def register_criterion(self, name: str, loss: Any = None) -> LossModule:
+        """Add a criterion that :meth:`compute_loss` logs under ``name`` (call in ``__init__``).
+
+        A GAN's generator and discriminator losses, say: every process registers the same
+        names when the module is built, so their epoch values share the epoch's one
+        collective.
+
+        Args:
+            name: the root of its logged names (``train/{name}``, ...); not ``"loss"``.
+            loss: as the mixin's ``loss`` argument (a config, a registered name, a module or a
+                callable); ``None`` for the mixin's own :attr:`criterion` under another name.
+
+        Returns:
+            The built criterion (a submodule, so it moves with the module).
+
+        Raises:
+            ValueError: for a name that is taken or empty.
+        """
+        if not name or name in self._criteria or "/" in name:
+            raise ValueError(
+                f"LossPlugMixin.register_criterion: name {name!r} must be new, non-empty and "
+                f"without '/'; registered: {list(self._criteria)}"
+            )
+        criterion = self.criterion if loss is None else build_criterion(loss)
+        if criterion is not self.criterion:
+            self.add_module(f"criterion_{name}", criterion)
+        self._criteria[name] = criterion
+        for stage in STAGES:
+            self._epoch_metric(stage, name, 0)
+        return criterion
 
     def _rows_only(
         self, criterion: LossModule, pred: Any, target: Any, terms: Mapping[str, Tensor], rows: int
@@ -260,16 +290,52 @@ class LossPlugMixin:
                 components[term], counts[term] = term_mean(take_rows(value, rows), rows)
         return components, counts
 
-    def _real_rows(self, stage: str, rows: int) -> int | None:
-        """How many leading rows of this batch are real samples, if a sampler repeated some."""
-        key = (stage, self._dataloader_idx)
-        if key not in self._padding:
-            self._padding[key] = padded_epoch(self._stage_loader(stage, self._dataloader_idx))
-        padded = self._padding[key]
-        if padded is None:
+    def _real_rows(self, pred: Any) -> int | None:
+        """How many leading rows of ``pred`` are real samples, if the sampler repeated some.
+
+        The loss inputs must then have one row per sample of the batch; otherwise the repeats
+        cannot be told apart, which is warned about once.
+        """
+        real = self._real_samples
+        if real is None:
             return None
-        real = padded.real_rows(self._batch_idx, rows)
-        return real if real < rows else None
+        rows = batch_count(pred)
+        if rows != self._batch_samples:
+            if "rows" not in self._left_to_user:
+                self._left_to_user.add("rows")
+                warnings.warn(
+                    f"LossPlugMixin: the loss inputs have {rows} rows for a batch of "
+                    f"{self._batch_samples} samples, so the "
+                    f"{self._batch_samples - real} sample(s) the DistributedSampler repeats "
+                    "in this batch count in the epoch means. Fix: give compute_loss one row "
+                    "per sample (reduce per sample in loss_inputs or the loss), or let no "
+                    "sampler pad (a dataset size divisible by the number of processes, or "
+                    "DistributedSampler(drop_last=True))",
+                    stacklevel=3,
+                )
+            return None
+        return real
+
+    def _start_batch(self, stage: str, batch: Any, batch_idx: int, dataloader_idx: int) -> None:
+        """Note where a batch stands: its index, loader, size and how many samples are real.
+
+        The position in the sampler's order is counted here rather than taken from
+        ``batch_idx``, which continues from a mid-epoch checkpoint while a plain loader
+        starts its epoch over.
+        """
+        self._batch_idx, self._dataloader_idx = batch_idx, dataloader_idx
+        self._own_epoch_keys.clear()
+        key = (stage, dataloader_idx)
+        position = self._positions.get(key, 0)
+        self._positions[key] = position + 1
+        if key not in self._padding:
+            self._padding[key] = padded_epoch(self._stage_loader(stage, dataloader_idx))
+        padded = self._padding[key]
+        self._real_samples = None
+        if padded is not None:
+            self._batch_samples = batch_count(batch)
+            real = padded.real_rows(position, self._batch_samples)
+            self._real_samples = real if real < self._batch_samples else None
 
     def _stage_loader(self, stage: str, dataloader_idx: int) -> Any:
         """The loader this stage's batches come from, as the trainer set it up."""
@@ -279,7 +345,8 @@ class LossPlugMixin:
             "val": trainer.val_dataloaders,
             "test": trainer.test_dataloaders,
         }.get(stage)
-        if isinstance(loaders, (list, tuple)):
+        # several train loaders make one combined batch: no row belongs to one sampler
+        if isinstance(loaders, (list, tuple)) and stage != "train":
             return loaders[dataloader_idx] if dataloader_idx < len(loaders) else None
         return loaders
 
@@ -297,19 +364,14 @@ class LossPlugMixin:
             "test; pass stage='train', 'val' or 'test'"
         )
 
-    def _criterion_for(self, name: str, criterion: LossModule | None) -> LossModule:
-        """The criterion logged under ``name``, registered on its first use."""
-        known = self._criteria.get(name)
+    def _criterion_for(self, name: str) -> LossModule:
+        """The criterion registered under ``name``."""
+        criterion = self._criteria.get(name)
         if criterion is None:
-            criterion = self.criterion if known is None else known
-        if known is None:
-            check_mean_reduction(criterion)
-            self._criteria[name] = criterion
-        elif known is not criterion:
             raise ValueError(
-                f"LossPlugMixin.compute_loss: name={name!r} is logged for another criterion "
-                f"already; give each criterion a name of its own (the default {LOSS!r} is "
-                "the mixin's criterion)"
+                f"LossPlugMixin.compute_loss: no criterion is registered under name={name!r}; "
+                f"register it in __init__ with self.register_criterion({name!r}, loss) (the "
+                f"names: {list(self._criteria)})"
             )
         return criterion
 
@@ -324,13 +386,24 @@ class LossPlugMixin:
     # -- logging ----------------------------------------------------------------------------
 
     def log(self, name: str, value: Any, *args: Any, **kwargs: Any) -> None:
-        """``LightningModule.log``; lossplug leaves every key you log here to you."""
+        """``LightningModule.log``; lossplug leaves every key you log here to you.
+
+        Raises:
+            ValueError: for a key lossplug has just logged in this epoch-end hook (log yours
+                before calling ``super()`` in the hook, or under another name).
+        """
+        if name in self._own_epoch_keys:
+            raise ValueError(
+                f"LossPlugMixin: {name!r} holds lossplug's exact epoch value, logged in this "
+                "hook already; log yours before calling super() in the hook (lossplug then "
+                "leaves the key to you), or under another name"
+            )
         self._user_keys.add(name)
         super().log(name, value, *args, **kwargs)  # type: ignore[misc]
 
     def _log_own(self, name: str, value: Any, **options: Any) -> None:
-        """Log one of lossplug's keys, unless the user logs that key."""
-        if name in self._user_keys:
+        """Log one of lossplug's keys, unless the user logs that key (on any loader)."""
+        if name in self._user_keys or _LOADER_SUFFIX.sub("", name) in self._user_keys:
             if name not in self._left_to_user:
                 self._left_to_user.add(name)
                 warnings.warn(
@@ -339,6 +412,8 @@ class LossPlugMixin:
                     stacklevel=3,
                 )
             return
+        if options.get("on_epoch"):
+            self._own_epoch_keys.add(name)
         super().log(name, value, **options)  # type: ignore[misc]
 
     def _log_step(
@@ -392,9 +467,8 @@ class LossPlugMixin:
         if not values or not self.trainer.is_global_zero:
             return
         read = torch.stack([value.detach().reshape(()) for value in values.values()]).tolist()
-        write_scalars(
-            self.loggers, dict(zip(values, read, strict=True)), logging_step(self.trainer)
-        )
+        scalars = {**dict(zip(values, read, strict=True)), "epoch": float(self.current_epoch)}
+        write_scalars(self.loggers, scalars, logging_step(self.trainer))
 
     def log_epoch_loss(self, stage: str) -> None:
         """Log the epoch values of ``stage`` (one collective) and start a new epoch.
@@ -418,6 +492,7 @@ class LossPlugMixin:
         every process, so that every process runs its collectives in the same order.
         """
         dropped = self.nonfinite.end_epoch(stage)
+        self._own_epoch_keys.clear()
         loaders = self._loader_count(stage)
         slots = [(name, k) for name in self._criteria for k in range(loaders)]
         metrics = [self._epoch_metric(stage, name, k) for name, k in slots]
@@ -467,9 +542,11 @@ class LossPlugMixin:
         return max(1, len(counts)) if isinstance(counts, (list, tuple)) else 1
 
     def _start_epoch(self, stage: str) -> None:
-        """Forget the last epoch's loaders (they may be reloaded) and step buffers."""
+        """Forget the last epoch's loaders (they may be reloaded), positions and step buffers."""
         for key in [key for key in self._padding if key[0] == stage]:
             del self._padding[key]
+        for key in [key for key in self._positions if key[0] == stage]:
+            del self._positions[key]
         if stage == "train":
             for step in self._step_means.values():
                 step.reset()
@@ -491,18 +568,18 @@ class LossPlugMixin:
 
     def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
         """Move scheduled loss weights to the current epoch and step; note the batch."""
-        self._batch_idx, self._dataloader_idx = batch_idx, 0
+        self._start_batch("train", batch, batch_idx, 0)
         self.criterion.set_progress(self.current_epoch, self.global_step)
 
     def on_validation_batch_start(
         self, batch: Any, batch_idx: int, dataloader_idx: int = 0
     ) -> None:
         """Note the batch and its loader."""
-        self._batch_idx, self._dataloader_idx = batch_idx, dataloader_idx
+        self._start_batch("val", batch, batch_idx, dataloader_idx)
 
     def on_test_batch_start(self, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> None:
         """Note the batch and its loader."""
-        self._batch_idx, self._dataloader_idx = batch_idx, dataloader_idx
+        self._start_batch("test", batch, batch_idx, dataloader_idx)
 
     def on_after_backward(self) -> None:
         """Drop the step's components (their graph is spent)."""

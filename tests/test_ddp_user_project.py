@@ -73,3 +73,13 @@ def test_the_user_s_metrics_are_logged_beside_lossplug_s(user_run):
 def test_computing_the_loss_runs_no_collective(user_run):
     run, _ = user_run
     assert run["collectives_in_loss"] == []
+
+
+def test_a_criterion_only_one_process_computes_is_logged_on_both(tmp_path):
+    out = tmp_path / "metrics.json"
+    result = run_python(REPO / "tests" / "ddp_names_job.py", out, cwd=REPO / "tests", timeout=180)
+    assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
+    run = json.loads(out.read_text())
+    # both ranks see the same 32 samples (no distributed sampler), rank 1 alone computes aux
+    assert run["metrics"]["train/aux"] == pytest.approx(run["reference"], rel=1e-6)
+    assert run["metrics"]["train/loss"] == pytest.approx(run["reference"], rel=1e-6)

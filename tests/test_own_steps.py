@@ -13,6 +13,7 @@ from exact_modules import Classifier, classes, cross_entropy_over, loader, sgd
 from lightning.pytorch.loggers import TensorBoardLogger
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from torch import Tensor, nn
+from torch.utils.data import DistributedSampler
 
 import lossplug
 from lossplug import LossPlugMixin, NonFiniteLossError
@@ -109,7 +110,8 @@ class Gan(LossPlugMixin, L.LightningModule):
         torch.manual_seed(0)
         self.generator = nn.Linear(8, 8)
         self.discriminator = nn.Linear(8, 1)
-        self.generator_loss = lossplug.build_loss("bce")
+        self.register_criterion("d_loss")  # the mixin's criterion (bce) under its own name
+        self.register_criterion("g_loss", "bce")
 
     def training_step(self, batch, batch_idx):
         real, _ = batch
@@ -122,9 +124,7 @@ class Gan(LossPlugMixin, L.LightningModule):
         self.manual_backward(d_loss)
         d_opt.step()
         g_logits = self.discriminator(fake).squeeze(1)
-        g_loss = self.compute_loss(
-            g_logits, torch.ones(len(real)), criterion=self.generator_loss, name="g_loss"
-        )
+        g_loss = self.compute_loss(g_logits, torch.ones(len(real)), name="g_loss")
         g_opt.zero_grad()
         self.manual_backward(g_loss)
         g_opt.step()
@@ -165,13 +165,19 @@ def test_skip_under_manual_optimization_is_refused_before_training_with_the_fix(
         quiet_trainer().fit(Gan(on_nonfinite="skip"), loader(TRAIN, 16))
 
 
-def test_a_second_criterion_needs_a_name_of_its_own():
+def test_a_name_without_a_registered_criterion_says_how_to_register_one():
     model = Classifier()
     model.training_step = lambda batch, batch_idx: model.compute_loss(
-        model(batch[0]), batch[1], criterion=lossplug.build_loss("focal", mode="multiclass")
+        model(batch[0]), batch[1], name="aux"
     )
-    with pytest.raises(ValueError, match="give each criterion a name of its own"):
+    with pytest.raises(ValueError, match=r"self.register_criterion\('aux', loss\)"):
         quiet_trainer().fit(model, loader(TRAIN, 16))
+
+
+@pytest.mark.parametrize("name", ["loss", "", "a/b"])
+def test_register_criterion_refuses_a_taken_or_unusable_name(name):
+    with pytest.raises(ValueError, match="must be new, non-empty and without '/'"):
+        Classifier().register_criterion(name, "mse")
 
 
 def test_compute_loss_outside_a_stage_asks_for_one():
@@ -203,3 +209,74 @@ def test_predict_takes_inputs_and_target_batches():
     with torch.no_grad():
         expected = model(VAL.tensors[0])
     torch.testing.assert_close(torch.cat(predictions), expected)
+
+
+# -- a sampler that repeats samples, in one process: rank 1 of 2 --------------------------
+
+NINE = classes(9, seed=5)  # rank 1 of 2 gets samples 1, 3, 5, 7 and a repeat of 0
+
+
+def _rank_one_of_two(data, batch_size: int = 4):
+    sampler = DistributedSampler(data, num_replicas=2, rank=1, shuffle=False)
+    return loader(data, batch_size, sampler=sampler)
+
+
+class CountsMetricCalls(Classifier):
+    def __init__(self) -> None:
+        super().__init__()
+        self.metric_batches: list[int] = []
+
+    def update_metrics(self, stage, output, target):
+        self.metric_batches.append(len(target))
+
+
+def test_a_batch_of_repeats_alone_adds_nothing_but_still_reaches_the_user_s_metrics():
+    model, trainer = CountsMetricCalls(), quiet_trainer()
+    trainer.validate(model, _rank_one_of_two(NINE))
+    x, y = NINE.tensors
+    with torch.no_grad():
+        expected = F.cross_entropy(model(x[1::2]).double(), y[1::2]).item()
+    assert trainer.callback_metrics["val/loss"].item() == pytest.approx(expected, rel=1e-6)
+    assert model.metric_batches == [4, 1]  # the batch as Lightning gives it, every batch
+
+
+class TokenModel(Classifier):
+    """Three 'tokens' a sample: the loss inputs have 3 rows per sample."""
+
+    def loss_inputs(self, output, target):
+        return output.repeat_interleave(3, dim=0), target.repeat_interleave(3)
+
+
+def test_loss_inputs_not_one_row_per_sample_warn_that_repeats_count():
+    model, trainer = TokenModel(), quiet_trainer()
+    with pytest.warns(UserWarning, match=r"6 rows for a batch of 2 samples, so the 1 sample"):
+        trainer.validate(model, _rank_one_of_two(NINE, batch_size=3))  # batches 3, 2 (1 real)
+    x, y = NINE.tensors
+    with torch.no_grad():
+        expected = F.cross_entropy(model(x[[1, 3, 5, 7, 0]]).double(), y[[1, 3, 5, 7, 0]])
+    assert trainer.callback_metrics["val/loss"].item() == pytest.approx(expected.item(), rel=1e-6)
+
+
+class LogsValLossItself(Classifier):
+    def validation_step(self, batch, batch_idx, dataloader_idx=0):
+        self.log("val/loss", 123.0)
+        return super().validation_step(batch, batch_idx, dataloader_idx)
+
+
+def test_a_user_key_is_left_to_the_user_on_every_loader():
+    model, trainer = LogsValLossItself(), quiet_trainer()
+    with pytest.warns(UserWarning, match="you log 'val/loss/dataloader_idx_0' yourself"):
+        trainer.validate(model, [loader(VAL, 16), loader(TRAIN, 16)])
+    for k in (0, 1):
+        assert trainer.callback_metrics[f"val/loss/dataloader_idx_{k}"].item() == 123.0
+
+
+class LogsAfterSuper(Classifier):
+    def on_validation_epoch_end(self):
+        super().on_validation_epoch_end()
+        self.log("val/loss", 1.0)
+
+
+def test_logging_lossplug_s_key_after_super_says_what_to_do():
+    with pytest.raises(ValueError, match=r"'val/loss' holds lossplug's exact epoch value.*before"):
+        quiet_trainer().validate(LogsAfterSuper(), loader(VAL, 16))
