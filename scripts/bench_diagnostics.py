@@ -45,7 +45,7 @@ import lightning.pytorch as pl
 import torch
 from _benchkit import machine_info, markdown_table, paired_ratio, text_table, write_results
 from bench_overhead import quiet_lightning, source_version
-from hydra import compose, initialize_config_module
+from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 from lightning.pytorch.loggers import TensorBoardLogger
 from omegaconf import DictConfig
@@ -104,9 +104,13 @@ class BatchTimer(pl.Callback):
         self.train_end = time.perf_counter()
 
 
+#: the demo app's config (scripts/train.py's).
+DEMO_CONF = Path(__file__).resolve().parents[1] / "conf"
+
+
 def segmentation_config() -> DictConfig:
     """The composed ``train.yaml`` of ``experiment=segmentation``."""
-    with initialize_config_module("lossplug.conf", version_base="1.3"):
+    with initialize_config_dir(str(DEMO_CONF), version_base="1.3"):
         return compose("train", overrides=["experiment=segmentation"])
 
 

@@ -66,10 +66,10 @@ COMPONENTS = (1, 4, 16)
 #: the most the mixin may cost against the hand-written module, by logging interval.
 TARGET_RATIO = {10: 1.0, 1: 1.05}
 BATCH_SIZE = 64
-HIDDEN = (256,)  # as lossplug/conf/model/classifier.yaml
+HIDDEN = (256,)  # as conf/model/classifier.yaml
 DROPOUT = 0.1
-LEARNING_RATE = 0.003  # as lossplug/conf/experiment/classification.yaml
-LOG_EVERY_N_STEPS = (10, 1)  # 10 as lossplug/conf/trainer/default.yaml
+LEARNING_RATE = 0.003  # as conf/experiment/classification.yaml
+LOG_EVERY_N_STEPS = (10, 1)  # 10 as conf/trainer/default.yaml
 SEED = 0
 CAPTURE: dict[str, Any] = {"capture_output": True, "text": True, "check": True}
 

@@ -7,20 +7,26 @@
     python scripts/train.py -m loss=cross_entropy,focal      # a sweep
     python scripts/train.py --help                           # every group and option
 
-The configs are the package's own (``lossplug/conf``), so this works from any directory.
+The app's config is the repository's ``conf/`` (``train.yaml``, ``data``, ``model``,
+``trainer``, ``logger``, ``experiment``, ``pairing``); the ``loss``, ``optimizer``,
+``scheduler`` and ``diagnostics`` groups come from the installed package (``lossplug/conf``),
+as in any Hydra app. It works from any directory.
 A bad override stops the script with one line saying what to fix (exit code 2 for an override
 that cannot be parsed, 1 otherwise); ``HYDRA_FULL_ERROR=1`` shows the full trace instead.
 """
 
 import sys
+from pathlib import Path
 
 import hydra
 from omegaconf import DictConfig
 
 from lossplug._config import check_command_line, one_line_errors
 
+CONF = Path(__file__).resolve().parents[1] / "conf"
 
-@hydra.main(version_base="1.3", config_path="pkg://lossplug.conf", config_name="train")
+
+@hydra.main(version_base="1.3", config_path=str(CONF), config_name="train")
 def main(cfg: DictConfig) -> float | None:
     with one_line_errors():
         from lossplug.training import train  # Lightning is loaded once the command line is good
@@ -31,5 +37,5 @@ def main(cfg: DictConfig) -> float | None:
 
 if __name__ == "__main__":
     with one_line_errors():
-        check_command_line(sys.argv[1:])
+        check_command_line(sys.argv[1:], CONF)
     main()

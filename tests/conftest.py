@@ -13,7 +13,7 @@ from pathlib import Path
 import lightning.pytorch as pl
 import pytest
 import torch
-from hydra import compose, initialize_config_module
+from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, open_dict
@@ -21,6 +21,8 @@ from omegaconf import DictConfig, open_dict
 REPO = Path(__file__).resolve().parents[1]
 #: the training entry point the subprocess tests run.
 TRAIN = REPO / "scripts" / "train.py"
+#: the demo app's own config (the library's groups come from lossplug/conf).
+DEMO_CONF = REPO / "conf"
 
 #: overrides that keep an in-process run of conf/train.yaml small and quiet.
 QUIET = (
@@ -39,7 +41,7 @@ def compose_train(tmp_path: Path) -> Iterator[Callable[..., DictConfig]]:
     """
 
     def compose_(*overrides: str) -> DictConfig:
-        with initialize_config_module("lossplug.conf", version_base="1.3"):
+        with initialize_config_dir(str(DEMO_CONF), version_base="1.3"):
             cfg = compose("train", overrides=[*QUIET, *overrides], return_hydra_config=True)
         with open_dict(cfg):
             cfg.hydra.runtime.output_dir = str(tmp_path)

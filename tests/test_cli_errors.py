@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import TRAIN
+from conftest import DEMO_CONF, TRAIN
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 from torch.utils.data import DataLoader
@@ -201,14 +201,14 @@ COMMAND_LINES = {
 )
 def test_check_command_line_names_the_problem_and_the_fix(args, message):
     with pytest.raises(ConfigError) as error:
-        check_command_line(args)
+        check_command_line(args, DEMO_CONF)
     assert message in str(error.value)
     assert "\n" not in str(error.value)
 
 
 def test_an_unparsable_override_is_a_usage_error():
     with pytest.raises(OverrideSyntaxError, match="cannot read the override 'loss'"):
-        check_command_line(["loss"])
+        check_command_line(["loss"], DEMO_CONF)
 
 
 @pytest.mark.parametrize(
@@ -228,7 +228,7 @@ def test_an_unparsable_override_is_a_usage_error():
     ids=["options", "sweep", "term option", "lossplug options", "plus", "help"],
 )
 def test_good_command_lines_pass(args):
-    check_command_line(args)
+    check_command_line(args, DEMO_CONF)
 
 
 def _raised(call):
@@ -268,7 +268,7 @@ def test_one_line_errors_prints_the_message_and_exits(capsys):
         "Error: focal: option 'gamma' must be a finite number >= 0.0, got -1\n"
     )
     with pytest.raises(SystemExit) as stop, one_line_errors():
-        check_command_line(["loss.gamma==3"])
+        check_command_line(["loss.gamma==3"], DEMO_CONF)
     assert stop.value.code == 2
 
 

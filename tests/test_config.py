@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import softmax_passes
+from conftest import DEMO_CONF, softmax_passes
 from hydra.errors import (
     ConfigCompositionException,
     InstantiationException,
@@ -22,7 +22,9 @@ from lossplug._config import ConfigError
 from lossplug.mixin import build_criterion
 from lossplug.training import build
 
-CONF = Path(lossplug.conf.__file__).parent
+CONF = Path(lossplug.conf.__file__).parent  # the library's groups
+#: where each group lives: the library's in the package, the demo app's in conf/
+GROUP_DIRS = {group: CONF for group in ("loss", "optimizer", "scheduler", "diagnostics")}
 
 #: each loss with an experiment whose data fits it
 LOSS_EXPERIMENTS = [
@@ -52,7 +54,7 @@ LOSS_EXPERIMENTS = [
 
 
 def options(group: str) -> list[str]:
-    return sorted(path.stem for path in (CONF / group).glob("*.yaml"))
+    return sorted(path.stem for path in (GROUP_DIRS.get(group, DEMO_CONF) / group).glob("*.yaml"))
 
 
 def fit(cfg):

@@ -17,7 +17,7 @@ import lightning.pytorch as pl
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import REPO, run_python
+from conftest import DEMO_CONF, REPO, run_python
 from lightning.pytorch.loggers import TensorBoardLogger
 from tensorboard.backend.event_processing.event_accumulator import SCALARS, EventAccumulator
 from torch import Tensor, nn
@@ -373,7 +373,7 @@ def test_diagnostics_are_off_by_default(compose_train):
 
 def test_a_typo_in_a_diagnostics_option_names_the_valid_ones():
     with pytest.raises(ConfigError, match="Did you mean 'every_n_steps'"):
-        check_command_line(["diagnostics=grad", "diagnostics.every_n_step=10"])
+        check_command_line(["diagnostics=grad", "diagnostics.every_n_step=10"], DEMO_CONF)
 
 
 def test_train_script_logs_diagnostics_of_dice_ce(tmp_path):

@@ -11,7 +11,7 @@ import lightning.pytorch as pl
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import REPO, quiet_trainer, run_python
+from conftest import DEMO_CONF, REPO, quiet_trainer, run_python
 from hydra.errors import InstantiationException
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from torch import nn
@@ -344,7 +344,9 @@ def test_every_demo_task_takes_the_options(compose_train, experiment):
 def test_the_command_line_pre_check_accepts_the_options_and_build_names_a_bad_one(
     compose_train,
 ):
-    check_command_line(["on_nonfinite=skip", "check_inputs=always", "+model.on_nonfinite=warn"])
+    check_command_line(
+        ["on_nonfinite=skip", "check_inputs=always", "+model.on_nonfinite=warn"], DEMO_CONF
+    )
     with pytest.raises(InstantiationException, match=r"on_nonfinite.*'explode'"):
         build(compose_train("on_nonfinite=explode"))
 

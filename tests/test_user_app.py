@@ -131,3 +131,16 @@ def test_the_vae_example_adds_the_model_s_kl_to_the_loss():
     assert metrics["val/loss/kl"] > 0
     expected = metrics["val/loss/recon"] + 0.003 * metrics["val/loss/kl"]
     assert metrics["val/loss"] == pytest.approx(expected, rel=1e-5)
+
+
+def test_a_users_hydra_app_sees_only_the_library_s_groups(tmp_path):
+    app_dir = tmp_path / "app"
+    (app_dir / "conf").mkdir(parents=True)
+    (app_dir / "conf" / "config.yaml").write_text(textwrap.dedent(CONFIG))
+    (app_dir / "app.py").write_text(APP)
+    result = run_python("app.py", "--help", cwd=app_dir, timeout=120)
+    assert result.returncode == 0, result.stderr[-3000:]
+    groups = result.stdout.split("== Configuration groups ==")[1].split("== Config ==")[0]
+    listed = {line.split(":")[0].strip() for line in groups.splitlines() if ":" in line}
+    assert listed == {"loss", "optimizer", "scheduler", "diagnostics"}
+    assert "focal" in groups and "adamw" in groups

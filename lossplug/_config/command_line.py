@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Iterator, Sequence
+from pathlib import Path
 from typing import Any
 
-from hydra import compose, initialize_config_module
+from hydra import compose, initialize_config_dir
 from hydra._internal.utils import get_args_parser
 from hydra.core.config_loader import ConfigLoader
 from hydra.core.global_hydra import GlobalHydra
@@ -31,7 +32,7 @@ class OverrideSyntaxError(ConfigError):
 
 
 def check_command_line(
-    args: Sequence[str], config_module: str = "lossplug.conf", config_name: str = "train"
+    args: Sequence[str], config_dir: str | Path, config_name: str = "train"
 ) -> None:
     """Check a command line's overrides before Hydra runs them; each problem in one line.
 
@@ -54,7 +55,8 @@ def check_command_line(
 
     Args:
         args: the command line's arguments (``sys.argv[1:]``).
-        config_module: the module holding the primary config.
+        config_dir: the folder holding the app's primary config (the library's groups are
+            found through lossplug's search-path plugin).
         config_name: the primary config's name (``--config-name`` takes precedence).
 
     Raises:
@@ -72,7 +74,7 @@ def check_command_line(
             f"{sweeps[0]} is a sweep: add -m to run one job per value; or write the value as "
             "a list, key=[a,b], or as a string, key='a,b'"
         )
-    with initialize_config_module(config_module, version_base="1.3"):
+    with initialize_config_dir(str(Path(config_dir).resolve()), version_base="1.3"):
         loader = GlobalHydra.instance().config_loader()
         for job in _jobs(overrides):
             _check_job(loader, flags.config_name or config_name, job)

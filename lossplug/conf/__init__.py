@@ -1,1 +1,5 @@
-"""lossplug's Hydra config groups, shipped in the package and found as ``pkg://lossplug.conf``."""
+"""lossplug's Hydra config groups for any app, found as ``pkg://lossplug.conf``.
+
+``loss``, ``optimizer``, ``scheduler`` and ``diagnostics``; the demo app's own groups are in
+the repository's top-level ``conf/``.
+"""
