@@ -1,7 +1,7 @@
 """What GradientDiagnostics costs per training step, against the same run without it.
 
 The model, loss and data are the default segmentation experiment's, composed from the package's
-Hydra config (``experiment=segmentation``: ``lossplug.models.Segmenter``, a small U-Net on the
+Hydra config (``experiment=segmentation``: ``lossplug.demo.models.Segmenter``, a small U-Net on the
 generated shapes, batch 32, AdamW, loss ``dice_ce`` with its two terms). Each fit trains the
 same seeded model on the same batches for a fixed number of optimizer steps, without
 validation, with a TensorBoard logger in a temporary folder (the diagnostics write to it):

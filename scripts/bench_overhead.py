@@ -1,10 +1,10 @@
 """What LossPlugMixin's steps and component logging cost per step, against a hand-written module.
 
-Both modules train the default experiment's model (``lossplug.models.Classifier``'s digits MLP,
+Both modules train the default experiment's model (``lossplug.demo.models.Classifier``'s digits MLP,
 batch 64, AdamW with lossplug's parameter groups) on the same batches with the same loss, in a
 real ``Trainer.fit`` with no validation and a TensorBoard logger in a temporary folder:
 
-- **mixin**: ``lossplug.models.Classifier``, whose :class:`~lossplug.LossPlugMixin` steps log
+- **mixin**: ``lossplug.demo.models.Classifier``, whose :class:`~lossplug.LossPlugMixin` steps log
   the total and every component;
 - **hand-written**: a ``LightningModule`` in the lightning-hydra-template style that computes
   ``criterion(pred, target)`` and logs only the total, through a torchmetrics ``MeanMetric``,
@@ -57,9 +57,9 @@ from torch.utils.data import DataLoader
 from torchmetrics import MeanMetric
 
 from lossplug import CompositeLoss
-from lossplug.data import DigitsDataModule
+from lossplug.demo.data import DigitsDataModule
+from lossplug.demo.models import MLP, Classifier
 from lossplug.losses import CrossEntropyLoss, LossModule
-from lossplug.models import MLP, Classifier
 from lossplug.optim import OptimizerSpec
 
 COMPONENTS = (1, 4, 16)

@@ -29,7 +29,9 @@ CONF = Path(__file__).resolve().parents[1] / "conf"
 @hydra.main(version_base="1.3", config_path=str(CONF), config_name="train")
 def main(cfg: DictConfig) -> float | None:
     with one_line_errors():
-        from lossplug.training import train  # Lightning is loaded once the command line is good
+        from lossplug.demo.training import (
+            train,  # Lightning is loaded once the command line is good
+        )
 
         metrics = train(cfg)
     return metrics.get("val/loss")

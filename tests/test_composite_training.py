@@ -286,7 +286,7 @@ def test_bad_composite_configs_stop_train_py_before_any_step(overrides, message,
 def test_bad_composite_configs_fail_when_built(compose_train, overrides, message):
     from hydra.errors import InstantiationException
 
-    from lossplug.training import build
+    from lossplug.demo.training import build
 
     cfg = compose_train("experiment=segmentation", *overrides)
     with pytest.raises(Exception) as info:
@@ -298,7 +298,7 @@ def test_bad_composite_configs_fail_when_built(compose_train, overrides, message
 
 
 def test_weights_weighting_and_routes_from_the_command_line(compose_train):
-    from lossplug.training import build
+    from lossplug.demo.training import build
 
     cfg = compose_train(
         "experiment=segmentation",

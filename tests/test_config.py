@@ -19,8 +19,8 @@ from omegaconf import OmegaConf
 
 import lossplug.conf
 from lossplug._config import ConfigError
+from lossplug.demo.training import build
 from lossplug.mixin import build_criterion
-from lossplug.training import build
 
 CONF = Path(lossplug.conf.__file__).parent  # the library's groups
 #: where each group lives: the library's in the package, the demo app's in conf/

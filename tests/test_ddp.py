@@ -16,7 +16,7 @@ from conftest import REPO, run_python
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
-from lossplug.models import Classifier
+from lossplug.demo.models import Classifier
 
 
 @pytest.fixture(scope="module")

@@ -25,9 +25,9 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from lossplug import CompositeLoss, LossPlugMixin, MultiTermLoss
 from lossplug._config import ConfigError, check_command_line
+from lossplug.demo.training import build
 from lossplug.diagnostics import GradientDiagnostics, gradient_statistics
 from lossplug.losses import HuberLoss, L1Loss, MSELoss
-from lossplug.training import build
 
 DDP_JOB = REPO / "tests" / "ddp_diagnostics_job.py"
 

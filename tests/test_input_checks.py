@@ -15,6 +15,7 @@ from torch.utils.data import DataLoader
 import lossplug
 from lossplug import CompositeLoss, build_loss
 from lossplug._validation import value_checks_enabled
+from lossplug.demo.training import build
 from lossplug.input_checks import (
     MIN_VALUES_FOR_HEURISTICS,
     PROBABILITY_LOSSES,
@@ -25,7 +26,6 @@ from lossplug.input_checks import (
 )
 from lossplug.losses import CrossEntropyLoss
 from lossplug.mixin import LossPlugMixin
-from lossplug.training import build
 
 SGD = {"_target_": "torch.optim.SGD", "_partial_": True, "lr": 0.1}
 

@@ -25,11 +25,11 @@ from omegaconf import DictConfig
 from torch import Tensor
 
 from lossplug.composite import CompositeLoss
+from lossplug.demo.training import build
 from lossplug.functional import dice_ce
 from lossplug.functional._precision import at_least_float32
 from lossplug.losses.base import LossModule
 from lossplug.registry import build_loss
-from lossplug.training import build
 
 LOSS_RTOL, LOSS_ATOL = 1e-5, 1e-6
 HALF_DTYPES = (torch.bfloat16, torch.float16)

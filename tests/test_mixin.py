@@ -14,10 +14,10 @@ from omegaconf import OmegaConf
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from lossplug.data import DigitsDataModule
+from lossplug.demo.data import DigitsDataModule
+from lossplug.demo.models import Classifier, KNNAccuracy
 from lossplug.losses import HuberLoss, MultiTermLoss
 from lossplug.mixin import LossPlugMixin
-from lossplug.models import Classifier, KNNAccuracy
 
 SGD = {"_target_": "torch.optim.SGD", "_partial_": True, "lr": 0.1}
 MSE = {"_target_": "lossplug.losses.MSELoss"}

@@ -19,6 +19,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from lossplug import CompositeLoss
 from lossplug._config import check_command_line
+from lossplug.demo.training import build
 from lossplug.losses import MSELoss
 from lossplug.mixin import CHECKPOINT_KEY, LossPlugMixin
 from lossplug.nonfinite import (
@@ -29,7 +30,6 @@ from lossplug.nonfinite import (
     drop_unless,
 )
 from lossplug.registry import CallableLoss
-from lossplug.training import build
 
 BATCH = 4
 BATCHES = 6

@@ -27,13 +27,13 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from tensorboard.backend.event_processing.event_accumulator import SCALARS, EventAccumulator
 from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
 
+from lossplug.demo.training import build_callbacks
 from lossplug.resume import (
     checkpoint_step,
     find_checkpoint,
     latest_version,
     resume_command,
 )
-from lossplug.training import build_callbacks
 
 EPOCHS, BATCHES, EVERY = 3, 8, 4
 KILL_AFTER_STEP = 12  # a checkpoint in the middle of the second epoch

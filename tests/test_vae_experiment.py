@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from conftest import TRAIN, quiet_trainer, run_python
 
-from lossplug.training import build
+from lossplug.demo.training import build
 
 QUIET_RUN = ("trainer.enable_progress_bar=false", "test=false")
 

@@ -15,8 +15,8 @@ import lightning.pytorch as pl
 import torch
 from torch import Tensor, nn
 
+from lossplug.demo.models.nets import MLP
 from lossplug.mixin import LossPlugMixin
-from lossplug.models.nets import MLP
 
 #: what :meth:`VAE.forward` returns: the reconstruction and the model's terms by name.
 VAEOutput = tuple[Tensor, dict[str, Tensor]]
@@ -45,7 +45,7 @@ def gaussian_kl(mu: Tensor, logvar: Tensor) -> Tensor:
 class VAE(LossPlugMixin, pl.LightningModule):
     r"""A variational autoencoder of flat inputs in ``[0, 1]`` (the digits' 64 pixels).
 
-    The encoder (an :class:`~lossplug.models.MLP`) gives each sample's posterior mean
+    The encoder (an :class:`~lossplug.demo.models.MLP`) gives each sample's posterior mean
     :math:`\mu` and log-variance :math:`\log\sigma^2`; the decoder maps a latent code back to
     the inputs through a sigmoid. In training the code is sampled by reparameterisation,
     :math:`z = \mu + \sigma \odot \varepsilon` with :math:`\varepsilon \sim \mathcal N(0, I)`;

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from lossplug.data.base import TensorDataModule
+from lossplug.demo.data.base import TensorDataModule
 
 
 class ShapesDataModule(TensorDataModule):
@@ -21,7 +21,7 @@ class ShapesDataModule(TensorDataModule):
         size: image height and width in pixels.
         shapes_per_image: shapes drawn in each image.
         noise: standard deviation of the additive Gaussian noise.
-        **options: as in :class:`~lossplug.data.base.TensorDataModule`.
+        **options: as in :class:`~lossplug.demo.data.base.TensorDataModule`.
     """
 
     num_classes = 3

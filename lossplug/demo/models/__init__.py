@@ -1,9 +1,9 @@
 """Tiny demo networks and the LightningModules that train them with any lossplug loss."""
 
-from lossplug.models.knn import KNNAccuracy
-from lossplug.models.nets import MLP, TinyUNet
-from lossplug.models.tasks import Classifier, Embedder, Regressor, Segmenter, to_input_space
-from lossplug.models.vae import VAE, gaussian_kl
+from lossplug.demo.models.knn import KNNAccuracy
+from lossplug.demo.models.nets import MLP, TinyUNet
+from lossplug.demo.models.tasks import Classifier, Embedder, Regressor, Segmenter, to_input_space
+from lossplug.demo.models.vae import VAE, gaussian_kl
 
 __all__ = [
     "MLP",

@@ -18,9 +18,9 @@ from torchmetrics import Metric, R2Score
 from torchmetrics.classification import MulticlassAccuracy, MulticlassJaccardIndex
 
 from lossplug._validation import check_choice
+from lossplug.demo.models.knn import KNNAccuracy
+from lossplug.demo.models.nets import MLP, TinyUNet
 from lossplug.mixin import LossPlugMixin
-from lossplug.models.knn import KNNAccuracy
-from lossplug.models.nets import MLP, TinyUNet
 
 TARGET_FORMATS = ("index", "one_hot")
 

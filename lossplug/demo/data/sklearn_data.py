@@ -7,14 +7,14 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from lossplug.data.base import TensorDataModule
+from lossplug.demo.data.base import TensorDataModule
 
 
 class DigitsDataModule(TensorDataModule):
     """Scikit-learn's handwritten digits: 1,797 images of 8x8 pixels, 10 classes.
 
     Inputs are the 64 pixels scaled to [0, 1], float32; targets are class indices (long).
-    Options as in :class:`~lossplug.data.base.TensorDataModule`.
+    Options as in :class:`~lossplug.demo.data.base.TensorDataModule`.
     """
 
     num_features = 64
@@ -32,7 +32,7 @@ class DiabetesDataModule(TensorDataModule):
 
     Features and target are standardised with the training split's mean and standard
     deviation, so a loss of 1 is the target's variance. Options as in
-    :class:`~lossplug.data.base.TensorDataModule`.
+    :class:`~lossplug.demo.data.base.TensorDataModule`.
     """
 
     num_features = 10
