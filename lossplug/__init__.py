@@ -24,7 +24,7 @@ from lossplug.registry import (
 )
 
 if TYPE_CHECKING:
-    from lossplug._config import ConfigError
+    from lossplug.config import ConfigError
     from lossplug.diagnostics import GradientDiagnostics
     from lossplug.mixin import LossPlugMixin
 
@@ -57,7 +57,7 @@ __all__ = [
 
 _LAZY = {
     "LossPlugMixin": "lossplug.mixin",
-    "ConfigError": "lossplug._config",
+    "ConfigError": "lossplug.config",
     "GradientDiagnostics": "lossplug.diagnostics",
 }
 

@@ -34,14 +34,11 @@ from hydra.utils import instantiate
 from torch import nn
 from torch.optim import Optimizer
 
-from lossplug._config import ConfigError, check_options, is_config, split_config
 from lossplug._validation import check_number
+from lossplug.config import ConfigError, check_options, is_config, split_config
+from lossplug.config.options import LIGHTNING_SCHEDULER_OPTIONS, PARAM_GROUP_OPTIONS
 from lossplug.weighting import LearnedWeighting
 
-#: lossplug's parameter-group options in an optimizer config (not passed to the optimizer).
-PARAM_GROUP_OPTIONS = ("lr_mult", "norm_decay_mult", "bias_decay_mult")
-#: Lightning's ``lr_scheduler_config`` keys in a scheduler config.
-LIGHTNING_SCHEDULER_OPTIONS = ("interval", "frequency", "monitor", "strict", "name")
 #: scheduler options that, when ``null``, receive the run's length in ``interval`` units.
 RUN_LENGTH_OPTIONS = ("T_max", "total_steps")
 

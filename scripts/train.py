@@ -21,7 +21,7 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
-from lossplug._config import check_command_line, one_line_errors
+from lossplug.config import check_command_line, one_line_errors
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 

@@ -25,7 +25,7 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf
 from torch.utils.data import DataLoader
 
-from lossplug._config import (
+from lossplug.config import (
     ConfigError,
     OverrideSyntaxError,
     check_command_line,

@@ -18,7 +18,7 @@ from hydra.utils import get_object
 from omegaconf import OmegaConf
 
 import lossplug.conf
-from lossplug._config import ConfigError
+from lossplug.config import ConfigError
 from lossplug.demo.training import build
 from lossplug.mixin import build_criterion
 

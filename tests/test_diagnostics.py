@@ -24,7 +24,7 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from lossplug import CompositeLoss, LossPlugMixin, MultiTermLoss
-from lossplug._config import ConfigError, check_command_line
+from lossplug.config import ConfigError, check_command_line
 from lossplug.demo.training import build
 from lossplug.diagnostics import GradientDiagnostics, gradient_statistics
 from lossplug.losses import HuberLoss, L1Loss, MSELoss

@@ -27,7 +27,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from lossplug import CompositeLoss, UnknownLossError, build_loss
-from lossplug._config import ConfigError
+from lossplug.config import ConfigError
 from lossplug.input_checks import InputMisuseError, InputMisuseWarning
 from lossplug.mixin import LossPlugMixin, build_criterion
 

@@ -18,7 +18,7 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from lossplug import CompositeLoss
-from lossplug._config import check_command_line
+from lossplug.config import check_command_line
 from lossplug.demo.training import build
 from lossplug.losses import MSELoss
 from lossplug.mixin import CHECKPOINT_KEY, LossPlugMixin

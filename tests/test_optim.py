@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from lossplug import CompositeLoss
-from lossplug._config import ConfigError
+from lossplug.config import ConfigError
 from lossplug.optim import OptimizerSpec, ParamGroupOptions, SchedulerSpec, param_groups
 
 

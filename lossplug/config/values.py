@@ -16,8 +16,8 @@ from omegaconf import DictConfig
 from omegaconf.errors import OmegaConfBaseException
 from torch import Tensor
 
-from lossplug._config.options import ConfigError, is_config
-from lossplug._config.wording import closest
+from lossplug.config.options import ConfigError, is_config
+from lossplug.config.wording import closest
 
 
 def current_value(node: DictConfig, key: str) -> Any:

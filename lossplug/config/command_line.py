@@ -2,7 +2,7 @@
 
 Override syntax, sweeps, config-group choices and keys are checked here, against the composed
 config and the ``_target_`` of the config each key sets; the values' types in
-:mod:`lossplug._config.values`.
+:mod:`lossplug.config.values`.
 """
 
 from __future__ import annotations
@@ -22,9 +22,15 @@ from hydra.errors import HydraException, OverrideParseException
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from lossplug._config.options import ConfigError, check_options, is_config
-from lossplug._config.values import check_value, current_value
-from lossplug._config.wording import did_you_mean, one_line
+from lossplug.config.options import (
+    LIGHTNING_SCHEDULER_OPTIONS,
+    PARAM_GROUP_OPTIONS,
+    ConfigError,
+    check_options,
+    is_config,
+)
+from lossplug.config.values import check_value, current_value
+from lossplug.config.wording import did_you_mean, one_line
 
 
 class OverrideSyntaxError(ConfigError):
@@ -224,7 +230,5 @@ def _check_option_name(node: DictConfig, where: str, option: str) -> None:
     """Refuse ``option`` in the config ``node`` unless its target (or lossplug) takes it."""
     own: tuple[str, ...] = ()
     if where in ("optimizer", "scheduler"):  # options lossplug reads itself
-        from lossplug.optim import LIGHTNING_SCHEDULER_OPTIONS, PARAM_GROUP_OPTIONS  # Lightning
-
         own = PARAM_GROUP_OPTIONS if where == "optimizer" else LIGHTNING_SCHEDULER_OPTIONS
     check_options({**OmegaConf.to_container(node), option: None}, where, own)

@@ -6,16 +6,16 @@ A command line is checked before Hydra runs it (:func:`check_command_line`), and
 a user's config causes are printed as one line that says what to fix, not as a trace
 (:func:`one_line_errors`); ``HYDRA_FULL_ERROR=1`` brings the trace back.
 
-- :mod:`~lossplug._config.options`: :class:`ConfigError` and the option checks;
-- :mod:`~lossplug._config.command_line`: :func:`check_command_line`, the keys and choices;
-- :mod:`~lossplug._config.values`: whether a value fits what its option takes;
-- :mod:`~lossplug._config.errors`: :func:`one_line_errors` and :func:`user_error`;
-- :mod:`~lossplug._config.wording`: the closest name, a message on one line.
+- :mod:`~lossplug.config.options`: :class:`ConfigError` and the option checks;
+- :mod:`~lossplug.config.command_line`: :func:`check_command_line`, the keys and choices;
+- :mod:`~lossplug.config.values`: whether a value fits what its option takes;
+- :mod:`~lossplug.config.errors`: :func:`one_line_errors` and :func:`user_error`;
+- :mod:`~lossplug.config.wording`: the closest name, a message on one line.
 """
 
-from lossplug._config.command_line import OverrideSyntaxError, check_command_line
-from lossplug._config.errors import one_line_errors, user_error
-from lossplug._config.options import ConfigError, check_options, is_config, split_config, to_plain
+from lossplug.config.command_line import OverrideSyntaxError, check_command_line
+from lossplug.config.errors import one_line_errors, user_error
+from lossplug.config.options import ConfigError, check_options, is_config, split_config, to_plain
 
 __all__ = [
     "ConfigError",

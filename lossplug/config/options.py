@@ -13,10 +13,16 @@ from typing import Any
 from hydra.utils import get_object
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
-from lossplug._config.wording import did_you_mean
+from lossplug.config.wording import did_you_mean
 
 #: keys Hydra's ``instantiate`` reads itself; they are not options of the target.
 HYDRA_KEYS = frozenset({"_target_", "_partial_", "_recursive_", "_convert_", "_args_"})
+
+
+#: lossplug's parameter-group options in an optimizer config (not passed to the optimizer).
+PARAM_GROUP_OPTIONS = ("lr_mult", "norm_decay_mult", "bias_decay_mult")
+#: Lightning's ``lr_scheduler_config`` keys in a scheduler config.
+LIGHTNING_SCHEDULER_OPTIONS = ("interval", "frequency", "monitor", "strict", "name")
 
 
 class ConfigError(ValueError):

@@ -12,8 +12,8 @@ from contextlib import contextmanager
 from hydra.errors import InstantiationException
 from omegaconf.errors import OmegaConfBaseException
 
-from lossplug._config.command_line import OverrideSyntaxError
-from lossplug._config.wording import one_line
+from lossplug.config.command_line import OverrideSyntaxError
+from lossplug.config.wording import one_line
 
 
 @contextmanager
