@@ -19,6 +19,13 @@ class CrossEntropyLoss(LossModule):
         ignore_index: target value skipped in the loss and the mean.
         label_smoothing: smoothing in [0, 1].
         reduction: ``"mean"``, ``"sum"`` or ``"none"``.
+
+    Example:
+        >>> import torch
+        >>> from lossplug.losses import CrossEntropyLoss
+        >>> loss = CrossEntropyLoss()
+        >>> loss(torch.zeros(2, 4), torch.tensor([0, 3]))
+        tensor(1.3863)
     """
 
     name = "cross_entropy"
@@ -69,6 +76,13 @@ class BCELoss(LossModule):
         input: ``"logits"`` (default) or ``"probs"`` for a model that already applies a sigmoid.
         pos_weight: optional positive-class weight, a number or one per class, kept as a buffer.
         reduction: ``"mean"``, ``"sum"`` or ``"none"``.
+
+    Example:
+        >>> import torch
+        >>> from lossplug.losses import BCELoss
+        >>> loss = BCELoss()
+        >>> loss(torch.tensor([0.0, 0.0]), torch.tensor([1.0, 0.0]))
+        tensor(0.6931)
     """
 
     name = "bce"
@@ -110,6 +124,13 @@ class KLDivLoss(LossModule):
         log_target: whether targets are log-probabilities.
         dim: the distribution dimension.
         reduction: ``"mean"`` (the KL per distribution), ``"batchmean"``, ``"sum"`` or ``"none"``.
+
+    Example:
+        >>> import torch
+        >>> from lossplug.losses import KLDivLoss
+        >>> loss = KLDivLoss()
+        >>> loss(torch.tensor([[0.5, 0.5]]).log(), torch.tensor([[1.0, 0.0]]))
+        tensor(0.6931)
     """
 
     name = "kl_div"
@@ -157,6 +178,13 @@ class HingeLoss(LossModule):
         margin: the margin, >= 0.
         squared: square each hinge term (L2-SVM).
         reduction: ``"mean"``, ``"sum"`` or ``"none"``.
+
+    Example:
+        >>> import torch
+        >>> from lossplug.losses import HingeLoss
+        >>> loss = HingeLoss(margin=1.0)
+        >>> loss(torch.tensor([0.5, -2.0]), torch.tensor([1, 1]))
+        tensor(1.7500)
     """
 
     name = "hinge"

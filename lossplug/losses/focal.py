@@ -21,6 +21,13 @@ class FocalLoss(LossModule):
             per class (multiclass/multilabel), kept as a buffer.
         ignore_index: target value left out of the loss.
         reduction: ``"mean"``, ``"sum"`` or ``"none"``.
+
+    Example:
+        >>> import torch
+        >>> from lossplug.losses import FocalLoss
+        >>> loss = FocalLoss(mode="multiclass", gamma=2.0)
+        >>> loss(torch.zeros(2, 4), torch.tensor([0, 3]))
+        tensor(0.7798)
     """
 
     name = "focal"

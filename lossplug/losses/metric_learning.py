@@ -24,6 +24,13 @@ class ContrastiveLoss(MultiTermLoss):
         distance: ``"euclidean"`` or ``"cosine"``.
         squared: halved squared hinges (Hadsell et al. 2006) or plain hinges (PML).
         reduction: ``"mean"`` (per-set means, added), ``"sum"`` or ``"none"`` (per pair).
+
+    Example:
+        >>> import torch
+        >>> from lossplug.losses import ContrastiveLoss
+        >>> loss = ContrastiveLoss(pos_margin=0.0, neg_margin=1.0)
+        >>> loss(torch.tensor([[0.0, 0.0], [0.0, 0.5], [3.0, 0.0]]), torch.tensor([0, 0, 1]))
+        tensor(0.1250)
     """
 
     name = "contrastive"
@@ -84,6 +91,13 @@ class TripletLoss(LossModule):
         distance: ``"euclidean"`` or ``"cosine"``.
         p: the norm's order for ``"euclidean"``, >= 1.
         reduction: ``"mean"`` (over active triplets), ``"sum"`` or ``"none"``.
+
+    Example:
+        >>> import torch
+        >>> from lossplug.losses import TripletLoss
+        >>> loss = TripletLoss(margin=0.5)
+        >>> loss(torch.tensor([[0.0, 0.0], [0.0, 1.0], [0.0, 1.2]]), torch.tensor([0, 0, 1]))
+        tensor(0.8000)
     """
 
     name = "triplet"

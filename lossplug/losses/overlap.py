@@ -78,7 +78,16 @@ class _OverlapLoss(LossModule):
 
 @register_loss("dice")
 class DiceLoss(_OverlapLoss):
-    """Soft Dice (or Jaccard) loss; see :func:`lossplug.functional.overlap.dice` for the options."""
+    """Soft Dice (or Jaccard) loss; see :func:`lossplug.functional.overlap.dice` for the options.
+
+    Example:
+        >>> import torch
+        >>> from lossplug.losses import DiceLoss
+        >>> loss = DiceLoss(input="probs", smooth_nr=0.0, smooth_dr=0.0)
+        >>> probs = torch.tensor([[[0.9, 0.2], [0.1, 0.8]]])  # (N, C, positions)
+        >>> loss(probs, torch.tensor([[0, 1]]))
+        tensor(0.1504)
+    """
 
     name = "dice"
     repr_options = (*_OverlapLoss.repr_options, "jaccard")
@@ -118,7 +127,16 @@ class DiceLoss(_OverlapLoss):
 
 @register_loss("tversky")
 class TverskyLoss(_OverlapLoss):
-    """(Focal) Tversky loss; see :func:`lossplug.functional.overlap.tversky` for the options."""
+    """(Focal) Tversky loss; see :func:`lossplug.functional.overlap.tversky` for the options.
+
+    Example:
+        >>> import torch
+        >>> from lossplug.losses import TverskyLoss
+        >>> loss = TverskyLoss(input="probs", alpha=0.3, beta=0.7, smooth_nr=0.0, smooth_dr=0.0)
+        >>> probs = torch.tensor([[[0.9, 0.2], [0.1, 0.8]]])  # (N, C, positions)
+        >>> loss(probs, torch.tensor([[0, 1]]))
+        tensor(0.1507)
+    """
 
     name = "tversky"
     repr_options = (*_OverlapLoss.repr_options, "alpha", "beta", "gamma")

@@ -12,7 +12,15 @@ from lossplug.registry import register_loss
 
 @register_loss("mse")
 class MSELoss(LossModule):
-    """Mean squared error; see :func:`lossplug.functional.mse`."""
+    """Mean squared error; see :func:`lossplug.functional.mse`.
+
+    Example:
+        >>> import torch
+        >>> from lossplug.losses import MSELoss
+        >>> loss = MSELoss()
+        >>> loss(torch.tensor([1.0, 2.0]), torch.tensor([0.0, 0.0]))
+        tensor(2.5000)
+    """
 
     name = "mse"
     input_space = "values"
@@ -24,7 +32,15 @@ class MSELoss(LossModule):
 
 @register_loss("l1")
 class L1Loss(LossModule):
-    """Mean absolute error; see :func:`lossplug.functional.l1`."""
+    """Mean absolute error; see :func:`lossplug.functional.l1`.
+
+    Example:
+        >>> import torch
+        >>> from lossplug.losses import L1Loss
+        >>> loss = L1Loss()
+        >>> loss(torch.tensor([1.0, -2.0]), torch.tensor([0.0, 0.0]))
+        tensor(1.5000)
+    """
 
     name = "l1"
     input_space = "values"
@@ -36,7 +52,15 @@ class L1Loss(LossModule):
 
 @register_loss("huber")
 class HuberLoss(LossModule):
-    """Huber loss with threshold ``delta``; see :func:`lossplug.functional.huber`."""
+    """Huber loss with threshold ``delta``; see :func:`lossplug.functional.huber`.
+
+    Example:
+        >>> import torch
+        >>> from lossplug.losses import HuberLoss
+        >>> loss = HuberLoss(delta=1.0)
+        >>> loss(torch.tensor([0.5, 3.0]), torch.tensor([0.0, 0.0]))
+        tensor(1.3125)
+    """
 
     name = "huber"
     repr_options = ("delta",)
@@ -53,7 +77,15 @@ class HuberLoss(LossModule):
 
 @register_loss("smooth_l1")
 class SmoothL1Loss(LossModule):
-    """SmoothL1 loss with threshold ``beta``; see :func:`lossplug.functional.smooth_l1`."""
+    """SmoothL1 loss with threshold ``beta``; see :func:`lossplug.functional.smooth_l1`.
+
+    Example:
+        >>> import torch
+        >>> from lossplug.losses import SmoothL1Loss
+        >>> loss = SmoothL1Loss(beta=1.0)
+        >>> loss(torch.tensor([0.5, 3.0]), torch.tensor([0.0, 0.0]))
+        tensor(1.3125)
+    """
 
     name = "smooth_l1"
     repr_options = ("beta",)
