@@ -32,9 +32,9 @@ from torch import Tensor, nn
 
 from lossplug._lightning import is_last_batch, logging_step, writes_step_logs
 from lossplug._validation import value_checks
-from lossplug.config import check_options, is_config, to_plain
+from lossplug.config.options import check_options, is_config, to_plain
 from lossplug.criterion_checks import check_mean_reduction, check_model_terms, term_mean
-from lossplug.input_checks import InputChecks
+from lossplug.input_checks.schedule import InputChecks
 from lossplug.losses.base import LossModule, batch_count
 from lossplug.metrics import LossMetrics, reduce_together
 from lossplug.nonfinite import NonFiniteGuard, drop_unless

@@ -35,8 +35,14 @@ from torch import nn
 from torch.optim import Optimizer
 
 from lossplug._validation import check_number
-from lossplug.config import ConfigError, check_options, is_config, split_config
-from lossplug.config.options import LIGHTNING_SCHEDULER_OPTIONS, PARAM_GROUP_OPTIONS
+from lossplug.config.options import (
+    LIGHTNING_SCHEDULER_OPTIONS,
+    PARAM_GROUP_OPTIONS,
+    ConfigError,
+    check_options,
+    is_config,
+    split_config,
+)
 from lossplug.weighting import LearnedWeighting
 
 #: scheduler options that, when ``null``, receive the run's length in ``interval`` units.

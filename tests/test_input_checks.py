@@ -16,14 +16,9 @@ import lossplug
 from lossplug import CompositeLoss, build_loss
 from lossplug._validation import value_checks_enabled
 from lossplug.demo.training import build
-from lossplug.input_checks import (
-    MIN_VALUES_FOR_HEURISTICS,
-    PROBABILITY_LOSSES,
-    InputChecks,
-    InputMisuseError,
-    InputMisuseWarning,
-    detect_misuse,
-)
+from lossplug.input_checks import InputMisuseError, InputMisuseWarning, detect_misuse
+from lossplug.input_checks.findings import MIN_VALUES_FOR_HEURISTICS, PROBABILITY_LOSSES
+from lossplug.input_checks.schedule import InputChecks
 from lossplug.losses import CrossEntropyLoss
 from lossplug.mixin import LossPlugMixin
 

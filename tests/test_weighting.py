@@ -18,8 +18,8 @@ from lossplug.weighting import (
     Linear,
     Step,
     UncertaintyWeighting,
-    parse_schedule,
 )
+from lossplug.weighting.schedules import parse_schedule
 
 
 def data():

@@ -8,17 +8,7 @@
   computed from one softmax.
 """
 
-from lossplug.composite.fused import FusedDiceCE
-from lossplug.composite.loss import WEIGHTING_CHOICES, CompositeLoss, LossLike, WeightSpec
-from lossplug.composite.routing import ACTIVATIONS, Route, Selector
+from lossplug.composite.loss import CompositeLoss
+from lossplug.composite.routing import Route
 
-__all__ = [
-    "ACTIVATIONS",
-    "WEIGHTING_CHOICES",
-    "CompositeLoss",
-    "FusedDiceCE",
-    "LossLike",
-    "Route",
-    "Selector",
-    "WeightSpec",
-]
+__all__ = ["CompositeLoss", "Route"]

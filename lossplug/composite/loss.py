@@ -37,7 +37,8 @@ from lossplug.composite.fused import FusedDiceCE
 from lossplug.composite.routing import Route, Selector, parse_route
 from lossplug.losses.base import LossModule, batch_count, sum_components
 from lossplug.registry import UnknownLossError, build_loss, register_loss
-from lossplug.weighting import WEIGHTINGS, Constant, LearnedWeighting, parse_schedule
+from lossplug.weighting import WEIGHTINGS, Constant, LearnedWeighting
+from lossplug.weighting.schedules import parse_schedule
 
 LossLike = nn.Module | Callable[[Tensor, Tensor], Tensor]
 WeightSpec = float | Mapping[str, Any]

@@ -15,16 +15,13 @@ a user's config causes are printed as one line that says what to fix, not as a t
 
 from lossplug.config.command_line import OverrideSyntaxError, check_command_line
 from lossplug.config.errors import one_line_errors, user_error
-from lossplug.config.options import ConfigError, check_options, is_config, split_config, to_plain
+from lossplug.config.options import ConfigError, check_options
 
 __all__ = [
     "ConfigError",
     "OverrideSyntaxError",
     "check_command_line",
     "check_options",
-    "is_config",
     "one_line_errors",
-    "split_config",
-    "to_plain",
     "user_error",
 ]

@@ -12,22 +12,6 @@
   messages.
 """
 
-from lossplug.input_checks.findings import MIN_VALUES_FOR_HEURISTICS, PROBABILITY_LOSSES, Finding
 from lossplug.input_checks.misuse import InputMisuseError, InputMisuseWarning, detect_misuse
-from lossplug.input_checks.schedule import CHECK_MODES, InputChecks
-from lossplug.input_checks.statistics import BatchStats
-from lossplug.input_checks.terms import Term, named_terms
 
-__all__ = [
-    "CHECK_MODES",
-    "MIN_VALUES_FOR_HEURISTICS",
-    "PROBABILITY_LOSSES",
-    "BatchStats",
-    "Finding",
-    "InputChecks",
-    "InputMisuseError",
-    "InputMisuseWarning",
-    "Term",
-    "detect_misuse",
-    "named_terms",
-]
+__all__ = ["InputMisuseError", "InputMisuseWarning", "detect_misuse"]

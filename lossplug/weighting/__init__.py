@@ -2,15 +2,7 @@
 
 from lossplug.weighting.base import LearnedWeighting
 from lossplug.weighting.dwa import DynamicWeightAverage
-from lossplug.weighting.schedules import (
-    SCHEDULES,
-    Constant,
-    Cosine,
-    Linear,
-    Step,
-    WeightSchedule,
-    parse_schedule,
-)
+from lossplug.weighting.schedules import Constant, Cosine, Linear, Step, WeightSchedule
 from lossplug.weighting.uncertainty import UncertaintyWeighting
 
 #: ``weighting=`` names of :class:`~lossplug.CompositeLoss`; ``"fixed"`` learns nothing.
@@ -19,8 +11,6 @@ WEIGHTINGS: dict[str, type[LearnedWeighting]] = {
 }
 
 __all__ = [
-    "SCHEDULES",
-    "WEIGHTINGS",
     "Constant",
     "Cosine",
     "DynamicWeightAverage",
@@ -29,5 +19,4 @@ __all__ = [
     "Step",
     "UncertaintyWeighting",
     "WeightSchedule",
-    "parse_schedule",
 ]
