@@ -32,3 +32,15 @@ def is_last_batch(trainer: pl.Trainer) -> bool:
 def logger_prefix(logger: Logger) -> str:
     """The prefix a logger puts before every key (``TensorBoardLogger(prefix=...)``)."""
     return str(getattr(logger, "_prefix", ""))
+
+
+def current_hook(module: pl.LightningModule) -> str | None:
+    """The name of the hook or step Lightning is running on ``module`` (``None`` outside)."""
+    return getattr(module, "_current_fx_name", None)
+
+
+def current_dataloader_idx(module: pl.LightningModule) -> int | None:
+    """The loader a step runs on when the stage has several (``None`` with one or outside)."""
+    trainer = module._trainer
+    results = getattr(trainer, "_results", None) if trainer is not None else None
+    return getattr(results, "dataloader_idx", None)

@@ -94,7 +94,10 @@ class LossMetrics(Metric):
         self.totals = empty.to(self.totals.device)
 
     def update(
-        self, components: Mapping[str, Tensor], weight: Weight | Mapping[str, Weight] = 1
+        self,
+        components: Mapping[str, Tensor],
+        weight: Weight | Mapping[str, Weight] = 1,
+        batches: int = 1,
     ) -> None:
         """Add one batch.
 
@@ -103,6 +106,8 @@ class LossMetrics(Metric):
                 missing ones count with weight 0.
             weight: how many samples (or valid elements) the batch means average over; one
                 number for all components, or one per component.
+            batches: how many batches this adds (0 for one that holds no sample of the
+                epoch, such as a distributed sampler's repeats alone).
 
         Raises:
             KeyError: for a component name the metric was not built with.
@@ -125,7 +130,7 @@ class LossMetrics(Metric):
             counts = [weight] * len(present)
         # the batch column: one batch, in both rows
         values.append(torch.ones((), device=device))
-        counts.append(1)
+        counts.append(batches)
         if any(isinstance(count, Tensor) for count in counts):
             weights = torch.stack([torch.as_tensor(count, device=device) for count in counts])
             weights = weights.to(dtype)
@@ -179,7 +184,7 @@ class LossMetrics(Metric):
         """Move the state with the module, keeping it float64 (``module.to(bfloat16)`` too)."""
         this = super()._apply(fn, exclude_state=(*exclude_state, "totals"))
         if "totals" not in exclude_state:
-            device = fn(torch.zeros(())).device
+            device = fn(torch.zeros((), device=this.totals.device)).device
             this.totals = this.totals.to(device)
             this._defaults["totals"] = this._defaults["totals"].to(device)
         return this

@@ -17,7 +17,6 @@ logging of every loss component come with it.
 from __future__ import annotations
 
 import inspect
-import re
 import warnings
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -30,14 +29,20 @@ from lightning.pytorch.utilities.parsing import collect_init_args
 from omegaconf import DictConfig, ListConfig
 from torch import Tensor, nn
 
-from lossplug._lightning import is_last_batch, logging_step, writes_step_logs
+from lossplug._lightning import (
+    current_dataloader_idx,
+    current_hook,
+    is_last_batch,
+    logging_step,
+    writes_step_logs,
+)
 from lossplug._validation import value_checks
 from lossplug.config.options import check_options, is_config, to_plain
 from lossplug.criterion_checks import check_mean_reduction, check_model_terms, term_mean
 from lossplug.input_checks.schedule import InputChecks
 from lossplug.losses.base import LossModule, batch_count
 from lossplug.metrics import LossMetrics, reduce_together
-from lossplug.nonfinite import NonFiniteGuard, drop_unless
+from lossplug.nonfinite import NonFiniteGuard, NonFiniteLossError, drop_unless
 from lossplug.optim import OptimizerSpec, SchedulerSpec
 from lossplug.padding import PaddedEpoch, padded_epoch, take_rows
 from lossplug.registry import build_loss
@@ -46,8 +51,6 @@ from lossplug.tensorboard import log_final_hparams, write_layout, write_scalars
 STAGES = ("train", "val", "test")
 #: the root of the logged names of the mixin's criterion: ``{stage}/loss``.
 LOSS = "loss"
-#: what Lightning appends to a key logged from one of several loaders.
-_LOADER_SUFFIX = re.compile(r"/dataloader_idx_\d+$")
 #: where the mixin's own state (the skipped-step counter) is kept in a checkpoint.
 CHECKPOINT_KEY = "lossplug"
 
@@ -117,7 +120,7 @@ class LossPlugMixin:
         self._positions: dict[tuple[str, int], int] = {}  # batches of each loader this epoch
         self._batch_samples = 0  # samples in the current batch
         self._real_samples: int | None = None  # of them real, where the sampler repeats some
-        self._own_epoch_keys: set[str] = set()  # epoch keys lossplug logged in this hook
+        self._own_epoch_keys: set[tuple[str | None, str]] = set()  # (hook, key) logged this epoch
         self._step_means: dict[str, LossMetrics] = {}  # per optimizer step, with accumulation
         self._user_keys: set[str] = set()
         self._left_to_user: set[str] = set()
@@ -237,10 +240,13 @@ class LossPlugMixin:
         logged, logged_counts = components, counts
         if rows is not None:
             logged, logged_counts = self._rows_only(criterion, pred, target, terms, rows)
+            if not logged:  # repeats alone: weight 0, so every process's state has its size
+                logged, logged_counts = components, dict.fromkeys(components, 0)
         if keep is not None:
             logged, logged_counts = drop_unless(keep, logged, logged_counts)
         if logged:
-            self._epoch_metric(stage, name, self._dataloader_idx).update(logged, logged_counts)
+            metric = self._epoch_metric(stage, name, self._dataloader_idx)
+            metric.update(logged, logged_counts, batches=int(rows != 0))
         if stage == "train":
             self._log_step(name, criterion, total, components, counts)
         return total
@@ -392,18 +398,21 @@ class LossPlugMixin:
             ValueError: for a key lossplug has just logged in this epoch-end hook (log yours
                 before calling ``super()`` in the hook, or under another name).
         """
-        if name in self._own_epoch_keys:
+        hook = current_hook(self)
+        if (hook, name) in self._own_epoch_keys:
             raise ValueError(
                 f"LossPlugMixin: {name!r} holds lossplug's exact epoch value, logged in this "
                 "hook already; log yours before calling super() in the hook (lossplug then "
                 "leaves the key to you), or under another name"
             )
-        self._user_keys.add(name)
+        loader = current_dataloader_idx(self)
+        several = loader is not None and kwargs.get("add_dataloader_idx", True)
+        self._user_keys.add(f"{name}/dataloader_idx_{loader}" if several else name)
         super().log(name, value, *args, **kwargs)  # type: ignore[misc]
 
     def _log_own(self, name: str, value: Any, **options: Any) -> None:
-        """Log one of lossplug's keys, unless the user logs that key (on any loader)."""
-        if name in self._user_keys or _LOADER_SUFFIX.sub("", name) in self._user_keys:
+        """Log one of lossplug's keys, unless the user logs that key."""
+        if name in self._user_keys:
             if name not in self._left_to_user:
                 self._left_to_user.add(name)
                 warnings.warn(
@@ -413,7 +422,7 @@ class LossPlugMixin:
                 )
             return
         if options.get("on_epoch"):
-            self._own_epoch_keys.add(name)
+            self._own_epoch_keys.add((current_hook(self), name))
         super().log(name, value, **options)  # type: ignore[misc]
 
     def _log_step(
@@ -491,7 +500,10 @@ class LossPlugMixin:
         ``Metric`` you log, a value logged with ``sync_dist=True``) are computed first, on
         every process, so that every process runs its collectives in the same order.
         """
-        dropped = self.nonfinite.end_epoch(stage)
+        try:
+            dropped, failure = self.nonfinite.end_epoch(stage), None
+        except NonFiniteLossError as error:  # raised below, on every process alike
+            dropped, failure = 0, error
         self._own_epoch_keys.clear()
         loaders = self._loader_count(stage)
         slots = [(name, k) for name in self._criteria for k in range(loaders)]
@@ -500,8 +512,16 @@ class LossPlugMixin:
         if distributed:
             _ = self.trainer.callback_metrics  # Lightning's own syncs, in Lightning's order
         device = metrics[0].totals.device
-        extra = torch.tensor([float(dropped)], dtype=torch.float64, device=device)
+        flags = [float(dropped), float(failure is not None)]
+        extra = torch.tensor(flags, dtype=torch.float64, device=device)
         *states, extra = reduce_together([metric.totals for metric in metrics] + [extra])
+        if failure is not None:
+            raise failure
+        if extra[1] > 0:
+            raise NonFiniteLossError(
+                f"Non-finite {stage} loss on another process (its own error names the batch); "
+                "on_nonfinite=raise stops every process"
+            )
         batches = torch.stack([state[0, -1] for state in states]).tolist()
         options = {
             "on_step": False,
@@ -526,7 +546,7 @@ class LossPlugMixin:
         if self.nonfinite.skips and stage == "train":  # the same count on every process
             self._log_own("train/nonfinite_skipped", float(self.nonfinite.skipped_steps), **options)
         elif self.nonfinite.skips:
-            self._log_own(f"{stage}/nonfinite_skipped", extra.sum().float(), **options)
+            self._log_own(f"{stage}/nonfinite_skipped", extra[0].float(), **options)
 
     def _loader_count(self, stage: str) -> int:
         """How many loaders the stage runs (validation and test may have several)."""

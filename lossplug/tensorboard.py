@@ -84,8 +84,9 @@ def write_scalars(loggers: Sequence[Logger], scalars: Mapping[str, float], step:
     event per value (``log_metrics``) for 17 values; other loggers get ``log_metrics``.
     """
     for logger in loggers:
-        if isinstance(logger, TensorBoardLogger) and not logger_prefix(logger):
+        writer = getattr(logger.experiment, "file_writer", None)
+        if isinstance(logger, TensorBoardLogger) and writer and not logger_prefix(logger):
             values = [Summary.Value(tag=tag, simple_value=value) for tag, value in scalars.items()]
-            logger.experiment.file_writer.add_summary(Summary(value=values), step)
+            writer.add_summary(Summary(value=values), step)
         else:
             logger.log_metrics(dict(scalars), step)

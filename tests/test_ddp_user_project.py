@@ -83,3 +83,12 @@ def test_a_criterion_only_one_process_computes_is_logged_on_both(tmp_path):
     # both ranks see the same 32 samples (no distributed sampler), rank 1 alone computes aux
     assert run["metrics"]["train/aux"] == pytest.approx(run["reference"], rel=1e-6)
     assert run["metrics"]["train/loss"] == pytest.approx(run["reference"], rel=1e-6)
+
+
+def test_a_nan_on_one_process_stops_both_at_the_same_point():
+    result = run_python(
+        REPO / "tests" / "ddp_nonfinite_val_job.py", cwd=REPO / "tests", timeout=180
+    )
+    assert result.returncode != 0
+    assert "validation loss on process 1 of 2 at epoch 0, batch 1" in result.stderr
+    assert "Non-finite val loss on another process" in result.stderr

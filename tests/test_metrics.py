@@ -107,3 +107,9 @@ def test_two_process_ddp_exact_and_one_collective(num_components, tmp_path):
     result = torch.load(result_file)
     assert result["error"] < 1e-6
     assert result["calls"] == ["all_reduce"]
+
+
+def test_a_cast_keeps_the_state_float64_on_the_module_s_device():
+    metric = LossMetrics(["a"]).to("meta")
+    metric.to(dtype=torch.float16)  # a module cast; not a move
+    assert metric.totals.dtype == torch.float64 and metric.totals.device.type == "meta"

@@ -280,3 +280,49 @@ class LogsAfterSuper(Classifier):
 def test_logging_lossplug_s_key_after_super_says_what_to_do():
     with pytest.raises(ValueError, match=r"'val/loss' holds lossplug's exact epoch value.*before"):
         quiet_trainer().validate(LogsAfterSuper(), loader(VAL, 16))
+
+
+class LearnsItsNames(lossplug.LossModule):
+    """A loss whose component names are known only from its first batch."""
+
+    name = "learns"
+
+    def forward(self, pred, target):
+        return F.cross_entropy(pred, target)
+
+    def components(self, pred, target):
+        return {"ce": self(pred, target)}
+
+
+def test_a_batch_of_repeats_alone_sizes_the_state_but_logs_nothing():
+    model, trainer = Classifier(loss=LearnsItsNames()), quiet_trainer()
+    trainer.validate(model, _rank_one_of_two(classes(1, seed=6)))  # rank 1: the repeat alone
+    assert "val/loss" not in trainer.callback_metrics
+    # the other process's state has a column per component and one for batches: so has this
+    assert model.loss_metrics["val:loss:0"].totals.shape == (2, 2)
+
+
+class LogsCombinedValLoss(Classifier):
+    def on_validation_epoch_end(self):
+        self.log("val/loss", 7.0)  # one value over both loaders, before super()
+        super().on_validation_epoch_end()
+
+
+def test_a_combined_user_key_leaves_each_loader_s_values_to_lossplug():
+    model, trainer = LogsCombinedValLoss(), quiet_trainer()
+    trainer.validate(model, [loader(VAL, 16), loader(TRAIN, 16)])
+    metrics = trainer.callback_metrics
+    assert metrics["val/loss"].item() == 7.0
+    expected = cross_entropy_over(model, TRAIN)
+    assert metrics["val/loss/dataloader_idx_1"].item() == pytest.approx(expected, rel=1e-6)
+
+
+class LogsValLossLater(L.Callback):
+    def on_train_epoch_end(self, trainer, pl_module):
+        pl_module.log("val/loss", 5.0)  # another hook than lossplug's
+
+
+def test_a_callback_may_log_lossplug_s_key_from_another_hook():
+    trainer = quiet_trainer(callbacks=[LogsValLossLater()])
+    trainer.fit(Classifier(), loader(TRAIN, 16), loader(VAL, 16))
+    assert trainer.callback_metrics["val/loss"].item() == 5.0

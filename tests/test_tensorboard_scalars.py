@@ -33,3 +33,14 @@ def test_other_loggers_and_a_prefix_go_through_log_metrics(tmp_path):
     with (tmp_path / "csv" / "version_0" / "metrics.csv").open() as file:
         rows = list(csv.DictReader(file))
     assert rows == [{"a/loss": "2.0", "step": "7"}]
+
+
+def test_a_finalized_tensorboard_logger_still_takes_scalars(tmp_path):
+    logger = TensorBoardLogger(tmp_path, name="tb", version=0)
+    write_scalars([logger], {"a/loss": 1.0}, step=0)
+    logger.finalize("success")  # closes the event writer
+    write_scalars([logger], {"a/loss": 2.0}, step=1)
+    logger.experiment.flush()
+    events = EventAccumulator(str(tmp_path / "tb" / "version_0"))
+    events.Reload()
+    assert [(e.step, e.value) for e in events.Scalars("a/loss")] == [(0, 1.0), (1, 2.0)]
