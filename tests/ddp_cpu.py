@@ -12,21 +12,22 @@ from lightning.pytorch.strategies import DDPStrategy
 COLLECTIVES = ("all_reduce", "all_gather", "all_gather_into_tensor", "broadcast", "barrier")
 
 
-def two_rank_cpu_trainer(**options: object) -> L.Trainer:
-    """A quiet 2-process DDP (gloo) CPU ``Trainer``; ``options`` add to or override its settings.
+def two_rank_cpu_trainer(*, sampler: bool = True, **options: object) -> L.Trainer:
+    """A 2-process DDP (gloo) CPU ``Trainer``; ``options`` add to or override its settings.
 
-    Each rank keeps the data it was given (no distributed sampler), so a job can hand the two
-    ranks different batches; no checkpoints, progress bar or model summary.
+    With ``sampler=True`` (the default) Lightning's defaults stay on, as users run: its
+    ``DistributedSampler`` in every loader (which pads the ranks to one size with repeated
+    samples), the progress bar, checkpoints and the model summary. ``sampler=False`` is a
+    user's own sharding: each rank keeps the data its job gives it, so a job can hand the
+    ranks different, uneven batches.
     """
     settings: dict[str, object] = {
         "accelerator": "cpu",
         "devices": 2,
         "strategy": DDPStrategy(process_group_backend="gloo"),
-        "use_distributed_sampler": False,
-        "enable_checkpointing": False,
-        "enable_progress_bar": False,
-        "enable_model_summary": False,
     }
+    if not sampler:
+        settings["use_distributed_sampler"] = False
     return L.Trainer(**{**settings, **options})
 
 

@@ -2,8 +2,9 @@
 
     python tests/ddp_diagnostics_job.py OUT_DIR
 
-Each rank trains on its own data (rank 0: samples 0-39, rank 1: 40-79, batches of 8, no
-distributed sampler) with ``GradientDiagnostics(every_n_steps=2)`` for 5 SGD steps. Every rank
+Lightning's defaults stay on: its ``DistributedSampler`` gives each rank every other of the 80
+samples (rank 1's, the odd ones, with targets of another kind), in batches of 8, and the job
+trains with ``GradientDiagnostics(every_n_steps=2)`` for 5 SGD steps. Every rank
 writes ``rank{r}.pt``: what it logged (a logger that records on every rank, unlike
 TensorBoard's), its parameters and batch at the start of each step, and its final parameters.
 """
@@ -29,7 +30,6 @@ LR = 0.1
 EVERY_N_STEPS = 2
 MAX_STEPS = 5
 WEIGHTS = {"mse": 1.0, "l1": 0.5}
-RANK_SLICES = (slice(0, 40), slice(40, 80))
 
 
 def make_net() -> nn.Sequential:
@@ -40,7 +40,7 @@ def make_data() -> TensorDataset:
     generator = torch.Generator().manual_seed(1)
     x = torch.randn(80, 4, generator=generator)
     y = 2 * torch.randn(80, 3, generator=generator)
-    y[40:] -= 3  # rank 1's targets differ in kind, not only in noise
+    y[1::2] = -3 * y[1::2] - 3  # rank 1's targets differ in kind, not only in noise
     return TensorDataset(x, y)
 
 
@@ -54,8 +54,7 @@ class Job(LossPlugMixin, L.LightningModule):
         return self.net(x)
 
     def train_dataloader(self) -> DataLoader:
-        mine = make_data()[RANK_SLICES[self.global_rank]]
-        return DataLoader(TensorDataset(*mine), batch_size=8)
+        return DataLoader(make_data(), batch_size=8)
 
 
 def _sgd(params: Any) -> torch.optim.Optimizer:
@@ -104,6 +103,7 @@ def main(out: Path) -> None:
         logger=logger,
         callbacks=[snapshots, GradientDiagnostics(every_n_steps=EVERY_N_STEPS)],
         log_every_n_steps=50,
+        default_root_dir=out,
     )
     trainer.fit(model)
     diagnostics = [

@@ -1,12 +1,14 @@
 """A 2-process DDP (gloo, CPU) training job for the loss-logging tests; run as a script.
 
-    python tests/ddp_loss_job.py OUT_DIR composite|many16|triplet
+    python tests/ddp_loss_job.py OUT_DIR composite|many16|triplet sampler|own
 
-Each rank works on its own, unequal slice of the data (rank 0: 100 samples, rank 1: 57; no
-distributed sampler). Validation and test use batches of 32, so the ranks run different
-numbers of batches (4 and 2), each with a smaller last one. Training needs the same number of
-batches on every rank (DDP all-reduces gradients each step), so there rank 1 uses batches of
-15 (15, 15, 15, 12) against rank 0's 32 (32, 32, 32, 4). After
+``sampler``: Lightning's defaults, its ``DistributedSampler`` in every loader: each rank gets
+every other of the 157 samples, rank 1 ending on a repeat of sample 0, in batches of 32 (32,
+32, 15). ``own``: each rank works on its own, unequal slice of the data (rank 0: 100 samples,
+rank 1: 57; no distributed sampler). Validation and test use batches of 32, so the ranks run
+different numbers of batches (4 and 2), each with a smaller last one. Training needs the same
+number of batches on every rank (DDP all-reduces gradients each step), so there rank 1 uses
+batches of 15 (15, 15, 15, 12) against rank 0's 32 (32, 32, 32, 4). After
 fitting, rank 0 writes ``reference.json``: the loss over the *whole* validation set computed
 directly with the final weights, plus the collectives counted during the last validation
 epoch's loss logging.
@@ -33,14 +35,18 @@ from lossplug.losses import CrossEntropyLoss, FocalLoss, MSELoss, TripletLoss
 RANK_SLICES = (slice(0, 100), slice(100, 157))
 
 
-def make_data(mode: str) -> TensorDataset:
+def make_data(mode: str, sharding: str) -> TensorDataset:
     generator = torch.Generator().manual_seed(0)
     x = torch.randn(157, 8, generator=generator)
     y = torch.randint(0, 4, (157,), generator=generator)
     if mode == "composite":
         y[::7] = -1  # ignored targets: the epoch mean must count only the kept ones
-    if mode == "triplet":
-        y[100:] = 3  # rank 1: a single class, so no valid (let alone active) triplet
+    if mode == "triplet":  # rank 1: a single class, so no valid (let alone active) triplet
+        if sharding == "own":
+            y[100:] = 3
+        else:  # rank 1 gets the odd samples, then a repeat of sample 0
+            y[1::2] = 3
+            y[0] = 3
     return TensorDataset(x, y)
 
 
@@ -59,11 +65,11 @@ def make_loss(mode: str) -> lossplug.LossModule:
 
 
 class Job(LossPlugMixin, L.LightningModule):
-    def __init__(self, mode: str) -> None:
+    def __init__(self, mode: str, sharding: str) -> None:
         super().__init__(loss=make_loss(mode), optimizer=_sgd)
-        self.mode = mode
+        self.mode, self.sharding = mode, sharding
         self.net = nn.Linear(8, 4)
-        self.data = make_data(mode)
+        self.data = make_data(mode, sharding)
         self.collectives: list[str] = []
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -75,6 +81,8 @@ class Job(LossPlugMixin, L.LightningModule):
         return output, target
 
     def _loader(self, batch_size: int = 32) -> DataLoader:
+        if self.sharding == "sampler":
+            return DataLoader(self.data, batch_size=32)
         mine = self.data[RANK_SLICES[self.global_rank]]
         return DataLoader(TensorDataset(*mine), batch_size=batch_size)
 
@@ -113,14 +121,15 @@ def reference(model: Job) -> dict[str, float]:
     return {}
 
 
-def main(out: Path, mode: str) -> None:
+def main(out: Path, mode: str, sharding: str) -> None:
     L.seed_everything(0)
-    model = Job(mode)
+    model = Job(mode, sharding)
     trainer = two_rank_cpu_trainer(
+        sampler=sharding == "sampler",
         max_epochs=2,
+        default_root_dir=out,
         logger=TensorBoardLogger(out, name="tb", version=0, default_hp_metric=False),
         log_every_n_steps=2,
-        num_sanity_val_steps=0,
     )
     trainer.fit(model)
     trainer.test(model)
@@ -130,4 +139,4 @@ def main(out: Path, mode: str) -> None:
 
 
 if __name__ == "__main__":
-    main(Path(sys.argv[1]), sys.argv[2])
+    main(Path(sys.argv[1]), sys.argv[2], sys.argv[3])

@@ -1,9 +1,11 @@
 """A 2-process DDP (gloo, CPU) job with Dynamic Weight Average; run as a script.
 
-    python tests/ddp_weighting_job.py OUT_DIR
+    python tests/ddp_weighting_job.py OUT_DIR sampler|own
 
-Each rank trains on its own slice of the data (rank 0: 64 samples, rank 1: 48 whose targets
-are scaled, so the ranks' local epoch means differ a lot; no distributed sampler). After each
+Rank 1's targets are scaled, so the ranks' local epoch means differ a lot. ``sampler``:
+Lightning's defaults, its ``DistributedSampler``: each rank gets every other of the 112
+samples (the odd ones, rank 1's, scaled). ``own``: each rank trains on its own slice (rank 0:
+64 samples, rank 1: 48; no distributed sampler). After each
 training epoch every rank records the DWA weights, the epoch means the criterion received
 and the epoch means of its own batches only, and writes them to ``rank{r}.json``.
 """
@@ -26,16 +28,17 @@ from lossplug.losses import L1Loss, MSELoss
 RANK_SLICES = (slice(0, 64), slice(64, 112))
 
 
-def make_data() -> TensorDataset:
+def make_data(sharding: str) -> TensorDataset:
     generator = torch.Generator().manual_seed(0)
     x = torch.randn(112, 4, generator=generator)
     y = x @ torch.randn(4, 2, generator=generator) + torch.randn(112, 2, generator=generator)
-    y[64:] *= 5.0  # rank 1's targets: a different scale, so its local means differ
+    rank_one = slice(1, None, 2) if sharding == "sampler" else RANK_SLICES[1]
+    y[rank_one] *= 5.0  # rank 1's targets: a different scale, so its local means differ
     return TensorDataset(x, y)
 
 
 class Job(LossPlugMixin, L.LightningModule):
-    def __init__(self) -> None:
+    def __init__(self, sharding: str) -> None:
         loss = CompositeLoss(
             {"mse": MSELoss(), "l1": L1Loss()},
             inputs={"mse": {"pred": 0, "target": 0}, "l1": {"pred": 1, "target": 1}},
@@ -43,7 +46,7 @@ class Job(LossPlugMixin, L.LightningModule):
         )
         super().__init__(loss=loss, optimizer=_sgd)
         self.net = nn.Linear(4, 2)
-        self.data = make_data()
+        self.data, self.sharding = make_data(sharding), sharding
         self.local_sums = torch.zeros(2, dtype=torch.float64)
         self.local_count = 0
         self.records: list[dict[str, list[float]]] = []
@@ -65,6 +68,8 @@ class Job(LossPlugMixin, L.LightningModule):
         return loss
 
     def train_dataloader(self) -> DataLoader:
+        if self.sharding == "sampler":
+            return DataLoader(self.data, batch_size=14)  # 56 samples a rank: 4 batches
         mine = self.data[RANK_SLICES[self.global_rank]]
         # 4 batches on each rank: DDP all-reduces gradients every step
         return DataLoader(TensorDataset(*mine), batch_size=(16, 12)[self.global_rank])
@@ -88,16 +93,15 @@ def _sgd(params):
     return torch.optim.SGD(params, lr=0.02)
 
 
-def main(out: Path) -> None:
+def main(out: Path, sharding: str) -> None:
     L.seed_everything(0)
-    model = Job()
+    model = Job(sharding)
     trainer = two_rank_cpu_trainer(
-        max_epochs=4,
-        logger=False,
+        sampler=sharding == "sampler", max_epochs=4, logger=False, default_root_dir=out
     )
     trainer.fit(model)
     (out / f"rank{trainer.global_rank}.json").write_text(json.dumps(model.records))
 
 
 if __name__ == "__main__":
-    main(Path(sys.argv[1]))
+    main(Path(sys.argv[1]), sys.argv[2])

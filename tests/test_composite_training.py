@@ -164,8 +164,9 @@ def test_uncertainty_weights_move_as_the_formula_predicts():
 # -- DWA under DDP --------------------------------------------------------------------------
 
 
-def test_dwa_weights_are_identical_on_both_ddp_ranks(tmp_path):
-    result = run_python(DDP_JOB, tmp_path, cwd=tmp_path, timeout=240)  # a hang fails
+@pytest.mark.parametrize("sharding", ["sampler", "own"])  # Lightning's sampler; own shards
+def test_dwa_weights_are_identical_on_both_ddp_ranks(tmp_path, sharding):
+    result = run_python(DDP_JOB, tmp_path, sharding, cwd=tmp_path, timeout=240)  # a hang fails
     assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
     ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
     assert len(ranks[0]) == len(ranks[1]) == 4
@@ -173,9 +174,9 @@ def test_dwa_weights_are_identical_on_both_ddp_ranks(tmp_path):
         assert epoch0["weights"] == epoch1["weights"]  # bit for bit
         assert epoch0["synced_means"] == epoch1["synced_means"]
         assert epoch0["local_means"] != pytest.approx(epoch1["local_means"], rel=0.1)
-        # the synced means are the sample-weighted means of both ranks' batches (64 and 48)
+        # the synced means are the sample-weighted means of both ranks' batches
         counts = epoch0["local_count"], epoch1["local_count"]
-        assert counts[0] != counts[1]
+        assert counts == ((56, 56) if sharding == "sampler" else (64, 48))
         weighted = [
             (counts[0] * a + counts[1] * b) / sum(counts)
             for a, b in zip(epoch0["local_means"], epoch1["local_means"], strict=True)

@@ -76,13 +76,16 @@ def test_computing_the_loss_runs_no_collective(user_run):
 
 
 def test_a_criterion_only_one_process_computes_is_logged_on_both(tmp_path):
-    out = tmp_path / "metrics.json"
-    result = run_python(REPO / "tests" / "ddp_names_job.py", out, cwd=REPO / "tests", timeout=180)
+    job = REPO / "tests" / "ddp_names_job.py"
+    result = run_python(job, tmp_path, cwd=REPO / "tests", timeout=180)
     assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
-    run = json.loads(out.read_text())
-    # both ranks see the same 32 samples (no distributed sampler), rank 1 alone computes aux
-    assert run["metrics"]["train/aux"] == pytest.approx(run["reference"], rel=1e-6)
-    assert run["metrics"]["train/loss"] == pytest.approx(run["reference"], rel=1e-6)
+    ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
+    assert [rank["count"] for rank in ranks] == [16, 16]  # the sampler shared them out
+    everything = (ranks[0]["own_samples"] + ranks[1]["own_samples"]) / 2
+    for rank in ranks:  # the same values on both; aux is rank 1's samples alone
+        assert rank["metrics"]["train/aux"] == pytest.approx(ranks[1]["own_samples"], rel=1e-6)
+        assert rank["metrics"]["train/loss"] == pytest.approx(everything, rel=1e-6)
+    assert ranks[0]["own_samples"] != pytest.approx(ranks[1]["own_samples"], rel=1e-3)
 
 
 def test_a_nan_on_one_process_stops_both_at_the_same_point():

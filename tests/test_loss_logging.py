@@ -16,8 +16,10 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 JOB = REPO / "tests" / "ddp_loss_job.py"
 
 
-def run_job(out: Path, mode: str) -> tuple[dict, dict[str, list[float]], EventAccumulator]:
-    result = run_python(JOB, out, mode, cwd=out, timeout=240)  # a hang fails, never blocks
+def run_job(
+    out: Path, mode: str, sharding: str
+) -> tuple[dict, dict[str, list[float]], EventAccumulator]:
+    result = run_python(JOB, out, mode, sharding, cwd=out, timeout=240)  # a hang fails
     assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
     events = EventAccumulator(str(out / "tb" / "version_0"), size_guidance={"scalars": 0})
     events.Reload()  # every event file of the run: fit's and test's
@@ -25,9 +27,13 @@ def run_job(out: Path, mode: str) -> tuple[dict, dict[str, list[float]], EventAc
     return json.loads((out / "reference.json").read_text()), scalars, events
 
 
-@pytest.fixture(scope="module")
-def composite_run(tmp_path_factory):
-    return run_job(tmp_path_factory.mktemp("composite"), "composite")
+#: Lightning's DistributedSampler (its defaults, as users run), and a user's own uneven shards
+SHARDINGS = ["sampler", "own"]
+
+
+@pytest.fixture(scope="module", params=SHARDINGS)
+def composite_run(tmp_path_factory, request):
+    return run_job(tmp_path_factory.mktemp("composite"), "composite", request.param)
 
 
 def test_every_stage_logs_total_and_components(composite_run):
@@ -51,7 +57,7 @@ def test_epoch_total_is_the_weighted_sum_of_components(composite_run):
             assert total == pytest.approx(1.0 * ce + 0.5 * focal, rel=1e-6)
 
 
-def test_epoch_values_are_the_exact_global_mean_over_uneven_ranks(composite_run):
+def test_epoch_values_are_the_exact_mean_over_the_whole_dataset(composite_run):
     reference, scalars, _ = composite_run
     for tag, expected in reference["reference"].items():
         assert scalars[tag][-1] == pytest.approx(expected, abs=1e-5)
@@ -61,7 +67,7 @@ def test_epoch_values_are_the_exact_global_mean_over_uneven_ranks(composite_run)
 def test_loss_logging_adds_one_collective_per_epoch(composite_run, tmp_path):
     reference, _, _ = composite_run
     assert reference["collectives"] == ["all_reduce"]  # 2 components
-    many, scalars, _ = run_job(tmp_path, "many16")
+    many, scalars, _ = run_job(tmp_path, "many16", "sampler")
     assert many["collectives"] == ["all_reduce"]  # 16 components: still one
     for tag, expected in many["reference"].items():
         assert scalars[tag][-1] == pytest.approx(expected, abs=1e-5)
@@ -75,7 +81,8 @@ def test_custom_scalars_layout_charts_every_component(composite_run):
         assert tag in layout
 
 
-def test_a_rank_without_any_triplet_neither_hangs_nor_breaks_the_keys(tmp_path):
-    _, scalars, _ = run_job(tmp_path, "triplet")
+@pytest.mark.parametrize("sharding", SHARDINGS)
+def test_a_rank_without_any_triplet_neither_hangs_nor_breaks_the_keys(tmp_path, sharding):
+    _, scalars, _ = run_job(tmp_path, "triplet", sharding)
     assert {"train/loss/triplet", "val/loss/triplet", "test/loss/triplet"} <= set(scalars)
     assert all(value >= 0 for value in scalars["val/loss/triplet"])
