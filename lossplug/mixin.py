@@ -238,15 +238,14 @@ class LossPlugMixin:
         keep = self.nonfinite.observe(stage, self.current_epoch, self._batch_idx, total, components)
         rows = self._real_rows(pred)
         logged, logged_counts = components, counts
-        if rows is not None:
+        if rows == 0:  # repeats alone: weight 0, which still sizes a lazily named state
+            logged_counts = dict.fromkeys(components, 0)
+        elif rows is not None:
             logged, logged_counts = self._rows_only(criterion, pred, target, terms, rows)
-            if not logged:  # repeats alone: weight 0, so every process's state has its size
-                logged, logged_counts = components, dict.fromkeys(components, 0)
         if keep is not None:
             logged, logged_counts = drop_unless(keep, logged, logged_counts)
-        if logged:
-            metric = self._epoch_metric(stage, name, self._dataloader_idx)
-            metric.update(logged, logged_counts, batches=int(rows != 0))
+        metric = self._epoch_metric(stage, name, self._dataloader_idx)
+        metric.update(logged, logged_counts, batches=int(rows != 0))
         if stage == "train":
             self._log_step(name, criterion, total, components, counts)
         return total
@@ -285,9 +284,7 @@ class LossPlugMixin:
     def _rows_only(
         self, criterion: LossModule, pred: Any, target: Any, terms: Mapping[str, Tensor], rows: int
     ) -> tuple[dict[str, Tensor], dict[str, Tensor | int]]:
-        """The components and counts of a batch's first ``rows`` samples (none if 0)."""
-        if rows == 0:
-            return {}, {}
+        """The components and counts of a batch's first ``rows`` samples."""
         with torch.no_grad(), value_checks(False):
             components, counts = criterion.measured_components(
                 take_rows(pred, rows), take_rows(target, rows)
@@ -330,7 +327,6 @@ class LossPlugMixin:
         starts its epoch over.
         """
         self._batch_idx, self._dataloader_idx = batch_idx, dataloader_idx
-        self._own_epoch_keys.clear()
         key = (stage, dataloader_idx)
         position = self._positions.get(key, 0)
         self._positions[key] = position + 1
@@ -504,7 +500,6 @@ class LossPlugMixin:
             dropped, failure = self.nonfinite.end_epoch(stage), None
         except NonFiniteLossError as error:  # raised below, on every process alike
             dropped, failure = 0, error
-        self._own_epoch_keys.clear()
         loaders = self._loader_count(stage)
         slots = [(name, k) for name in self._criteria for k in range(loaders)]
         metrics = [self._epoch_metric(stage, name, k) for name, k in slots]
@@ -562,7 +557,8 @@ class LossPlugMixin:
         return max(1, len(counts)) if isinstance(counts, (list, tuple)) else 1
 
     def _start_epoch(self, stage: str) -> None:
-        """Forget the last epoch's loaders (they may be reloaded), positions and step buffers."""
+        """Forget the last epoch's loaders (they may be reloaded), positions, keys, buffers."""
+        self._own_epoch_keys.clear()
         for key in [key for key in self._padding if key[0] == stage]:
             del self._padding[key]
         for key in [key for key in self._positions if key[0] == stage]:

@@ -147,8 +147,7 @@ def batch_count(pred: Any) -> int:
     or a value holding no tensor, counts as 1.
     """
     if isinstance(pred, Mapping):
-        pred = next(iter(pred.values()), None)
-        return batch_count(pred)
+        return batch_count(next(iter(pred.values()), None))
     if isinstance(pred, (tuple, list)):
         return batch_count(pred[0]) if pred else 1
     if isinstance(pred, Tensor) and pred.ndim:
