@@ -7,8 +7,8 @@ from typing import Any
 
 from torch import Tensor, nn
 
+from lossplug._precision import at_least_float32
 from lossplug.config import ConfigError
-from lossplug.functional._precision import at_least_float32
 from lossplug.losses.base import LossModule
 
 

@@ -65,7 +65,7 @@ class GradientDiagnostics(pl.Callback):
     Cost, on sampled steps only: one extra backward pass per term through the step's graph
     (kept alive for it with ``retain_graph``), memory for one flattened gradient per term
     (``terms x parameters`` numbers) and, under DDP, one ``all_reduce`` of that matrix; other
-    steps pay nothing. ``scripts/bench_diagnostics.py`` measures it.
+    steps pay nothing. ``python -m benchmarks.bench_diagnostics`` measures it.
 
     Args:
         every_n_steps: diagnose every this many optimizer steps (an integer ``>= 1``), starting

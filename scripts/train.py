@@ -2,7 +2,7 @@
 
     python scripts/train.py                                  # digits, cross-entropy, AdamW
     python scripts/train.py loss=focal loss.gamma=3 optimizer.lr=3e-4
-    python scripts/train.py experiment=segmentation loss=dice_ce loss.weights.dice=0.5
+    python scripts/train.py experiment=segmentation loss=dice_ce loss.dice_weight=0.5
     python scripts/train.py experiment=vae loss.weights.kl=0.003 # a VAE: its KL from the model
     python scripts/train.py -m loss=cross_entropy,focal      # a sweep
     python scripts/train.py --help                           # every group and option

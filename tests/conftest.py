@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 import signal
@@ -17,6 +18,8 @@ from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, open_dict
+
+from lossplug.kernels import THRESHOLDS
 
 REPO = Path(__file__).resolve().parents[1]
 #: the training entry point the subprocess tests run.
@@ -106,3 +109,14 @@ def dwa_by_hand(previous: list[float], before: list[float], temperature: float) 
     """
     exps = [math.exp(a / b / temperature) for a, b in zip(previous, before, strict=True)]
     return [len(exps) * e / sum(exps) for e in exps]
+
+
+@pytest.fixture(params=["plain", "kernels"])
+def kernel_mode(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Run a test on the plain losses, and with every kernel applying from size 0."""
+    if request.param == "plain":
+        monkeypatch.setenv("LOSSPLUG_KERNELS", "0")
+    else:
+        for name, threshold in THRESHOLDS.items():
+            monkeypatch.setitem(THRESHOLDS, name, dataclasses.replace(threshold, minimum=0))
+    return request.param

@@ -1,32 +1,46 @@
 """The benchmark scripts run end to end, and the loss benchmark refuses rows that disagree.
 
 Timings are not asserted (the machine is shared); what is checked is that every row's
-agreement check passed and that the measurements were written.
+agreement check passed and that the measurements were written, and that the documentation's
+table and plot are written from the loss benchmark's JSON output.
 """
 
 from __future__ import annotations
 
 import json
-import sys
+import re
+import subprocess
 from pathlib import Path
 
 import pytest
 import torch
 from conftest import REPO, run_python
+from markdown_tables import markdown_rows
 
-sys.path.insert(0, str(REPO / "scripts"))
+from benchmarks import bench_losses, performance_page
+from benchmarks.benchkit import paired_ratio, paired_ratio_quartiles, peak_memory, time_steps
+from lossplug.kernels import THRESHOLDS
 
-import bench_losses
-from _benchkit import paired_ratio, paired_ratio_quartiles, peak_memory, time_steps
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
-def test_bench_losses_quick_runs_and_every_row_agrees(tmp_path: Path):
+@pytest.fixture(scope="module")
+def quick_losses(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> tuple[Path, subprocess.CompletedProcess[str]]:
+    """The output folder of one ``--quick`` run of the loss benchmark, and the run itself."""
+    out = tmp_path_factory.mktemp("bench_losses")
     result = run_python(
-        "scripts/bench_losses.py", "--quick", "--out", tmp_path, cwd=REPO, timeout=300
+        "-m", "benchmarks.bench_losses", "--quick", "--out", out, cwd=REPO, timeout=300
     )
+    return out, result
+
+
+def test_bench_losses_quick_runs_and_every_row_agrees(quick_losses):
+    out, result = quick_losses
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert "profiler_start" not in result.stdout + result.stderr  # the profiler's C++ chatter
-    payload = json.loads((tmp_path / "bench_losses.json").read_text())
+    payload = json.loads((out / "bench_losses.json").read_text())
     rows = payload["rows"]
     expected = {row.loss for row in bench_losses.all_rows(bench_losses.QUICK)}
     assert {row["loss"] for row in rows} == expected
@@ -39,13 +53,56 @@ def test_bench_losses_quick_runs_and_every_row_agrees(tmp_path: Path):
         assert first <= row["time_ratio"] <= third
         assert row["ours_bytes"] >= 0 and row["peer_bytes"] >= 0
     assert payload["machine"]["cpu"] and payload["settings"]["quick"] is True
-    markdown = (tmp_path / "bench_losses.md").read_text()
-    assert "| loss |" in markdown and "MONAI DiceLoss" in markdown
+    markdown = (out / "bench_losses.md").read_text()
+    assert markdown_rows(markdown)[0][:3] == ["loss", "size", "peer"]
+    assert "MONAI DiceLoss" in markdown
+    assert str(performance_page.DOCS) not in result.stdout  # a quick run leaves the docs alone
+
+
+def test_the_performance_page_is_the_benchmark_table_of_its_json(quick_losses, tmp_path: Path):
+    out, _ = quick_losses
+    source = out / "bench_losses.json"
+    payload = json.loads(source.read_text())
+    command = ("-m", "benchmarks.performance_page", source, "--out", tmp_path)
+    result = run_python(*command, cwd=REPO, timeout=120)
+    assert result.returncode == 0, result.stderr[-3000:]
+    page = (tmp_path / performance_page.TABLE_FILE).read_text()
+    plot = tmp_path / performance_page.PLOT_FILE
+
+    # the table: one row per JSON row, the same table as the benchmark's own Markdown file
+    header, *rows = markdown_rows(page)
+    assert header == list(performance_page.HEADER)
+    assert len(rows) == len(payload["rows"])
+    for row, result in zip(rows, payload["rows"], strict=True):
+        assert row[:3] == [result["loss"], result["size"], result["peer"]]
+        assert float(row[3]) == pytest.approx(result["ours_s"] * 1e3, abs=5e-4)
+        assert float(row[4]) == pytest.approx(result["peer_s"] * 1e3, abs=5e-4)
+        assert float(row[5].split()[0]) == pytest.approx(result["time_ratio"], abs=5e-3)
+        assert float(row[9]) == pytest.approx(result["memory_ratio"], abs=5e-3)
+    assert markdown_rows(page) == markdown_rows((out / "bench_losses.md").read_text())
+
+    # how, when and where it was measured
+    machine = payload["machine"]
+    assert f"python -m benchmarks.performance_page {source.as_posix()}" in page
+    assert re.search(r"Written by .* on \d{4}-\d{2}-\d{2}\.", page)
+    assert f"Run of {payload['date']}." in page
+    for version in (machine["cpu"], machine["torch"], machine["monai"], machine["kornia"]):
+        assert version in page
+    assert f"]({performance_page.PLOT_LINK})" in page
+
+    # the plot: a PNG whose bars are the rows' time and memory ratios
+    assert plot.read_bytes().startswith(PNG_MAGIC) and plot.stat().st_size > 10_000
+    time_axes, memory_axes = performance_page.ratio_figure(payload).axes
+    for axes, key in ((time_axes, "time_ratio"), (memory_axes, "memory_ratio")):
+        widths = [bar.get_width() for bar in axes.patches]
+        assert widths == pytest.approx([result[key] for result in payload["rows"]])
+    labels = [label.get_text() for label in time_axes.get_yticklabels()]
+    assert labels == [f"{r['loss']} {r['size']} · {r['peer']}" for r in payload["rows"]]
 
 
 def test_bench_scaling_quick_runs(tmp_path: Path):
     result = run_python(
-        "scripts/bench_scaling.py", "--quick", "--out", tmp_path, cwd=REPO, timeout=300
+        "-m", "benchmarks.bench_scaling", "--quick", "--out", tmp_path, cwd=REPO, timeout=300
     )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     rows = json.loads((tmp_path / "bench_scaling.json").read_text())["rows"]
@@ -54,15 +111,14 @@ def test_bench_scaling_quick_runs(tmp_path: Path):
     assert all(row["ns_per_element"] > 0 for row in rows)
 
 
-def test_bench_ce_threshold_quick_runs(tmp_path: Path):
+def test_bench_kernels_quick_times_every_kernel_against_its_plain_version(tmp_path: Path):
     result = run_python(
-        "scripts/bench_ce_threshold.py", "--quick", "--out", tmp_path, cwd=REPO, timeout=300
+        "-m", "benchmarks.bench_kernels", "--quick", "--out", tmp_path, cwd=REPO, timeout=300
     )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    rows = json.loads((tmp_path / "bench_ce_threshold.json").read_text())["rows"]
-    assert [row["shape"] for row in rows] == ["4x5", "2x3x4x4"]
-    assert all(row["torch_s"] > 0 and row["in_place_s"] > 0 for row in rows)
-    assert "default threshold is 131072" in (tmp_path / "bench_ce_threshold.md").read_text()
+    rows = json.loads((tmp_path / "bench_kernels.json").read_text())["rows"]
+    assert {row["kernel"] for row in rows} == set(THRESHOLDS)
+    assert all(row["kernel_ms"] > 0 and row["plain_ms"] > 0 for row in rows)
 
 
 def test_a_disagreeing_row_is_reported_and_not_timed():

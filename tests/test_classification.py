@@ -6,21 +6,8 @@ import torch.nn.functional as TF
 import lossplug
 from lossplug import functional as F
 from lossplug import losses
-from lossplug.functional import classification
 
 torch.manual_seed(0)
-
-
-@pytest.fixture(params=["torch", "in_place"])
-def ce_backward(request, monkeypatch):
-    """Run a cross-entropy test on torch's kernels and on lossplug's in-place backward pass.
-
-    The in-place pass is taken from ``IN_PLACE_MIN_ELEMENTS`` logits that need a gradient;
-    set to 0 here, the small inputs of these tests take it too.
-    """
-    if request.param == "in_place":
-        monkeypatch.setattr(classification, "IN_PLACE_MIN_ELEMENTS", 0)
-    return request.param
 
 
 def _ce_reference(logits, target, weight, ignore_index, eps):
@@ -39,7 +26,7 @@ def _ce_reference(logits, target, weight, ignore_index, eps):
     return total / denominator
 
 
-@pytest.mark.usefixtures("ce_backward")
+@pytest.mark.usefixtures("kernel_mode")
 @pytest.mark.parametrize("eps", [0.0, 0.1, 0.3])
 @pytest.mark.parametrize("use_weight", [False, True])
 def test_cross_entropy_matches_formula_and_torch(eps, use_weight):
@@ -62,7 +49,7 @@ def test_label_smoothing_ignores_ignored_positions():
     torch.testing.assert_close(full, subset)
 
 
-@pytest.mark.usefixtures("ce_backward")
+@pytest.mark.usefixtures("kernel_mode")
 def test_cross_entropy_segmentation_shapes_and_soft_targets():
     logits = torch.randn(2, 4, 3, 3, dtype=torch.float64, requires_grad=True)
     target = torch.randint(0, 4, (2, 3, 3))
@@ -76,7 +63,7 @@ def test_cross_entropy_segmentation_shapes_and_soft_targets():
     )
 
 
-@pytest.mark.usefixtures("ce_backward")
+@pytest.mark.usefixtures("kernel_mode")
 def test_cross_entropy_empty_or_all_ignored_is_zero_not_nan():
     logits = torch.randn(3, 4, requires_grad=True)
     all_ignored = F.cross_entropy(logits, torch.full((3,), -100))
@@ -91,26 +78,14 @@ def _seeded(seed):
     return torch.Generator().manual_seed(seed)
 
 
-def _mean_without_reading_values(logits, target, weight=None, ignore_index=-100, **options):
-    """The mean as computed on CUDA and under torch.compile: sum / kept weight, no host read."""
-    options = {"weight": weight, "ignore_index": ignore_index, "label_smoothing": 0.0, **options}
-    return classification._mean_over_kept_targets(logits, target, options)
-
-
-#: the public function (eagerly on the CPU: torch's mean, read to catch 0 / 0) and the mean
-#: it falls back on, which CUDA and torch.compile use
-CE_MEANS = [F.cross_entropy, _mean_without_reading_values]
-
-
-@pytest.mark.usefixtures("ce_backward")
-@pytest.mark.parametrize("mean", CE_MEANS)
-def test_weighted_cross_entropy_whose_kept_targets_all_weigh_zero_is_zero_not_nan(mean):
+@pytest.mark.usefixtures("kernel_mode")
+def test_weighted_cross_entropy_whose_kept_targets_all_weigh_zero_is_zero_not_nan():
     logits = torch.randn(3, 4, 2, dtype=torch.float64, generator=_seeded(3), requires_grad=True)
     target = torch.tensor([[1, -100], [1, 1], [-100, 1]])
     weight = torch.tensor([1.0, 0.0, 2.0, 0.5], dtype=torch.float64)
     assert torch.isnan(TF.cross_entropy(logits, target, weight=weight))  # torch's own: 0 / 0
     for eps in (0.0, 0.2):
-        value = mean(logits, target, weight=weight, label_smoothing=eps)
+        value = F.cross_entropy(logits, target, weight=weight, label_smoothing=eps)
         (grad,) = torch.autograd.grad(value, logits)
         assert value.item() == 0.0
         assert torch.equal(grad, torch.zeros_like(grad))
@@ -122,21 +97,20 @@ def _some_ignored(shape, classes, ignore_index, seed):
     return target
 
 
-@pytest.mark.usefixtures("ce_backward")
-@pytest.mark.parametrize("mean", CE_MEANS)
+@pytest.mark.usefixtures("kernel_mode")
 @pytest.mark.parametrize("spatial", [(), (5,), (3, 2), (2, 2, 2)], ids=lambda s: f"{len(s) + 2}d")
 @pytest.mark.parametrize("ignore_index", [-100, 0, 255])
 @pytest.mark.parametrize("eps", [0.0, 0.2])
 @pytest.mark.parametrize("use_weight", [False, True])
 def test_cross_entropy_mean_matches_torch_in_value_and_gradient(
-    mean, spatial, ignore_index, eps, use_weight
+    spatial, ignore_index, eps, use_weight
 ):
     gen = _seeded(len(spatial))
     logits = torch.randn(4, 3, *spatial, dtype=torch.float64, generator=gen, requires_grad=True)
     target = _some_ignored((4, *spatial), 3, ignore_index, seed=len(spatial))
     weight = torch.tensor([0.5, 2.0, 1.5], dtype=torch.float64) if use_weight else None
     options = {"weight": weight, "ignore_index": ignore_index, "label_smoothing": eps}
-    ours = mean(logits, target, **options)
+    ours = F.cross_entropy(logits, target, **options)
     theirs = TF.cross_entropy(logits, target, **options)
     torch.testing.assert_close(ours, theirs)
     torch.testing.assert_close(
@@ -144,17 +118,15 @@ def test_cross_entropy_mean_matches_torch_in_value_and_gradient(
     )
 
 
-@pytest.mark.usefixtures("ce_backward")
-@pytest.mark.parametrize("mean", CE_MEANS)
-def test_cross_entropy_mean_keeps_a_nan_of_nan_logits(mean):
+@pytest.mark.usefixtures("kernel_mode")
+def test_cross_entropy_mean_keeps_a_nan_of_nan_logits():
     logits = torch.tensor([[0.0, float("nan")], [1.0, 2.0]], requires_grad=True)
-    assert torch.isnan(mean(logits, torch.tensor([0, 1])))
-    assert mean(logits, torch.tensor([-100, -100])).item() == 0.0
+    assert torch.isnan(F.cross_entropy(logits, torch.tensor([0, 1])))
+    assert F.cross_entropy(logits, torch.tensor([-100, -100])).item() == 0.0
 
 
-@pytest.mark.usefixtures("ce_backward")
+@pytest.mark.usefixtures("kernel_mode")
 def test_per_sample_gradients_with_vmap_match_a_loop_over_torch():
-    # torch.func.vmap refuses host reads: the mean falls back on sum / kept weight there
     logits = torch.randn(3, 2, 4, dtype=torch.float64, generator=_seeded(8))
     target = torch.tensor([[0, 3], [-100, -100], [2, -100]])
     grads = torch.func.vmap(torch.func.grad(F.cross_entropy))(logits, target)
@@ -164,7 +136,7 @@ def test_per_sample_gradients_with_vmap_match_a_loop_over_torch():
     assert torch.equal(grads[1], torch.zeros(2, 4, dtype=torch.float64))  # nothing counts: 0
 
 
-@pytest.mark.usefixtures("ce_backward")
+@pytest.mark.usefixtures("kernel_mode")
 def test_compiled_cross_entropy_mean_matches_eager_also_when_nothing_counts():
     logits = torch.randn(2, 3, 4, generator=_seeded(7))
     target = _some_ignored((2, 4), 3, 255, seed=7)
@@ -180,7 +152,7 @@ def test_compiled_cross_entropy_mean_matches_eager_also_when_nothing_counts():
     assert value.item() == 0.0
 
 
-@pytest.mark.usefixtures("ce_backward")
+@pytest.mark.usefixtures("kernel_mode")
 @pytest.mark.parametrize(
     ("pred_shape", "target", "error", "match"),
     [
@@ -209,7 +181,7 @@ def test_cross_entropy_explains_targets_in_lossplug_words(
         F.cross_entropy(torch.zeros(pred_shape, requires_grad=True), target, reduction=reduction)
 
 
-@pytest.mark.usefixtures("ce_backward")
+@pytest.mark.usefixtures("kernel_mode")
 def test_cross_entropy_explains_torch_s_refusal_with_value_checks_off_too():
     # the check runs after torch refused the batch, so turning value checks off changes nothing
     match = r"^cross_entropy: class index 3 in 'target' is out of range for 3 classes"
@@ -217,7 +189,7 @@ def test_cross_entropy_explains_torch_s_refusal_with_value_checks_off_too():
         F.cross_entropy(torch.zeros(4, 3, requires_grad=True), torch.tensor([0, 1, 3, 1]))
 
 
-@pytest.mark.usefixtures("ce_backward")
+@pytest.mark.usefixtures("kernel_mode")
 def test_cross_entropy_casts_class_weights_and_accepts_any_integer_target():
     logits = torch.randn(5, 3, dtype=torch.float64, generator=_seeded(5), requires_grad=True)
     target = torch.tensor([0, 2, 1, 1, 2])
@@ -450,7 +422,7 @@ def test_bad_input_names_loss_and_argument(call, match):
         call()
 
 
-@pytest.mark.usefixtures("ce_backward")
+@pytest.mark.usefixtures("kernel_mode")
 def test_weighted_cross_entropy_with_an_ignore_index_outside_the_classes():
     logits = torch.randn(6, 3, dtype=torch.float64, requires_grad=True)
     target = torch.tensor([0, 255, 2, 1, 255, 2])
@@ -472,7 +444,7 @@ def test_cross_entropy_refuses_an_ignore_index_that_is_no_int(ignore_index):
         F.cross_entropy(torch.zeros(4, 3), torch.tensor([0, 1, 2, 1]), ignore_index=ignore_index)
 
 
-@pytest.mark.usefixtures("ce_backward")
+@pytest.mark.usefixtures("kernel_mode")
 def test_cross_entropy_takes_a_numpy_integer_ignore_index():
     logits = torch.randn(4, 3, generator=_seeded(3), requires_grad=True)
     target = torch.tensor([0, 1, 2, 1])

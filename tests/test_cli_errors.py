@@ -67,7 +67,7 @@ ONE_LINE = {
         "trainer: option 'max_epochs' takes an integer or null, got 'abc'",
     ),
     "negative composite weight": Cli(
-        ("experiment=segmentation", "loss.weights.dice=-1"),
+        ("experiment=segmentation", "loss=dice_ce_terms", "loss.weights.dice=-1"),
         "composite: option 'weights.dice' must be a finite number >= 0.0, got -1",
     ),
     "trainer refuses a value": Cli(
@@ -172,7 +172,7 @@ COMMAND_LINES = {
     ("loss=focal,dice",): "loss=focal,dice is a sweep: add -m to run one job per value",
     ("foo=1",): "the config has no key 'foo'.",
     ("los=focal",): "the config has no key 'los'. Did you mean 'loss'?",
-    ("experiment=segmentation", "loss.terms.dcie.mode=binary"): (
+    ("experiment=segmentation", "loss=dice_ce_terms", "loss.terms.dcie.mode=binary"): (
         "loss.terms has no key 'dcie'. Did you mean 'dice'? Its keys: dice, ce"
     ),
     ("experiment=segmentation", "loss=dice", "loss.mode=foo"): (
@@ -180,7 +180,7 @@ COMMAND_LINES = {
     ),
     ("trainer.precision=bf16mixed",): "got 'bf16mixed'; did you mean bf16-mixed?",
     ("test=maybe",): "test takes true or false, got 'maybe'; e.g. test=true",
-    ("experiment=segmentation", "loss.weights.dice=abc"): (
+    ("experiment=segmentation", "loss=dice_ce_terms", "loss.weights.dice=abc"): (
         "loss.weights.dice takes a number, got 'abc'; e.g. loss.weights.dice=1.0"
     ),
     ("data.batch_size=2.5",): "data: option 'batch_size' takes an integer, got 2.5",
@@ -220,7 +220,11 @@ def test_an_unparsable_override_is_a_usage_error():
             "hydra.run.dir=/tmp/anywhere",
         ),
         ("-m", "loss=cross_entropy,focal", "optimizer=adam,sgd", "optimizer.lr=0.1,0.01"),
-        ("experiment=segmentation", "loss.terms.dice.include_background=false"),
+        (
+            "experiment=segmentation",
+            "loss=dice_ce_terms",
+            "loss.terms.dice.include_background=false",
+        ),
         ("optimizer.lr_mult={backbone:0.1}", "scheduler=cosine", "scheduler.interval=epoch"),
         ("++loss.label_smoothing=0.1", "+trainer.num_sanity_val_steps=0", "seed=${test}"),
         ("--help",),

@@ -7,10 +7,8 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import softmax_passes
 
 from lossplug.composite import CompositeLoss, Route
-from lossplug.functional.overlap import dice_ce
 from lossplug.losses import (
     BCELoss,
     CrossEntropyLoss,
@@ -325,82 +323,3 @@ def test_terms_may_be_registered_names_and_an_unknown_one_names_the_term():
     message = str(info.value)
     assert message.startswith("composite: option 'terms.dice': unknown loss 'dyce'.")
     assert "Did you mean 'dice'?" in message
-
-
-# -- Dice + cross-entropy from one softmax --------------------------------------------------
-
-
-def segmentation_batch(seed: int = 4, ignore: int | None = None):
-    generator = torch.Generator().manual_seed(seed)
-    logits = torch.randn(2, 4, 5, 5, generator=generator, dtype=torch.float64)
-    target = torch.randint(0, 4, (2, 5, 5), generator=generator)
-    if ignore is not None:
-        target[0, :2] = ignore
-    return logits.requires_grad_(True), target
-
-
-@pytest.mark.parametrize(
-    ("dice_options", "ce_options", "ignore"),
-    [
-        ({}, {}, None),
-        ({"batch": True, "include_background": False, "smooth_nr": 0.5}, {}, None),
-        ({"ignore_index": 255}, {"ignore_index": 255}, 255),
-    ],
-)
-def test_fused_dice_ce_equals_the_terms_computed_apart(dice_options, ce_options, ignore):
-    logits, target = segmentation_batch(ignore=ignore)
-    terms = {"dice": DiceLoss(**dice_options), "ce": CrossEntropyLoss(**ce_options)}
-    loss = CompositeLoss(terms, weights={"dice": 0.3})
-    assert loss.fused is not None
-    values, counts = loss.measured_components(logits, target)
-    for name, term in terms.items():  # each term's own (single) component and count
-        (value,), (count,) = (part.values() for part in term.measured_components(logits, target))
-        torch.testing.assert_close(values[name], value)
-        assert int(counts[name]) == int(count)
-    torch.testing.assert_close(
-        values["ce"],
-        F.cross_entropy(logits, target, ignore_index=-100 if ignore is None else ignore),
-    )
-    (fused_grad,) = torch.autograd.grad(loss.total(values), logits)
-    one = softmax_passes(lambda: loss.total(loss.measured_components(logits, target)[0]).backward())
-    assert one == 1  # the fused path's single softmax; the terms apart take two
-    by_hand = 0.3 * terms["dice"](logits, target) + terms["ce"](logits, target)
-    (apart_grad,) = torch.autograd.grad(by_hand, logits)
-    torch.testing.assert_close(fused_grad, apart_grad)
-
-
-def test_fused_forward_runs_the_functional_dice_ce_operations_only():
-    """The loss itself (forward) launches exactly ``dice_ce``'s kernels: the counts that only
-    logging needs (a pass over the target) are taken in ``measured_components`` alone."""
-    logits, target = segmentation_batch(ignore=255)
-    terms = {"dice": DiceLoss(ignore_index=255), "ce": CrossEntropyLoss(ignore_index=255)}
-    loss = CompositeLoss(terms)
-
-    def kernels(run):
-        with torch.profiler.profile() as prof:
-            run()
-        return sorted(e.name for e in prof.events() if e.name.startswith("aten::"))
-
-    functional = kernels(lambda: dice_ce(logits, target, ignore_index=255))
-    assert kernels(lambda: loss(logits, target)) == functional
-    assert len(kernels(lambda: loss.measured_components(logits, target))) > len(functional)
-
-
-def test_fusion_only_where_the_terms_match_and_never_on_soft_targets():
-    def fused(**options):
-        return CompositeLoss(options).fused
-
-    assert fused(dice=DiceLoss(), ce=CrossEntropyLoss(label_smoothing=0.1)) is None
-    assert fused(dice=DiceLoss(jaccard=True), ce=CrossEntropyLoss()) is None
-    assert fused(dice=DiceLoss(ignore_index=255), ce=CrossEntropyLoss()) is None
-    assert fused(dice=DiceLoss(weight=[1.0, 2.0]), ce=CrossEntropyLoss()) is None
-    routed = CompositeLoss(
-        {"dice": DiceLoss(), "ce": CrossEntropyLoss()}, inputs={"dice": {"pred": 0}}
-    )
-    assert routed.fused is None
-    logits, target = segmentation_batch()
-    one_hot = F.one_hot(target, 4).movedim(-1, 1).double()
-    loss = CompositeLoss({"dice": DiceLoss(), "ce": CrossEntropyLoss()})
-    components = loss.components(logits, one_hot)  # probabilities: each term on its own
-    torch.testing.assert_close(components["dice"], DiceLoss()(logits, target))
-    torch.testing.assert_close(components["ce"], F.cross_entropy(logits, one_hot))

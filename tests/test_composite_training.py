@@ -234,7 +234,7 @@ def test_each_composite_config_trains(loss, terms, varying, tmp_path):
             "got begin=6 and end=5 (epochs)",
         ),
         (
-            ("+loss.inputs.dice.pred=aux",),
+            ("loss=dice_ce_terms", "+loss.inputs.dice.pred=aux"),
             "composite: term 'dice' reads pred['aux'] (option 'inputs.dice.pred'), but it is "
             "a single Tensor, not a dict, tuple or list",
         ),
@@ -260,7 +260,7 @@ def test_bad_composite_configs_stop_train_py_before_any_step(overrides, message,
     ("overrides", "message"),
     [
         (
-            ("loss.weights.dice=-1",),
+            ("loss=dice_ce_terms", "loss.weights.dice=-1"),
             "composite: option 'weights.dice' must be a finite number >= 0.0, got -1",
         ),
         (
@@ -269,7 +269,7 @@ def test_bad_composite_configs_stop_train_py_before_any_step(overrides, message,
             "valid options: begin, end, final, initial, schedule, unit",
         ),
         (
-            ("loss.weighting=dwa", "loss.temperature=-1"),
+            ("loss=dice_ce_terms", "loss.weighting=dwa", "loss.temperature=-1"),
             "dwa: option 'temperature' must be a finite number > 0.0, got -1",
         ),
         (
@@ -277,11 +277,11 @@ def test_bad_composite_configs_stop_train_py_before_any_step(overrides, message,
             "composite: option 'weights.ce' must be a constant > 0 with weighting='uncertainty'",
         ),
         (
-            ("+loss.inputs.dice.activation=softmax",),
+            ("loss=dice_ce_terms", "+loss.inputs.dice.activation=softmax"),
             "option 'inputs.dice.activation' is 'softmax', which gives probs, but term 'dice' "
             "expects logits",
         ),
-        (("loss.terms.dice._target_=lossplug.losses.DyceLoss",), "DyceLoss"),
+        (("loss=dice_ce_terms", "loss.terms.dice._target_=lossplug.losses.DyceLoss"), "DyceLoss"),
     ],
 )
 def test_bad_composite_configs_fail_when_built(compose_train, overrides, message):
@@ -303,6 +303,7 @@ def test_weights_weighting_and_routes_from_the_command_line(compose_train):
 
     cfg = compose_train(
         "experiment=segmentation",
+        "loss=dice_ce_terms",
         "loss.weights.dice={schedule:step,initial:0.1,milestones:[2],values:[1.0]}",
         "loss.weighting=dwa",
         "loss.temperature=0.5",

@@ -20,6 +20,7 @@ from omegaconf import OmegaConf
 import lossplug.conf
 from lossplug.config import ConfigError
 from lossplug.demo.training import build
+from lossplug.losses import DiceCELoss
 from lossplug.mixin import build_criterion
 
 CONF = Path(lossplug.conf.__file__).parent  # the library's groups
@@ -40,6 +41,7 @@ LOSS_EXPERIMENTS = [
     ("dice", "segmentation"),
     ("tversky", "segmentation"),
     ("dice_ce", "segmentation"),
+    ("dice_ce_terms", "segmentation"),
     ("dice_ce_ramp", "segmentation"),
     ("dice_ce_uncertainty", "segmentation"),
     ("dice_ce_dwa", "segmentation"),
@@ -69,7 +71,8 @@ def test_the_documented_choices_exist():
             *("mse", "l1", "huber", "smooth_l1"),
             *("cross_entropy", "bce", "kl_div", "hinge", "focal"),
             *("dice", "tversky", "dice_ce", "triplet", "contrastive"),
-            *("dice_ce_ramp", "dice_ce_uncertainty", "dice_ce_dwa", "focal_dice", "vae"),
+            *("dice_ce_terms", "dice_ce_ramp", "dice_ce_uncertainty", "dice_ce_dwa"),
+            *("focal_dice", "vae"),
         ]
     )
     assert options("optimizer") == ["adam", "adamw", "rmsprop", "sgd"]
@@ -86,7 +89,7 @@ def test_the_documented_choices_exist():
 
 
 COMPOSITES = {
-    *("dice_ce", "dice_ce_ramp", "dice_ce_uncertainty", "dice_ce_dwa", "focal_dice", "vae"),
+    *("dice_ce_terms", "dice_ce_ramp", "dice_ce_uncertainty", "dice_ce_dwa", "focal_dice", "vae"),
 }
 
 
@@ -109,7 +112,7 @@ def test_every_loss_runs_with_a_matching_experiment(compose_train, loss, experim
     component_names = job.model.criterion.components.__self__  # the built criterion
     assert component_names is job.model.criterion
     logged = {key.split("/")[-1] for key in metrics if key.startswith("val/loss/")}
-    expected = {name: {"dice", "ce"} for name in COMPOSITES} | {
+    expected = {name: {"dice", "ce"} for name in (*COMPOSITES, "dice_ce")} | {
         "focal_dice": {"focal", "dice"},
         "contrastive": {"pos", "neg"},
         "vae": {"recon", "kl"},
@@ -117,9 +120,20 @@ def test_every_loss_runs_with_a_matching_experiment(compose_train, loss, experim
     assert logged == expected.get(loss, {job.model.criterion.name})
 
 
-def test_dice_ce_weights_and_term_options_are_overridable(compose_train):
+def test_dice_ce_weights_and_options_are_overridable(compose_train):
+    cfg = compose_train(
+        "experiment=segmentation", "loss.dice_weight=0.5", "loss.include_background=false"
+    )
+    criterion = build(cfg).model.criterion
+    assert isinstance(criterion, DiceCELoss)
+    assert (criterion.dice_weight, criterion.ce_weight) == (0.5, 1.0)
+    assert criterion.include_background is False
+
+
+def test_dice_ce_terms_weights_and_term_options_are_overridable(compose_train):
     cfg = compose_train(
         "experiment=segmentation",
+        "loss=dice_ce_terms",
         "loss.weights.dice=0.5",
         "loss.terms.dice.include_background=false",
         "loss.terms.ce.label_smoothing=0.1",
@@ -216,13 +230,17 @@ def test_added_misspelt_loss_option_names_the_valid_options(compose_train):
 
 
 def test_misspelt_term_option_names_the_term(compose_train):
-    error = build_error(compose_train("experiment=segmentation", "+loss.terms.dice.smooth=1"))
+    error = build_error(
+        compose_train("experiment=segmentation", "loss=dice_ce_terms", "+loss.terms.dice.smooth=1")
+    )
     assert isinstance(error, ConfigError)
     assert "loss.terms.dice: unknown option 'smooth'" in str(error)
 
 
 def test_negative_loss_weight_fails_before_training(compose_train):
-    error = build_error(compose_train("experiment=segmentation", "loss.weights.dice=-0.5"))
+    error = build_error(
+        compose_train("experiment=segmentation", "loss=dice_ce_terms", "loss.weights.dice=-0.5")
+    )
     assert isinstance(error, ValueError)
     assert "composite: option 'weights.dice' must be a finite number >= 0.0, got -0.5" in str(error)
 
@@ -281,7 +299,7 @@ def test_multi_gpu_trainers_compose_with_their_overrides(compose_train):
 def test_the_dice_ce_config_shares_one_softmax_between_its_terms(compose_train):
     cfg = compose_train("experiment=segmentation")
     criterion = build_criterion(cfg.loss)
-    assert criterion.fused is not None  # the README's claim for loss=dice_ce
+    assert isinstance(criterion, DiceCELoss)  # the README's claim for loss=dice_ce
     logits = torch.randn(2, cfg.model.num_classes, 8, 8, requires_grad=True)
     target = torch.randint(0, cfg.model.num_classes, (2, 8, 8))
 

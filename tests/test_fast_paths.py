@@ -1,34 +1,29 @@
-"""The fast paths behind the losses give the values and gradients of the plain formulas.
+"""The kernels and fast formulas behind the losses give the values and gradients of the plain ones.
 
 References are written here from autograd's pieces (softmax, gather, one-hot sums, a dense
-``(B, B, B)`` triplet tensor) or come from MONAI; the fast paths are fused autograd functions
-with hand-written backward passes, a sort-based triplet sum and a one-buffer focal gradient.
-Memory tests compare peak tensor memory with the same peers as ``scripts/bench_losses.py``.
+``(B, B, B)`` triplet tensor) or come from MONAI; the kernels are autograd functions with
+hand-written backward passes (:mod:`lossplug.kernels`), the triplet sum is sort-based.
+Memory tests compare peak tensor memory with the same peers as ``benchmarks/bench_losses.py``.
 """
 
 from __future__ import annotations
-
-import sys
 
 import monai.losses
 import pytest
 import torch
 import torch.nn.functional as TF
-from conftest import REPO
 
+from benchmarks.benchkit import loss_step_peak_memory
 from lossplug import functional as LF
 from lossplug._validation import explain_class_target_errors
 from lossplug.functional._distance import pairwise_distances
-from lossplug.functional._softmax_stats import (
-    LARGE_INPUT_POSITIONS,
-    softmax_overlap_stats,
-    target_log_prob,
-)
-from lossplug.functional.focal import _sigmoid_focal_autograd, _SigmoidFocal
+from lossplug.functional.focal import sigmoid_focal_terms
 from lossplug.functional.overlap import dice_ce, dice_ce_components
+from lossplug.kernels.sigmoid_focal import sigmoid_focal_kernel
+from lossplug.kernels.softmax_statistics import softmax_overlap_stats
 
-sys.path.insert(0, str(REPO / "scripts"))
-from _benchkit import loss_step_peak_memory, peak_memory
+#: positions of a segmentation-sized input
+LARGE_INPUT_POSITIONS = 32768
 
 
 def seeded(seed: int) -> torch.Generator:
@@ -103,8 +98,7 @@ def weighted_sum_gradient(outputs, logits, used, *, retain_graph=False):
 @pytest.mark.parametrize("with_valid", [False, True])
 @pytest.mark.parametrize("used", [(0,), (1,), (2,), (1, 2), (0, 1, 2)])
 def test_softmax_overlap_stats_paths_for_small_and_large_inputs(layout, with_valid, used):
-    """From LARGE_INPUT_POSITIONS the CPU reads the target class at flat offsets and writes the
-    gradient into the saved probabilities; channels-last logits keep gather/scatter."""
+    """Small, large and channels-last (non-contiguous) logits alike."""
     positions = 40 if layout == "small" else LARGE_INPUT_POSITIONS // 2
     logits, labels = logits_and_labels(c=5, s=positions)
     if layout == "large channels-last":
@@ -132,9 +126,9 @@ def test_log_prob_gradient_alone_may_arrive_expanded():
 
 
 @pytest.mark.parametrize("loss", ["dice", "tversky", "dice_ce"])
-def test_targets_of_any_memory_layout_on_the_large_input_path(loss):
+def test_targets_of_any_memory_layout_at_segmentation_size(loss):
     """A batch-last class-index target (non-contiguous) gives the contiguous target's values."""
-    side = 128  # 2 x 128 x 128 positions: the flat-offset path
+    side = 128
     logits = torch.randn(2, 4, side, side, generator=seeded(17), requires_grad=True)
     batch_last = torch.randint(0, 4, (side, side, 2), generator=seeded(18)).permute(2, 0, 1)
     assert not batch_last.is_contiguous()
@@ -156,7 +150,7 @@ def test_an_error_the_target_check_cannot_explain_stays_torch_s():
         raise RuntimeError("the kernel's own error")
 
 
-@pytest.mark.parametrize("positions", [30, LARGE_INPUT_POSITIONS // 2])  # 2nd: in-place path
+@pytest.mark.parametrize("positions", [30, LARGE_INPUT_POSITIONS // 2])
 @pytest.mark.parametrize("with_valid", [False, True])
 def test_softmax_overlap_stats_backward_twice_with_retain_graph(with_valid, positions):
     """A retained graph keeps its saved probabilities: the second pass gives the same gradient."""
@@ -168,49 +162,6 @@ def test_softmax_overlap_stats_backward_twice_with_retain_graph(with_valid, posi
     expected = weighted_sum_gradient(reference_stats(logits, labels, valid), logits, (0, 1, 2))
     torch.testing.assert_close(first, expected)
     torch.testing.assert_close(second, expected)
-
-
-def test_in_place_backward_allocates_no_full_size_gradient():
-    """Peak memory of forward + backward: the in-place pass needs one ``(N, C, S)`` buffer less.
-
-    Less a few ``(N, S)`` temporaries of the per-class update.
-    """
-    positions = LARGE_INPUT_POSITIONS // 4
-    logits = torch.randn(4, 8, positions).requires_grad_()
-    labels = torch.randint(0, 8, (4, positions), generator=seeded(6))
-    full_size = logits.numel() * logits.element_size()
-    per_position = full_size // logits.shape[1]
-
-    def step(retain_graph):
-        def run():
-            stats = softmax_overlap_stats(logits, labels, None, with_log_prob=False)
-            loss = (stats.intersection / stats.prob_sum).sum()
-            torch.autograd.grad(loss, logits, retain_graph=retain_graph)
-
-        return run
-
-    saved = peak_memory(step(True), torch.device("cpu")) - peak_memory(
-        step(False), torch.device("cpu")
-    )
-    assert saved >= full_size - 3 * per_position
-
-
-@pytest.mark.parametrize("shape", [(5, 7), (3, 4, 6)])
-def test_target_log_prob_is_log_softmax_at_the_target(shape):
-    logits = (torch.randn(shape, generator=seeded(3), dtype=torch.float64) * 4).requires_grad_()
-    labels = torch.randint(0, shape[1], (shape[0], *shape[2:]), generator=seeded(4))
-    expected = logits.log_softmax(1).gather(1, labels.unsqueeze(1)).squeeze(1)
-    torch.testing.assert_close(target_log_prob(logits, labels), expected)
-    assert torch.autograd.gradcheck(lambda x: target_log_prob(x, labels), (logits,))
-
-
-def test_target_log_prob_is_exact_for_extreme_logits():
-    logits = torch.tensor([[1e4, -1e4, 0.0], [-300.0, 300.0, 299.0]], requires_grad=True)
-    labels = torch.tensor([1, 2])
-    result = target_log_prob(logits, labels)
-    torch.testing.assert_close(result, logits.log_softmax(1)[[0, 1], labels])
-    (grad,) = torch.autograd.grad(result.sum(), logits)
-    assert torch.isfinite(grad).all()
 
 
 def test_fused_statistics_are_once_differentiable_with_a_clear_error():
@@ -303,14 +254,14 @@ def test_sigmoid_focal_function_matches_the_autograd_formula(gamma, soft):
         target = torch.rand(300, generator=seeded(8), dtype=torch.float64)
     else:
         target = torch.randint(0, 2, (300,), generator=seeded(8)).double()
-    fused = _SigmoidFocal.apply(logits, target, gamma, None)
-    expected = _sigmoid_focal_autograd(logits, target, gamma)
+    fused = sigmoid_focal_kernel(logits, target, gamma, None)
+    expected = sigmoid_focal_terms(logits, target, gamma)
     torch.testing.assert_close(fused, expected)
     (grad,) = torch.autograd.grad(fused.sum(), logits)
     (expected_grad,) = torch.autograd.grad(expected.sum(), logits)
     torch.testing.assert_close(grad, expected_grad)
     assert torch.autograd.gradcheck(
-        lambda x: _SigmoidFocal.apply(x, target[:20], gamma, None),
+        lambda x: sigmoid_focal_kernel(x, target[:20], gamma, None),
         (logits[:20].detach().requires_grad_(),),
     )
 
@@ -321,10 +272,10 @@ def test_sigmoid_focal_is_finite_and_accurate_at_extreme_logits(gamma, label):
     logits = torch.tensor([-1e4, -200.0, -90.0, -1e-3, 0.0, 1e-3, 50.0, 90.0, 200.0, 1e4])
     logits.requires_grad_()
     target = torch.full_like(logits, label)
-    loss = _SigmoidFocal.apply(logits, target, gamma, None)
+    loss = sigmoid_focal_kernel(logits, target, gamma, None)
     (grad,) = torch.autograd.grad(loss.sum(), logits)
     assert torch.isfinite(loss).all() and torch.isfinite(grad).all()
-    expected = _sigmoid_focal_autograd(logits.double(), target.double(), gamma).float()
+    expected = sigmoid_focal_terms(logits.double(), target.double(), gamma).float()
     # relative accuracy down to float32's smallest normal number
     torch.testing.assert_close(loss, expected, rtol=1e-5, atol=torch.finfo(torch.float32).tiny)
 
@@ -447,15 +398,15 @@ def test_triplet_memory_grows_with_pairs_not_triplets():
 
 
 @pytest.mark.parametrize("loss", [LF.dice, LF.tversky])
-def test_overlap_step_on_large_inputs_holds_the_gradient_and_five_position_buffers(loss):
+def test_overlap_step_on_large_inputs_holds_the_gradient_and_four_position_buffers(loss):
     """Beyond the logits: the softmax that becomes the gradient (C per-position buffers) and
-    five of one float or int32 per position — flat offsets, target probabilities, the
-    backward's target term, its shift and one per-class factor, reused for every class."""
-    batch, classes, positions = 2, 4, 128 * 128  # the large-input paths, from 32768 positions
+    four of one float per position — target probabilities, the backward's target term, its
+    shift and one per-class factor, reused for every class."""
+    batch, classes, positions = 2, 4, 128 * 128
     logits = torch.randn(batch, classes, positions, generator=seeded(47)).requires_grad_()
     labels = torch.randint(0, classes, (batch, positions), generator=seeded(48))
     position_buffer = batch * positions * 4
-    assert _peak(loss, logits, labels) <= (classes + 5) * position_buffer + 1024
+    assert _peak(loss, logits, labels) <= (classes + 4) * position_buffer + 1024
 
 
 def test_multiclass_hinge_holds_one_score_sized_buffer_like_torchs_fused_kernel():
@@ -496,7 +447,7 @@ INDEX_TARGET_LOSSES = {
 
 @pytest.mark.parametrize("loss", sorted(INDEX_TARGET_LOSSES))
 @pytest.mark.parametrize(("bad", "ignore_index"), [(4, None), (-1, None), (9, 255), (-3, 255)])
-@pytest.mark.parametrize("side", [6, 128])  # 128: flat offsets (LARGE_INPUT_POSITIONS)
+@pytest.mark.parametrize("side", [6, 128])
 def test_class_index_out_of_range_is_explained_on_the_cpu(loss, bad, ignore_index, side):
     """On the CPU the losses leave the index check to torch's kernels and explain their error."""
     logits = torch.randn(2, 4, side, side)

@@ -1,4 +1,4 @@
-"""Cross-entropy's in-place backward pass gives torch's values and gradients with fewer buffers.
+"""Cross-entropy's kernel gives torch's values and gradients with one buffer fewer.
 
 References are torch's ``cross_entropy`` (value and gradient, with any incoming gradient),
 float64 for float32 accuracy, and peak tensor memory measured with torch's profiler.
@@ -6,19 +6,18 @@ float64 for float32 accuracy, and peak tensor memory measured with torch's profi
 
 from __future__ import annotations
 
-import sys
+import dataclasses
 
 import pytest
 import torch
 import torch.nn.functional as TF
-from conftest import REPO
 
+from benchmarks.benchkit import loss_step_peak_memory
 from lossplug import functional as LF
-from lossplug.functional import classification
-from lossplug.functional._index_cross_entropy import index_cross_entropy
-
-sys.path.insert(0, str(REPO / "scripts"))
-from _benchkit import loss_step_peak_memory
+from lossplug import kernels
+from lossplug.functional.classification import kept_target_weight
+from lossplug.kernels import THRESHOLDS
+from lossplug.kernels.cross_entropy import cross_entropy_kernel
 
 SHAPES = [(6, 5), (4, 3, 7), (2, 3, 4, 5), (2, 3, 2, 3, 2)]
 
@@ -32,6 +31,14 @@ def inputs(shape, seed=0, dtype=torch.float64, ignore_index=-100):
     target = torch.randint(0, shape[1], (shape[0], *shape[2:]), generator=seeded(seed + 1))
     target.view(-1)[::4] = ignore_index
     return logits, target
+
+
+def index_cross_entropy(logits, target, weight, ignore_index, reduction):
+    """The kernel, reduced as torch reduces (the mean: the sum over the kept targets' weight)."""
+    loss = cross_entropy_kernel(logits, target, weight, ignore_index, reduction != "none")
+    if reduction == "mean":
+        return loss / kept_target_weight(target, ignore_index, weight).to(loss.dtype)
+    return loss
 
 
 def value_and_grad(loss, logits, incoming):
@@ -56,7 +63,10 @@ def test_values_are_torchs_and_gradients_match_for_any_incoming_gradient(
         lambda x: index_cross_entropy(x, target, weight, ignore_index, reduction), logits, incoming
     )
     torchs = value_and_grad(lambda x: TF.cross_entropy(x, target, **options), logits, incoming)
-    assert torch.equal(ours[0], torchs[0])  # torch's own forward kernels
+    if reduction == "mean":  # the kept weight summed in another order
+        torch.testing.assert_close(ours[0], torchs[0], rtol=1e-15, atol=0)
+    else:
+        assert torch.equal(ours[0], torchs[0])  # torch's own forward kernels
     torch.testing.assert_close(ours[1], torchs[1])
 
 
@@ -84,7 +94,7 @@ def test_a_mean_with_every_target_kept_matches_torch():
 
 
 def test_float32_gradient_is_as_accurate_as_torchs():
-    """Against float64: the exp2 of the saved log-probabilities loses no more than torch's."""
+    """Against float64: the exp2 of the log-probabilities loses no more than torch's."""
     logits64, target = inputs((64, 50), seed=4)
     logits64 = (logits64.detach() * 10).requires_grad_()  # log-probabilities down to ~-300
     logits32 = logits64.detach().float().requires_grad_()
@@ -98,7 +108,7 @@ def test_float32_gradient_is_as_accurate_as_torchs():
 
 
 def test_a_retained_graph_gives_the_same_gradient_twice():
-    """With ``retain_graph=True`` the saved log-probabilities are not overwritten."""
+    """With ``retain_graph=True`` a second backward pass reads the same saved tensors."""
     logits, target = inputs((6, 5))
     value = index_cross_entropy(logits, target, None, -100, "mean")
     (first,) = torch.autograd.grad(value, logits, retain_graph=True)
@@ -131,7 +141,8 @@ def _mean_in_place(x, y):
 
 
 def test_backward_allocates_no_logits_sized_buffer():
-    """torch's backward allocates the NLL gradient and the log-softmax gradient; this one none."""
+    """torch's backward allocates the NLL gradient and the log-softmax gradient; this one
+    writes the gradient into the forward's log-probabilities."""
     logits = torch.randn(64, 1000, generator=seeded(8)).requires_grad_()
     target = torch.randint(0, 1000, (64,), generator=seeded(9))
     full_size = logits.numel() * logits.element_size()
@@ -161,22 +172,26 @@ def test_logits_the_caller_drops_are_kept_and_the_peak_is_still_lower():
 
 
 def _takes_in_place_path(logits, target, **options):
-    return "IndexCrossEntropy" in type(LF.cross_entropy(logits, target, **options).grad_fn).__name__
+    loss = LF.cross_entropy(logits, target, reduction="sum", **options)
+    return "_CrossEntropyBackward" in type(loss.grad_fn).__name__
 
 
-def test_cross_entropy_takes_the_in_place_pass_from_its_threshold_and_where_it_applies():
+def test_cross_entropy_takes_the_kernel_from_its_threshold_and_where_it_applies():
     classes = 1000
-    rows = classification.IN_PLACE_MIN_ELEMENTS // classes + 1
+    rows = THRESHOLDS["cross_entropy"].minimum // classes + 1
     logits = torch.randn(rows, classes).requires_grad_()
     target = torch.randint(0, classes, (rows,), generator=seeded(10))
     assert _takes_in_place_path(logits, target)
-    assert _takes_in_place_path(logits, target, weight=torch.rand(classes), reduction="sum")
+    assert _takes_in_place_path(logits, target, weight=torch.rand(classes))
     assert not _takes_in_place_path(logits[: rows - 2], target[: rows - 2])  # below
     assert not _takes_in_place_path(logits, target, label_smoothing=0.1)
     weight = torch.rand(classes, requires_grad=True)  # left to torch's kernels, which refuse it
     with pytest.raises(RuntimeError, match="not differentiable with respect to argument 'weight'"):
         LF.cross_entropy(logits, target, weight=weight)
     assert LF.cross_entropy(logits.detach(), target).grad_fn is None
+
+    with kernels.disabled():
+        assert not _takes_in_place_path(logits, target)
     soft = torch.softmax(torch.randn(rows, classes), 1)
     assert not _takes_in_place_path(logits, soft)
 
@@ -215,7 +230,9 @@ def test_a_batch_of_incoming_gradients_gives_torchs_jacobian():
 
 
 def test_forward_mode_ad_takes_torchs_kernels(monkeypatch):
-    monkeypatch.setattr(classification, "IN_PLACE_MIN_ELEMENTS", 0)
+    monkeypatch.setitem(
+        THRESHOLDS, "cross_entropy", dataclasses.replace(THRESHOLDS["cross_entropy"], minimum=0)
+    )
     logits, target = inputs((6, 5))
     tangent = torch.randn(logits.shape, generator=seeded(12), dtype=logits.dtype)
     with torch.autograd.forward_ad.dual_level():

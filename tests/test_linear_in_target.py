@@ -1,4 +1,4 @@
-"""bce from logits and kl_div: lossplug's one-buffer function against torch's kernels.
+"""bce from logits and kl_div: lossplug's options and checks around torch's kernels.
 
 References: the stable formula :math:`\\max(z, 0) - yz + \\log(1 + e^{-|z|})` in float64, and
 torch's ``binary_cross_entropy_with_logits`` and ``kl_div`` for gradients of every order and
@@ -7,19 +7,14 @@ under torch.func.
 
 from __future__ import annotations
 
-import sys
 import warnings
 
 import pytest
 import torch
 import torch.nn.functional as TF
-from conftest import REPO
 
 import lossplug
 from lossplug import functional as LF
-
-sys.path.insert(0, str(REPO / "scripts"))
-from _benchkit import loss_step_peak_memory
 
 EXTREME_LOGITS = [-100.0, -40.0, -25.0, -18.0, -5.0, -0.5, 0.0, 0.5, 5.0, 18.0, 25.0, 40.0, 100.0]
 
@@ -60,7 +55,7 @@ LOSSES = {
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 def test_each_value_is_within_torchs_rounding_error_at_any_logit(dtype):
-    """Both forms cancel on one side; neither may stray past a few ulps of ``|z|``."""
+    """torch's form cancels on one side; it may not stray past a few ulps of ``|z|``."""
     z = torch.tensor(EXTREME_LOGITS, dtype=dtype).repeat_interleave(3)
     y = torch.tensor([0.0, 1.0, 0.3], dtype=dtype).repeat(len(EXTREME_LOGITS))
     exact = stable_formula(z, y)
@@ -69,12 +64,6 @@ def test_each_value_is_within_torchs_rounding_error_at_any_logit(dtype):
     torchs = TF.binary_cross_entropy_with_logits(z, y, reduction="none").double()
     assert torch.all((torchs - exact).abs() <= bound)  # the bound is torch's own accuracy
     assert torch.all((ours - exact).abs() <= bound), (ours - exact).abs() / bound
-    assert torch.all(ours >= 0)
-    # where the target is 0 this form is exact to rounding, also deep in the tail (down to
-    # the subnormal numbers, which hold fewer digits)
-    negatives = (y == 0) & (z < 0)
-    tiny = torch.finfo(dtype).tiny
-    torch.testing.assert_close(ours[negatives], exact[negatives], rtol=4e-7, atol=tiny)
 
 
 @pytest.mark.parametrize(
@@ -160,16 +149,3 @@ def test_a_target_that_requires_a_gradient_gets_torchs(name):
     target.grad = None
     torch_fn(pred.detach(), target).backward()
     torch.testing.assert_close(expected, target.grad)
-
-
-@pytest.mark.parametrize("name", LOSSES)
-def test_holds_one_input_sized_buffer_where_torch_holds_two_or_more(name):
-    ours_fn, torch_fn, make_inputs, _ = LOSSES[name]
-    pred, target = make_inputs(shape=(64, 1000), seed=8, dtype=torch.float32)
-
-    def peak(loss):
-        return loss_step_peak_memory(loss, (pred, target), torch.device("cpu"))
-
-    one_buffer = pred.numel() * 4
-    assert peak(ours_fn) <= one_buffer + 1024
-    assert peak(torch_fn) >= 2 * one_buffer

@@ -24,10 +24,9 @@ from lightning.pytorch import Callback, LightningModule, Trainer
 from omegaconf import DictConfig
 from torch import Tensor
 
+from lossplug._precision import at_least_float32
 from lossplug.composite import CompositeLoss
 from lossplug.demo.training import build
-from lossplug.functional import dice_ce
-from lossplug.functional._precision import at_least_float32
 from lossplug.losses.base import LossModule
 from lossplug.registry import build_loss
 
@@ -121,7 +120,7 @@ CASES = {
     "dice": Case(_built("dice"), SEGMENTATION),
     "tversky": Case(_built("tversky", alpha=0.3, beta=0.7, gamma=0.75), SEGMENTATION),
     "dice_ce": Case(_dice_ce_composite, SEGMENTATION),
-    "dice_ce_fused": Case(lambda: dice_ce, SEGMENTATION),
+    "dice_ce_one_softmax": Case(_built("dice_ce"), SEGMENTATION),
     "cross_entropy_ignore_smooth": Case(
         _built("cross_entropy", ignore_index=0, label_smoothing=0.1, weight=[1.0] * 5),
         SEGMENTATION,

@@ -1,4 +1,7 @@
-"""scripts/tb_report.py on a real sweep: one row per run with the last logged values, a PNG."""
+"""The run report on a real sweep: one row per run with the last logged values, a PNG.
+
+Most tests run ``scripts/tb_report.py``; one checks that ``python -m lossplug.report`` is the same.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +10,7 @@ from pathlib import Path
 
 import pytest
 from conftest import REPO, run_python
+from markdown_tables import markdown_rows
 from tiny_runs import SWEEP_LOSSES, last_scalars, tiny_sweep
 
 REPORT = REPO / "scripts" / "tb_report.py"
@@ -16,16 +20,6 @@ PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 @pytest.fixture(scope="module")
 def sweep(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tiny_sweep(tmp_path_factory)
-
-
-def markdown_rows(text: str) -> list[list[str]]:
-    """The cells of each row of the Markdown table in ``text``, separator line left out."""
-    rows = [
-        [cell.strip() for cell in line.strip().strip("|").split("|")]
-        for line in text.splitlines()
-        if line.startswith("|")
-    ]
-    return [row for row in rows if not all(set(cell) <= {"-"} for cell in row)]
 
 
 def assert_png(path: Path) -> None:
@@ -91,3 +85,12 @@ def test_a_tag_pattern_matching_nothing_lists_the_logged_tags(sweep, tmp_path):
     assert result.returncode != 0
     assert "no tag matches '^nothing/'; the runs logged: " in result.stderr
     assert "val/loss/focal" in result.stderr
+
+
+def test_the_package_command_prints_what_the_script_prints(sweep, tmp_path):
+    options = ("--tags", "^val/", "--out", tmp_path / "val.png")
+    script = run_python(REPORT, sweep, *options, cwd=tmp_path, timeout=120)
+    package = run_python("-m", "lossplug.report", sweep, *options, cwd=tmp_path, timeout=120)
+    assert script.returncode == package.returncode == 0, package.stderr[-3000:]
+    assert package.stdout == script.stdout
+    assert_png(tmp_path / "val.png")

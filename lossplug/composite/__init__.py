@@ -4,8 +4,6 @@
   learned) and the total.
 - :mod:`~lossplug.composite.routing`: :class:`Route`, which part of the output and target a
   term reads.
-- :mod:`~lossplug.composite.fused`: :class:`FusedDiceCE`, a Dice and a cross-entropy term
-  computed from one softmax.
 """
 
 from lossplug.composite.loss import CompositeLoss

@@ -33,7 +33,6 @@ import torch
 from torch import Tensor, nn
 
 from lossplug._validation import check_choice
-from lossplug.composite.fused import FusedDiceCE
 from lossplug.composite.routing import Route, Selector, parse_route
 from lossplug.losses.base import LossModule, batch_count, sum_components
 from lossplug.registry import UnknownLossError, build_loss, register_loss
@@ -134,8 +133,6 @@ class CompositeLoss(LossModule):
         self.weighting = weighting
         self.learned = self._build_weighting(weighting, temperature)
         self.input_space = self._common_input_space()
-        #: a Dice and a cross-entropy term computed from one softmax, if the terms allow it.
-        self.fused = FusedDiceCE.find(self.terms, self.routes)
 
     # -- construction -----------------------------------------------------------------------
 
@@ -216,40 +213,24 @@ class CompositeLoss(LossModule):
 
     def components(self, pred: Any, target: Any) -> dict[str, Tensor]:
         """Each term's unweighted value on its route, by name."""
-        values: dict[str, Tensor] = {}
-        if self.fused is not None:
-            values = self.fused.values(*self._route_of(self.fused, pred, target)) or {}
-        for name, term in self.terms.items():
-            if name not in values:
-                values[name] = term(*self.routes[name].select(self.name, name, pred, target))
-        return {name: values[name] for name in self.terms}
+        return {
+            name: term(*self.routes[name].select(self.name, name, pred, target))
+            for name, term in self.terms.items()
+        }
 
     def measured_components(
         self, pred: Any, target: Any
     ) -> tuple[dict[str, Tensor], dict[str, Tensor | int]]:
         """Each term's value and count (a term of several components counts samples)."""
-        values, counts = self._fused_values(pred, target)
+        values: dict[str, Tensor] = {}
+        counts: dict[str, Tensor | int] = {}
         for name, term in self.terms.items():
-            if name in values:
-                continue
             term_pred, term_target = self.routes[name].select(self.name, name, pred, target)
             parts, part_counts = term.measured_components(term_pred, term_target)
             values[name] = term.total(parts)
             single = len(part_counts) == 1
             counts[name] = next(iter(part_counts.values())) if single else batch_count(term_pred)
-        return {name: values[name] for name in self.terms}, counts
-
-    def _fused_values(
-        self, pred: Any, target: Any
-    ) -> tuple[dict[str, Tensor], dict[str, Tensor | int]]:
-        """The fused pair's values and counts; empty when there is none or it does not apply."""
-        if self.fused is None:
-            return {}, {}
-        return self.fused.measured(*self._route_of(self.fused, pred, target)) or ({}, {})
-
-    def _route_of(self, fused: FusedDiceCE, pred: Any, target: Any) -> tuple[Tensor, Tensor]:
-        """The fused pair's ``(pred, target)``: both terms read the same route."""
-        return self.routes[fused.dice].select(self.name, fused.dice, pred, target)
+        return values, counts
 
     def weighted_terms(self, components: Mapping[str, Tensor]) -> dict[str, Tensor]:
         r"""Each component times its current effective weight (:math:`\lambda_i w_i`)."""

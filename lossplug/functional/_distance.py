@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from lossplug.functional._precision import at_least_float32, autocast_off
+from lossplug._precision import at_least_float32, autocast_off
 
 Distance = Literal["euclidean", "cosine"]
 DISTANCES: tuple[str, ...] = ("euclidean", "cosine")

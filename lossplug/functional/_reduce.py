@@ -5,12 +5,6 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-#: torch's reduction codes (``at::Reduction``), as its loss kernels take them: lossplug calls
-#: the kernels (``torch.ops.aten``) directly, without ``torch.nn.functional``'s Python wrapper,
-#: whose argument handling and broadcasting cost ~6-8 µs per forward and backward pass
-#: (measured at 4 x 3), after lossplug's own checks.
-REDUCTION_CODES = {"none": 0, "mean": 1, "sum": 2}
-
 
 def reduce_loss(loss: Tensor, reduction: str, weight: Tensor | None = None) -> Tensor:
     """Reduce an element-wise loss, optionally weighted or masked.

@@ -8,19 +8,16 @@ number of *elements*, which is not a divergence), and every input is checked fir
 Precision: float16/bfloat16 inputs are computed in float32 and give a float32 loss, also under
 autocast, within float32 rounding (relative 1e-5) of the float32 loss of the same rounded
 values; the gradient is the float32 gradient rounded to the input's dtype
-(:mod:`lossplug.functional._precision`).
+(:mod:`lossplug._precision`).
 """
 
 from __future__ import annotations
 
-import math
-from typing import Any
-
 import torch
 import torch.nn.functional as F
 from torch import Tensor
-from torch.autograd import forward_ad
 
+from lossplug._precision import at_least_float32
 from lossplug._validation import (
     check_choice,
     check_class_target,
@@ -30,28 +27,13 @@ from lossplug._validation import (
     check_reduction,
     check_same_shape,
     check_unit_interval,
-    class_indices_checked_by_torch,
     explain_class_target_errors,
     value_checks_enabled,
 )
-from lossplug.functional._index_cross_entropy import index_cross_entropy, nll_forward
-from lossplug.functional._linear_in_target import (
-    BCE_FROM_LOGITS,
-    KL_DIVERGENCE,
-    applies,
-    linear_in_target_loss,
-)
-from lossplug.functional._multiclass_hinge import multiclass_hinge_sum
-from lossplug.functional._precision import at_least_float32
-from lossplug.functional._reduce import REDUCTION_CODES, reduce_loss
-
-#: From this many logits cross-entropy takes the backward pass that writes into its saved
-#: log-probabilities (see :func:`_backward_in_place`). Its autograd function and small
-#: operations cost a fixed ~100 µs per forward + backward on the README's CPU, which the saved
-#: buffers repay from about 2**17 logits (``scripts/bench_ce_threshold.py``): 0.75 and 1.03 of
-#: torch's time at 2 x 4 x 128 x 128 (with page faults, and with glibc keeping its memory),
-#: 1.23 and 1.27 at 256 x 256, 0.66 and 1.00 at 256 x 1000.
-IN_PLACE_MIN_ELEMENTS = 2**17
+from lossplug.functional._reduce import reduce_loss
+from lossplug.kernels.cross_entropy import cross_entropy_kernel
+from lossplug.kernels.dispatch import applies
+from lossplug.kernels.multiclass_hinge import multiclass_hinge_kernel
 
 
 def cross_entropy(
@@ -97,7 +79,6 @@ def cross_entropy(
     ignore_index = check_index_option(name, "ignore_index", ignore_index)
     check_floating(name, "pred", pred, "logits of shape (N, C, ...)")
     soft_target = isinstance(target, Tensor) and target.is_floating_point()
-    eager_cpu = class_indices_checked_by_torch(pred)
     if soft_target:
         check_same_shape(name, pred, target)
         check_unit_interval(name, "target", target, "class probabilities")
@@ -111,12 +92,17 @@ def cross_entropy(
     pred = at_least_float32(pred)
     if weight is not None:
         weight = weight.to(pred.dtype)
-    options = {"weight": weight, "label_smoothing": label_smoothing}
     if soft_target:
-        return _soft_target_cross_entropy(pred, at_least_float32(target), reduction, options)
-    options["ignore_index"] = ignore_index
+        target = at_least_float32(target)
+        if reduction == "mean" and pred.numel() == 0:
+            return pred.sum()
+        return F.cross_entropy(
+            pred, target, weight, reduction=reduction, label_smoothing=label_smoothing
+        )
     with explain_class_target_errors(name, pred, target, ignore_index):
-        return _index_target_cross_entropy(pred, _as_index(target), reduction, options, eager_cpu)
+        return _index_target_cross_entropy(
+            pred, _as_index(target), weight, ignore_index, label_smoothing, reduction
+        )
 
 
 def _as_index(target: Tensor) -> Tensor:
@@ -125,81 +111,50 @@ def _as_index(target: Tensor) -> Tensor:
 
 
 def _index_target_cross_entropy(
-    pred: Tensor, target: Tensor, reduction: str, options: dict[str, Any], eager_cpu: bool
+    pred: Tensor,
+    target: Tensor,
+    weight: Tensor | None,
+    ignore_index: int,
+    label_smoothing: float,
+    reduction: str,
 ) -> Tensor:
-    """Cross-entropy against class indices; a mean over nothing is 0, not torch's 0 / 0.
+    """Cross-entropy against class indices; the mean is the sum over the kept targets' weight.
 
-    Eagerly on the CPU, torch's mean is used unless it is not finite, which reading it tells
-    for free; elsewhere, and for a mean that is not finite (or not readable), the mean is the
-    sum divided by the kept targets' weight (:func:`_mean_over_kept_targets`). Where
-    :func:`_backward_in_place` allows, torch's loss comes with lossplug's backward pass.
+    torch's mean over nothing is 0 / 0, NaN in value and in gradient; here it is 0.
     """
-    loss = _torch_cross_entropy
-    if eager_cpu and _backward_in_place(pred, options):
-        loss = _in_place_backward_cross_entropy
+    summed = reduction != "none"
+    if _takes_kernel(pred, weight, label_smoothing):
+        loss = cross_entropy_kernel(pred, target, weight, ignore_index, summed)
+    else:
+        loss = F.cross_entropy(
+            pred,
+            target,
+            weight,
+            ignore_index=ignore_index,
+            reduction="sum" if summed else "none",
+            label_smoothing=label_smoothing,
+        )
     if reduction != "mean":
-        return loss(pred, target, reduction, options)
-    if eager_cpu:
-        mean = loss(pred, target, "mean", options)
-        if _read_finite(mean):
-            return mean
-    return _mean_over_kept_targets(pred, target, options)
+        return loss
+    kept_weight = kept_target_weight(target, ignore_index, weight).to(loss.dtype)
+    # smoothing spreads eps/C over every class: the sum is not 0 when the kept targets weigh 0
+    total = torch.where(kept_weight > 0, loss, 0.0) if label_smoothing else loss
+    return total / kept_weight.clamp_min(torch.finfo(loss.dtype).tiny)
 
 
-def _backward_in_place(pred: Tensor, options: dict[str, Any]) -> bool:
-    """Whether the loss takes :mod:`~lossplug.functional._index_cross_entropy`'s backward pass.
+def _takes_kernel(pred: Tensor, weight: Tensor | None, label_smoothing: float) -> bool:
+    """Whether :mod:`lossplug.kernels.cross_entropy` computes the loss.
 
-    For a gradient of the logits alone (class weights that need none), without label
-    smoothing, from :data:`IN_PLACE_MIN_ELEMENTS` logits on, outside ``torch.func``'s
-    transforms and forward-mode AD (logits with a tangent). The caller checks for the CPU and
-    eager mode: elsewhere torch's kernels, which ``torch.compile`` fuses, were not measured
-    against it.
+    For a gradient of the logits alone (no smoothing, class weights that need none), where the
+    dispatcher allows.
     """
-    weight = options["weight"]
     return (
         pred.requires_grad
         and torch.is_grad_enabled()
-        and pred.numel() >= IN_PLACE_MIN_ELEMENTS
-        and options["label_smoothing"] == 0.0
+        and label_smoothing == 0.0
         and (weight is None or not weight.requires_grad)
-        and not torch._C._are_functorch_transforms_active()
-        and forward_ad.unpack_dual(pred).tangent is None
+        and applies("cross_entropy", pred)
     )
-
-
-def _in_place_backward_cross_entropy(
-    pred: Tensor, target: Tensor, reduction: str, options: dict[str, Any]
-) -> Tensor:
-    """:func:`_torch_cross_entropy`'s call, answered by :func:`index_cross_entropy`."""
-    return index_cross_entropy(pred, target, options["weight"], options["ignore_index"], reduction)
-
-
-def _read_finite(value: Tensor) -> bool:
-    """Whether a 0-d CPU tensor is finite, read on the host; False where it cannot be read.
-
-    ``torch.func.vmap`` (per-sample gradients) refuses host reads of the values it batches.
-    """
-    try:
-        return math.isfinite(value.item())
-    except RuntimeError:
-        return False
-
-
-def _mean_over_kept_targets(pred: Tensor, target: Tensor, options: dict[str, Any]) -> Tensor:
-    """The sum of the losses divided by the kept targets' weight; 0 when that weight is 0.
-
-    torch's own mean is then 0 / 0, NaN in value and in gradient (even masked: NaN · 0).
-    """
-    weight, ignore_index = options["weight"], options["ignore_index"]
-    if options["label_smoothing"] == 0.0:
-        # the NLL kernel sums the kept targets' weight anyway: no second pass over the targets
-        total, kept_weight = nll_forward(pred.log_softmax(1), target, weight, "sum", ignore_index)
-    else:
-        total = _torch_cross_entropy(pred, target, "sum", options)
-        kept_weight = kept_target_weight(target, ignore_index, weight).to(total.dtype)
-        # smoothing spreads eps/C over every class: the sum is not 0 when the kept targets weigh 0
-        total = torch.where(kept_weight > 0, total, 0.0)
-    return total / kept_weight.clamp_min(torch.finfo(total.dtype).tiny)
 
 
 def kept_target_weight(target: Tensor, ignore_index: int, weight: Tensor | None = None) -> Tensor:
@@ -222,29 +177,6 @@ def kept_target_weight(target: Tensor, ignore_index: int, weight: Tensor | None 
     return (weight[torch.where(kept, target, 0)] * kept).sum()
 
 
-def _soft_target_cross_entropy(
-    pred: Tensor, target: Tensor, reduction: str, options: dict[str, Any]
-) -> Tensor:
-    """Cross-entropy against class probabilities; the mean is over positions."""
-    if reduction == "mean" and pred.numel() == 0:
-        return pred.sum()
-    return _torch_cross_entropy(pred, target, reduction, options)
-
-
-def _torch_cross_entropy(
-    pred: Tensor, target: Tensor, reduction: str, options: dict[str, Any]
-) -> Tensor:
-    """The cross-entropy kernel of torch, without ``torch.nn.functional``'s Python wrapper."""
-    return torch.ops.aten.cross_entropy_loss.default(
-        pred,
-        target,
-        options["weight"],
-        REDUCTION_CODES[reduction],
-        options.get("ignore_index", -100),
-        options["label_smoothing"],
-    )
-
-
 def bce(
     pred: Tensor,
     target: Tensor,
@@ -259,10 +191,8 @@ def bce(
 
         \ell = -\,w \bigl[\, w_+ \, y \log \sigma(z) + (1 - y) \log(1 - \sigma(z)) \bigr]
 
-    From logits it is computed as :math:`\operatorname{softplus}(z) - yz`, finite for any
-    logit and as accurate as torch's ``binary_cross_entropy_with_logits`` (within a few ulps
-    of :math:`|z|`), in one input-sized buffer each way
-    (:mod:`lossplug.functional._linear_in_target`). With ``input="probs"`` the
+    From logits it is torch's ``binary_cross_entropy_with_logits``, finite for any logit.
+    With ``input="probs"`` the
     logs are clamped at -100 as torch does, and their gradients stay finite also at
     probabilities of exactly 0 or 1, which a 16-bit sigmoid gives from logits of about 6
     (bfloat16) or 8 (float16) on.
@@ -296,27 +226,18 @@ def bce(
     pos_weight = at_least_float32(pos_weight)
     if input == "logits":
         if weight is None and pred.numel() > 0:
-            return _logits_bce(pred, target, pos_weight, reduction)
-        loss = _logits_bce(pred, target, pos_weight, "none")
+            return F.binary_cross_entropy_with_logits(
+                pred, target, pos_weight=pos_weight, reduction=reduction
+            )
+        loss = F.binary_cross_entropy_with_logits(
+            pred, target, pos_weight=pos_weight, reduction="none"
+        )
     else:
         check_unit_interval(name, "pred", pred, "probabilities (input='probs')")
         log_p, log_not_p = _clamped_log(pred), _clamped_log(1.0 - pred)
         positive = target * log_p if pos_weight is None else pos_weight * target * log_p
         loss = -(positive + (1.0 - target) * log_not_p)
     return reduce_loss(loss, reduction, weight)
-
-
-def _logits_bce(pred: Tensor, target: Tensor, pos_weight: Tensor | None, reduction: str) -> Tensor:
-    """Binary cross-entropy from logits: lossplug's leaner function, else torch's kernel.
-
-    torch's kernel takes over for a ``pos_weight`` and where
-    :func:`~lossplug.functional._linear_in_target.applies` says so.
-    """
-    if pos_weight is None and applies(target):
-        divisor = {"none": None, "sum": 1, "mean": pred.numel()}[reduction]
-        return linear_in_target_loss(pred, target, BCE_FROM_LOGITS, divisor)
-    kernel = torch.ops.aten.binary_cross_entropy_with_logits.default
-    return kernel(pred, target, None, pos_weight, REDUCTION_CODES[reduction])
 
 
 def _clamped_log(probs: Tensor) -> Tensor:
@@ -400,8 +321,6 @@ def kl_div(
         count = max(pred.shape[0], 1)
     else:
         count = max(pred.numel() // max(pred.shape[dim], 1), 1)
-    if applies(probs):
-        return linear_in_target_loss(pred, probs, KL_DIVERGENCE, count / temperature**2)
     total = _times_squared(F.kl_div(pred, probs, reduction="sum"), temperature)
     return total if count == 1 else total / count
 
@@ -458,7 +377,7 @@ def hinge(
         return reduce_loss(hinges, reduction)
     check_class_target(name, pred, target, indexed_by_torch=True)
     with explain_class_target_errors(name, pred, target):
-        hinges = multiclass_hinge_sum(pred, _as_index(target), margin, squared)
+        hinges = _multiclass_hinge(pred, _as_index(target), margin, squared)
     return reduce_loss(hinges, reduction)
 
 
@@ -474,3 +393,14 @@ def _binary_sign(target: Tensor) -> Tensor:
                 f"got values {found}"
             )
     return torch.where(target > 0, 1.0, -1.0)
+
+
+def _multiclass_hinge(scores: Tensor, labels: Tensor, margin: float, squared: bool) -> Tensor:
+    r"""Per-sample :math:`\sum_{j \ne y} \max(0, m - s_y + s_j)^q` of ``(N, C, *)`` scores."""
+    if applies("multiclass_hinge", scores):
+        return multiclass_hinge_kernel(scores, labels, margin, squared)
+    hinges = torch.relu(scores - scores.gather(1, labels.unsqueeze(1)) + margin)
+    if squared:
+        hinges = hinges * hinges
+    # the sum over every j includes j = y, whose term is the constant max(0, m)^q
+    return hinges.sum(1) - (margin**2 if squared else margin)

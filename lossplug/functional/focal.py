@@ -24,22 +24,18 @@ and :math:`\log p_t` keep float32's range: the loss is float32, within float32 r
 (relative 1e-5) of the float32 loss of the same rounded logits, and the gradient is the float32
 gradient rounded to the logits' dtype.
 
-Speed: the multiclass form takes :math:`\log p_t` from a fused autograd function that keeps
-no full-size ``(N, C, ...)`` intermediate for the backward pass
-(:func:`lossplug.functional._softmax_stats.target_log_prob`); the binary form forms its
-derivative in the forward pass and keeps only that (:class:`_SigmoidFocal`), unless the target
-itself needs a gradient.
+Kernel: :mod:`lossplug.kernels.sigmoid_focal` (the binary and multilabel forms, whose
+derivative is formed in the forward pass) computes the same with less memory traffic where
+:func:`lossplug.kernels.applies` allows.
 """
 
 from __future__ import annotations
 
-from typing import Any
-
 import torch
 import torch.nn.functional as F
 from torch import Tensor
-from torch.autograd.function import FunctionCtx, once_differentiable
 
+from lossplug._precision import at_least_float32
 from lossplug._validation import (
     check_choice,
     check_class_target,
@@ -52,10 +48,9 @@ from lossplug._validation import (
     explain_class_target_errors,
     value_checks_enabled,
 )
-from lossplug.functional._precision import at_least_float32
 from lossplug.functional._reduce import reduce_loss
-from lossplug.functional._shapes import flatten_from
-from lossplug.functional._softmax_stats import target_log_prob
+from lossplug.kernels.dispatch import applies
+from lossplug.kernels.sigmoid_focal import sigmoid_focal_kernel
 
 FOCAL_MODES = ("binary", "multiclass", "multilabel")
 
@@ -118,14 +113,14 @@ def _sigmoid_focal(
         target = torch.where(kept, target, 0.0)
     check_unit_interval("focal", "target", target, f"{mode} labels")
     alpha_t = _sigmoid_alpha(alpha, mode, logits, target)
-    if target.requires_grad:  # differentiable in the target too
-        loss = _sigmoid_focal_autograd(logits, target, gamma)
-        return (loss if alpha_t is None else loss * alpha_t), kept
-    return _SigmoidFocal.apply(logits, target, gamma, alpha_t), kept
+    if not target.requires_grad and applies("sigmoid_focal", logits):
+        return sigmoid_focal_kernel(logits, target, gamma, alpha_t), kept
+    loss = sigmoid_focal_terms(logits, target, gamma)
+    return (loss if alpha_t is None else loss * alpha_t), kept
 
 
-def _sigmoid_focal_autograd(logits: Tensor, target: Tensor, gamma: float) -> Tensor:
-    """Element-wise binary focal loss from autograd's pieces (for targets that need a gradient)."""
+def sigmoid_focal_terms(logits: Tensor, target: Tensor, gamma: float) -> Tensor:
+    """Element-wise binary focal loss without alpha, differentiable in both inputs."""
     log_p = F.logsigmoid(logits)
     log_not_p = F.logsigmoid(-logits)
     loss = -(target * log_p + (1.0 - target) * log_not_p)
@@ -134,51 +129,6 @@ def _sigmoid_focal_autograd(logits: Tensor, target: Tensor, gamma: float) -> Ten
         log_not_pt = torch.logaddexp(torch.log(target) + log_not_p, torch.log1p(-target) + log_p)
         loss = loss * torch.exp(gamma * log_not_pt)
     return loss
-
-
-class _SigmoidFocal(torch.autograd.Function):
-    r"""Element-wise binary focal loss whose derivative is formed in the forward pass.
-
-    With :math:`p = \sigma(z)` and :math:`q = \sigma(-z) = 1 - p`, each computed directly,
-    :math:`1 - p_t = y q + (1 - y) p` is a sum of positive terms (nothing cancels, for any
-    logit or soft label), :math:`\mathrm{CE} = \log(1 + e^{-|z|}) + \max(z, 0) - y z`, and
-
-    .. math::
-
-        \frac{\partial \mathrm{FL}}{\partial z} = \alpha_t (1 - p_t)^{\gamma}
-            \Bigl[\gamma (1 - 2y) \frac{p q}{1 - p_t}\, \mathrm{CE} + p - y\Bigr],
-
-    finite for every :math:`\gamma \ge 0` (:math:`p q / (1 - p_t) \le 1`; where
-    :math:`1 - p_t` underflows to 0 the factor :math:`(1 - p_t)^\gamma` is 0 too), also where
-    :math:`(1 - p_t)^\gamma` itself has an infinite derivative. Only this derivative is kept
-    for the backward pass: one tensor, where autograd would keep a dozen.
-    """
-
-    @staticmethod
-    def forward(
-        ctx: FunctionCtx, logits: Tensor, target: Tensor, gamma: float, alpha_t: Tensor | None
-    ) -> Tensor:
-        # max(z, 0) - y z first: it cancels exactly where log(1 + e^-|z|) is tiny
-        cross_entropy = logits.clamp(min=0).addcmul_(target, logits, value=-1)
-        cross_entropy.add_(logits.abs().neg_().exp_().log1p_())
-        prob, prob_complement = torch.sigmoid(logits), torch.sigmoid(-logits)
-        not_pt = torch.lerp(prob, prob_complement, target)
-        factor = not_pt.pow(gamma)
-        if alpha_t is not None:
-            factor.mul_(alpha_t)
-        if ctx.needs_input_grad[0]:
-            ratio = prob_complement.mul_(prob).div_(
-                not_pt.clamp_(min=torch.finfo(not_pt.dtype).tiny)
-            )
-            ratio.mul_(1 - 2 * target).mul_(cross_entropy).mul_(gamma)
-            ctx.save_for_backward(ratio.add_(prob).sub_(target).mul_(factor))
-        return cross_entropy.mul_(factor)
-
-    @staticmethod
-    @once_differentiable
-    def backward(ctx: Any, grad_loss: Tensor) -> tuple[Tensor, None, None, None]:
-        (derivative,) = ctx.saved_tensors
-        return derivative * grad_loss, None, None, None
 
 
 def _sigmoid_alpha(
@@ -213,11 +163,7 @@ def _multiclass_focal(
     if ignore_index is not None:
         kept = target != ignore_index
         target = torch.where(kept, target, 0)
-    if logits.ndim > 2:  # (N, C, S): one softmax over dim 1; (N, C) keeps the faster last dim
-        log_pt = target_log_prob(flatten_from(logits, 2), flatten_from(target, 1).long())
-    else:
-        log_pt = target_log_prob(logits, target.long())
-    log_pt = log_pt.reshape(target.shape)
+    log_pt = logits.log_softmax(1).gather(1, target.long().unsqueeze(1)).squeeze(1)
     loss = -log_pt
     if gamma != 0.0:
         loss = loss * _modulating_factor(log_pt, gamma)

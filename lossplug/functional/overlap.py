@@ -41,7 +41,7 @@ Precision: the statistics are computed in float32 for float16/bfloat16 inputs, w
 a large image overflow (float16 above 65504) or lose all precision, and with autocast off for
 their matrix products; the loss is float32, within float32 rounding (relative 1e-5) of the
 float32 loss of the same rounded values, and the gradient is the float32 gradient rounded to the
-input's dtype (:mod:`lossplug.functional._precision`).
+input's dtype (:mod:`lossplug._precision`).
 """
 
 from __future__ import annotations
@@ -53,6 +53,7 @@ from typing import Literal, NamedTuple
 import torch
 from torch import Tensor
 
+from lossplug._precision import at_least_float32
 from lossplug._validation import (
     check_choice,
     check_class_target,
@@ -67,10 +68,10 @@ from lossplug._validation import (
     explain_class_target_errors,
     value_checks_enabled,
 )
-from lossplug.functional._precision import at_least_float32
 from lossplug.functional._reduce import reduce_loss
 from lossplug.functional._shapes import flatten_from
-from lossplug.functional._softmax_stats import softmax_overlap_stats
+from lossplug.kernels.dispatch import applies
+from lossplug.kernels.softmax_statistics import softmax_overlap_stats
 
 Mode = Literal["binary", "multilabel", "multiclass"]
 InputKind = Literal["logits", "probs"]
@@ -450,9 +451,7 @@ def _overlap_stats(
     """Validate ``pred``/``target`` and sum :math:`I`, :math:`P`, :math:`T` per sample and class.
 
     Class-index targets never become a one-hot tensor: the intersection adds each position's
-    target-class probability into its class's bin, the target sum counts the labels. From
-    logits, the softmax statistics come from one fused autograd function
-    (:mod:`lossplug.functional._softmax_stats`).
+    target-class probability into its class's bin, the target sum counts the labels.
     """
     scores, index_target = _checked_scores(
         name,
@@ -547,27 +546,47 @@ def _label_counts(labels: Tensor, kept: Tensor | None, num_channels: int, like: 
 def _softmax_index_stats(
     logits: Tensor, target: Tensor, ignore_index: int | None, *, with_log_prob: bool = False
 ) -> tuple[OverlapStats, Tensor, Tensor | None]:
-    """Statistics of softmax(logits) ``(N, C, S)`` against class indices, in one fused pass.
+    """Statistics of softmax(logits) ``(N, C, S)`` against class indices.
 
     Returns:
         The statistics, the target-class log-probabilities ``(N, S)`` (empty unless
         ``with_log_prob``) and the kept mask.
     """
     labels, kept = _kept_labels(target, ignore_index, logits.dtype)
-    fused = softmax_overlap_stats(logits, labels, kept, with_log_prob=with_log_prob)
-    target_sum = _label_counts(labels, kept, logits.shape[1], fused.prob_sum)
-    return OverlapStats(fused.intersection, fused.prob_sum, target_sum), fused.log_prob, kept
+    if applies("softmax_statistics", logits):
+        fused = softmax_overlap_stats(logits, labels, kept, with_log_prob=with_log_prob)
+        intersection, prob_sum, log_prob = fused.intersection, fused.prob_sum, fused.log_prob
+    elif with_log_prob:
+        log_probs = logits.log_softmax(1)
+        intersection, prob_sum = _label_and_total_probs(log_probs.exp(), labels, kept)
+        log_prob = log_probs.gather(1, labels.unsqueeze(1)).squeeze(1)
+    else:
+        intersection, prob_sum = _label_and_total_probs(logits.softmax(1), labels, kept)
+        log_prob = logits.new_empty(0)
+    target_sum = _label_counts(labels, kept, logits.shape[1], prob_sum)
+    return OverlapStats(intersection, prob_sum, target_sum), log_prob, kept
 
 
 def _index_stats(probs: Tensor, target: Tensor, ignore_index: int | None) -> OverlapStats:
     """Statistics for class indices against probabilities ``(N, C, S)``, no one-hot."""
     labels, kept = _kept_labels(target, ignore_index, probs.dtype)
+    intersection, prob_sum = _label_and_total_probs(probs, labels, kept)
+    return OverlapStats(intersection, prob_sum, _label_counts(labels, kept, probs.shape[1], probs))
+
+
+def _label_and_total_probs(
+    probs: Tensor, labels: Tensor, kept: Tensor | None
+) -> tuple[Tensor, Tensor]:
+    """:math:`I` and :math:`P` ``(N, C)``.
+
+    Each class's summed probability at its own labels, and everywhere; positions outside
+    ``kept`` count for nothing.
+    """
     if kept is not None:
         probs = torch.where(kept.unsqueeze(1) > 0, probs, 0)
     label_probs = probs.gather(1, labels.unsqueeze(1)).squeeze(1)
     intersection = probs.new_zeros(probs.shape[:2]).scatter_add(1, labels, label_probs)
-    target_sum = _label_counts(labels, kept, probs.shape[1], probs)
-    return OverlapStats(intersection, probs.sum(-1), target_sum)
+    return intersection, probs.sum(-1)
 
 
 def _check_target(

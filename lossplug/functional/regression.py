@@ -22,15 +22,18 @@ without weights, as every lossplug loss does.
 Precision: float16/bfloat16 inputs are computed in float32 and give a float32 loss (a float16
 squared error overflows from 256 on), also under autocast, within float32 rounding (relative
 1e-5) of the float32 loss of the same rounded values; the gradient is the float32 gradient
-rounded to the input's dtype (:mod:`lossplug.functional._precision`).
+rounded to the input's dtype (:mod:`lossplug._precision`).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from torch import Tensor
-from torch._ops import OpOverload
+from torch.nn import functional as F
 
+from lossplug._precision import at_least_float32
 from lossplug._validation import (
     check_floating,
     check_number,
@@ -38,8 +41,7 @@ from lossplug._validation import (
     check_same_shape,
     value_checks_enabled,
 )
-from lossplug.functional._precision import at_least_float32
-from lossplug.functional._reduce import REDUCTION_CODES, reduce_loss
+from lossplug.functional._reduce import reduce_loss
 
 
 def mse(
@@ -57,14 +59,14 @@ def mse(
     Returns:
         The loss.
     """
-    return _pointwise("mse", torch.ops.aten.mse_loss.default, pred, target, weight, reduction)
+    return _pointwise("mse", F.mse_loss, pred, target, weight, reduction)
 
 
 def l1(
     pred: Tensor, target: Tensor, weight: Tensor | None = None, reduction: str = "mean"
 ) -> Tensor:
     r"""Mean absolute error :math:`|\hat y - y|`; arguments as in :func:`mse`."""
-    return _pointwise("l1", torch.ops.aten.l1_loss.default, pred, target, weight, reduction)
+    return _pointwise("l1", F.l1_loss, pred, target, weight, reduction)
 
 
 def huber(
@@ -89,8 +91,7 @@ def huber(
         The loss.
     """
     delta = check_number("huber", "delta", delta, minimum=0.0, exclusive_minimum=True)
-    kernel = torch.ops.aten.huber_loss.default
-    return _pointwise("huber", kernel, pred, target, weight, reduction, delta)
+    return _pointwise("huber", F.huber_loss, pred, target, weight, reduction, delta=delta)
 
 
 def smooth_l1(
@@ -116,25 +117,22 @@ def smooth_l1(
     """
     beta = check_number("smooth_l1", "beta", beta, minimum=0.0)
     if beta == 0:  # the curve is |r|, as torch.nn.functional.smooth_l1_loss computes it then
-        return _pointwise(
-            "smooth_l1", torch.ops.aten.l1_loss.default, pred, target, weight, reduction
-        )
-    kernel = torch.ops.aten.smooth_l1_loss.default
-    return _pointwise("smooth_l1", kernel, pred, target, weight, reduction, beta)
+        return _pointwise("smooth_l1", F.l1_loss, pred, target, weight, reduction)
+    return _pointwise("smooth_l1", F.smooth_l1_loss, pred, target, weight, reduction, beta=beta)
 
 
 def _pointwise(
     name: str,
-    kernel: OpOverload,
+    loss_fn: Callable[..., Tensor],
     pred: Tensor,
     target: Tensor,
     weight: Tensor | None,
     reduction: str,
-    *options: float,
+    **options: float,
 ) -> Tensor:
-    """Validate, then run torch's loss kernel, reducing (fast path) or weighting and reducing.
+    """Validate, then run torch's loss, reducing directly or weighting and then reducing.
 
-    ``kernel`` is called as ``kernel(pred, target, reduction_code, *options)``.
+    ``loss_fn`` is called as ``loss_fn(pred, target, reduction=..., **options)``.
     """
     check_reduction(name, reduction)
     check_floating(name, "pred", pred, "predictions")
@@ -144,9 +142,9 @@ def _pointwise(
     if weight is None:
         if reduction == "mean" and pred.numel() == 0:  # torch's mean over nothing is NaN
             reduction = "sum"
-        return kernel(pred, target, REDUCTION_CODES[reduction], *options)
+        return loss_fn(pred, target, reduction=reduction, **options)
     _check_element_weight(name, weight, pred)
-    per_element = kernel(pred, target, REDUCTION_CODES["none"], *options)
+    per_element = loss_fn(pred, target, reduction="none", **options)
     return reduce_loss(per_element, reduction, weight)
 
 

@@ -4,13 +4,14 @@ from lossplug.losses.base import LossModule, MultiTermLoss
 from lossplug.losses.classification import BCELoss, CrossEntropyLoss, HingeLoss, KLDivLoss
 from lossplug.losses.focal import FocalLoss
 from lossplug.losses.metric_learning import ContrastiveLoss, TripletLoss
-from lossplug.losses.overlap import DiceLoss, TverskyLoss
+from lossplug.losses.overlap import DiceCELoss, DiceLoss, TverskyLoss
 from lossplug.losses.regression import HuberLoss, L1Loss, MSELoss, SmoothL1Loss
 
 __all__ = [
     "BCELoss",
     "ContrastiveLoss",
     "CrossEntropyLoss",
+    "DiceCELoss",
     "DiceLoss",
     "FocalLoss",
     "HingeLoss",

@@ -1,14 +1,15 @@
-"""Module wrappers over :mod:`lossplug.functional.overlap`: Dice and (focal) Tversky losses."""
+"""Module wrappers over :mod:`lossplug.functional.overlap`: Dice, (focal) Tversky, Dice + CE."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from torch import Tensor
 
-from lossplug._validation import check_choice, check_weight_tensor
+from lossplug._validation import check_choice, check_number, check_weight_tensor
 from lossplug.functional import overlap as F
-from lossplug.losses.base import LossModule
+from lossplug.functional.classification import kept_target_weight
+from lossplug.losses.base import LossModule, batch_count, sum_components
 from lossplug.registry import register_loss
 
 
@@ -183,3 +184,121 @@ class TverskyLoss(_OverlapLoss):
             gamma=self.gamma,
             **self._shared_options(),
         )
+
+
+@register_loss("dice_ce")
+class DiceCELoss(LossModule):
+    r"""Dice + cross-entropy from one softmax: ``dice_weight * dice + ce_weight * ce``.
+
+    .. math::
+
+        L = w_\text{dice}\,\Big(1 - \frac{1}{C}\sum_c \frac{2 I_c + s_\text{nr}}
+            {P_c + T_c + s_\text{dr}}\Big) + w_\text{ce}\,\frac{1}{|K|}\sum_{i \in K}
+            -\log p_{i, y_i}
+
+    over the kept positions :math:`K`, with the per-class statistics of
+    :func:`lossplug.functional.dice` (Milletari et al. 2016, "V-Net"). Both terms come from
+    :func:`lossplug.functional.dice_ce_components`, one softmax and one backward through it,
+    and are logged as the components ``dice`` and ``ce``. With both weights 1 it is MONAI's
+    ``DiceCELoss(softmax=True, to_onehot_y=True)``; ``include_background`` concerns the Dice
+    term only, as there. For one-hot or soft targets, class weights, label smoothing, scheduled
+    or learned weights, use a :class:`~lossplug.CompositeLoss` of a ``dice`` and a
+    ``cross_entropy`` term (config ``loss=dice_ce_terms``).
+
+    Args:
+        dice_weight: weight of the Dice term, >= 0.
+        ce_weight: weight of the cross-entropy term, >= 0.
+        smooth_nr: added to the Dice numerator, >= 0.
+        smooth_dr: added to the Dice denominator, >= 0.
+        batch: Dice statistics summed over the batch (one score per class).
+        include_background: keep channel 0 in the Dice term.
+        ignore_index: target value left out of both terms.
+
+    Example:
+        >>> import torch
+        >>> from lossplug.losses import DiceCELoss
+        >>> loss = DiceCELoss(smooth_nr=0.0, smooth_dr=0.0)
+        >>> logits = torch.tensor([[[2.0, -1.0], [0.0, 1.0]]])  # (N, C, positions)
+        >>> parts = loss.components(logits, torch.tensor([[0, 1]]))
+        >>> {name: round(value.item(), 4) for name, value in parts.items()}
+        {'dice': 0.1462, 'ce': 0.1629}
+    """
+
+    name = "dice_ce"
+    input_space = "logits"
+    repr_options = (
+        "dice_weight",
+        "ce_weight",
+        "smooth_nr",
+        "smooth_dr",
+        "batch",
+        "include_background",
+        "ignore_index",
+    )
+
+    def __init__(
+        self,
+        *,
+        dice_weight: float = 1.0,
+        ce_weight: float = 1.0,
+        smooth_nr: float = 1e-5,
+        smooth_dr: float = 1e-5,
+        batch: bool = False,
+        include_background: bool = True,
+        ignore_index: int | None = None,
+    ) -> None:
+        super().__init__("mean")
+        F.check_overlap_options(
+            self.name,
+            mode="multiclass",
+            input="logits",
+            smooth_nr=smooth_nr,
+            smooth_dr=smooth_dr,
+            batch=batch,
+            include_background=include_background,
+            ignore_index=ignore_index,
+        )
+        self.dice_weight = check_number(self.name, "dice_weight", dice_weight, minimum=0.0)
+        self.ce_weight = check_number(self.name, "ce_weight", ce_weight, minimum=0.0)
+        self.smooth_nr = float(smooth_nr)
+        self.smooth_dr = float(smooth_dr)
+        self.batch = batch
+        self.include_background = include_background
+        self.ignore_index = ignore_index
+
+    def component_names(self) -> tuple[str, ...]:
+        """``("dice", "ce")``."""
+        return ("dice", "ce")
+
+    def components(self, pred: Tensor, target: Tensor) -> dict[str, Tensor]:
+        """The unweighted Dice and cross-entropy terms of ``pred`` (logits) and class indices."""
+        return F.dice_ce_components(
+            pred,
+            target,
+            smooth_nr=self.smooth_nr,
+            smooth_dr=self.smooth_dr,
+            batch=self.batch,
+            include_background=self.include_background,
+            ignore_index=self.ignore_index,
+        )
+
+    def measured_components(
+        self, pred: Tensor, target: Tensor
+    ) -> tuple[dict[str, Tensor], dict[str, Tensor | int]]:
+        """Both terms; Dice counts samples, cross-entropy its kept positions."""
+        components = self.components(pred, target)
+        ignore = -100 if self.ignore_index is None else self.ignore_index
+        return components, {"dice": batch_count(pred), "ce": kept_target_weight(target, ignore)}
+
+    def weighted_terms(self, components: Mapping[str, Tensor]) -> dict[str, Tensor]:
+        """Each term times its weight."""
+        weights = {"dice": self.dice_weight, "ce": self.ce_weight}
+        return {name: weights[name] * value for name, value in components.items()}
+
+    def total(self, components: Mapping[str, Tensor]) -> Tensor:
+        """``dice_weight * dice + ce_weight * ce``."""
+        return sum_components(self.weighted_terms(components))
+
+    def forward(self, pred: Tensor, target: Tensor) -> Tensor:
+        """The weighted sum of the two terms."""
+        return self.total(self.components(pred, target))

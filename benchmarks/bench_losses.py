@@ -4,21 +4,25 @@ For every row — a loss, an input size and a peer (torch's built-in, MONAI, kor
 pytorch-metric-learning) — the two implementations are first checked to agree (value and
 input gradients, to a tolerance) on the very inputs that are then timed; a row that disagrees
 is reported and not timed, and the script exits with status 1. Then both are timed, forward +
-backward, in turn (median of repeated samples after warm-up; see ``_benchkit``), and their
-peak memory measured. Ratios are lossplug / peer: below 1 lossplug is faster or leaner.
+backward, in turn (median of repeated samples after warm-up; see :mod:`benchmarks.benchkit`),
+and their peak memory measured. Ratios are lossplug / peer: below 1 lossplug is faster or leaner.
 
-    python scripts/bench_losses.py                 # full sizes, writes bench_results/
-    python scripts/bench_losses.py --quick         # tiny sizes, one repeat (CI smoke test)
-    python scripts/bench_losses.py --compile       # also torch.compile'd times
-    python scripts/bench_losses.py --losses dice focal --out /tmp/bench
+    python -m benchmarks.bench_losses              # full sizes, writes bench_results/ and the docs
+    python -m benchmarks.bench_losses --quick      # tiny sizes, one repeat (CI smoke test)
+    python -m benchmarks.bench_losses --compile    # also torch.compile'd times
+    python -m benchmarks.bench_losses --losses dice focal --out /tmp/bench
+
+A complete run (neither ``--quick`` nor ``--losses``) also writes the table and plot of
+``docs/performance.md`` from its JSON output (:mod:`benchmarks.performance_page`).
 
 The lossplug side is the module users build by name (``lossplug.build_loss(name, **options)``),
-or the functional where there is no module (``dice_ce``, ``triplet_margin``).
+or the functional where there is no module (``triplet_margin``).
 """
 
 from __future__ import annotations
 
 import argparse
+import datetime
 import math
 import statistics
 import sys
@@ -26,21 +30,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import kornia
 import kornia.losses
+import monai
 import monai.losses
+import pytorch_metric_learning
 import torch
 import torch.nn.functional as F
-from _benchkit import (
-    forward_backward,
-    machine_info,
-    markdown_table,
-    paired_ratio,
-    paired_ratio_quartiles,
-    peak_memory,
-    text_table,
-    time_steps,
-    write_results,
-)
 from pytorch_metric_learning import losses as pml_losses
 from pytorch_metric_learning import miners as pml_miners
 from pytorch_metric_learning import reducers as pml_reducers
@@ -48,8 +44,17 @@ from pytorch_metric_learning.distances import LpDistance
 from torch import Tensor, nn
 
 import lossplug
+from benchmarks.benchkit import (
+    forward_backward,
+    machine_info,
+    paired_ratio,
+    paired_ratio_quartiles,
+    peak_memory,
+    time_steps,
+    write_results,
+)
+from benchmarks.performance_page import loss_table, title, write_page
 from lossplug import functional as LF
-from lossplug.functional.overlap import dice_ce
 
 #: Target time ratio for thin wrappers over a torch built-in, and against other libraries.
 WRAPPER_TARGET = 1.05
@@ -379,20 +384,20 @@ def overlap_rows(sizes: Sizes) -> list[Row]:
                 size,
                 "MONAI DiceCELoss",
                 inputs,
-                dice_ce,
+                lossplug.build_loss("dice_ce"),
                 _with_channel(monai.losses.DiceCELoss(softmax=True, to_onehot_y=True)),
                 PEER_TARGET,
-                "fused: one softmax; weights 1 and 1",
+                "DiceCELoss, as loss=dice_ce builds it: one softmax; weights 1 and 1",
             ),
             Row(
-                "dice_ce_composite",
+                "dice_ce_terms",
                 size,
                 "MONAI DiceCELoss",
                 inputs,
                 lossplug.CompositeLoss({"dice": "dice", "ce": "cross_entropy"}),
                 _with_channel(monai.losses.DiceCELoss(softmax=True, to_onehot_y=True)),
                 PEER_TARGET,
-                "CompositeLoss of dice and cross_entropy terms, as loss=dice_ce builds it (fused)",
+                "CompositeLoss of dice and cross_entropy terms, as loss=dice_ce_terms builds it",
             ),
             Row(
                 "dice+cross_entropy",
@@ -544,41 +549,6 @@ def measure(row: Row, args: argparse.Namespace, device: torch.device) -> dict[st
     return result
 
 
-# ------------------------------------------------------------------------------ reporting
-HEADER = ("loss", "size", "peer", "lossplug ms", "peer ms", "time ratio", "ratio quartiles")
-HEADER += ("lossplug MiB", "peer MiB", "memory ratio", "targets")
-COMPILED_HEADER = ("compiled lossplug ms", "compiled peer ms", "compiled ratio")
-
-
-def table_rows(results: list[dict[str, object]], compiled: bool) -> list[list[object]]:
-    rows = []
-    for result in results:
-        row: list[object] = [result["loss"], result["size"], result["peer"]]
-        if result["agreement"] != "ok":
-            row += ["DISAGREES: not timed", *[""] * (len(HEADER) - 4)]
-        else:
-            met = "time " + ("ok" if result["time_target_met"] else "MISSED")
-            met += ", memory " + ("ok" if result["memory_target_met"] else "MISSED")
-            row += [
-                f"{result['ours_s'] * 1e3:.3f}",
-                f"{result['peer_s'] * 1e3:.3f}",
-                f"{result['time_ratio']:.2f} (<= {result['target_time_ratio']:.2f})",
-                "{:.2f}-{:.2f}".format(*result["time_ratio_quartiles"]),
-                f"{result['ours_bytes'] / 2**20:.2f}",
-                f"{result['peer_bytes'] / 2**20:.2f}",
-                f"{result['memory_ratio']:.2f}",
-                met,
-            ]
-            if compiled:
-                row += [
-                    f"{result['compiled_ours_s'] * 1e3:.3f}",
-                    f"{result['compiled_peer_s'] * 1e3:.3f}",
-                    f"{result['compiled_time_ratio']:.2f}",
-                ]
-        rows.append(row)
-    return rows
-
-
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, default=Path("bench_results"), help="output folder")
@@ -628,26 +598,23 @@ def main(argv: list[str] | None = None) -> int:
             )
         results.append(result)
         print(f"{row.loss:<15} {row.size:<22} {row.peer:<38} {_brief(result)}", flush=True)
-    header = HEADER + (COMPILED_HEADER if args.compile else ())
-    body = table_rows(results, args.compile)
-    info = machine_info(device)
-    print()
-    print(text_table(header, body))
     names = ("quick", "compile", "threads", "no_value_checks", "repeats", "warmup")
     names += ("min_sample_s", "budget_s")
-    settings = {name: getattr(args, name) for name in names}
-    title = (
-        f"Forward + backward, median of {args.repeats}; ratio = lossplug / peer, the median "
-        "of side-by-side samples' ratios, and their quartiles. "
-        f"{info['cpu']}, {info['threads']} threads, torch {info['torch']}."
-    )
-    write_results(
-        args.out,
-        "bench_losses",
-        {"machine": info, "settings": settings, "rows": results},
-        title + "\n\n" + markdown_table(header, body),
-    )
-    print(f"\nwritten: {args.out / 'bench_losses.json'}, {args.out / 'bench_losses.md'}")
+    machine = machine_info(device) | {
+        "monai": monai.__version__,
+        "kornia": kornia.__version__,
+        "pytorch_metric_learning": pytorch_metric_learning.__version__,
+    }
+    payload = {
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "machine": machine,
+        "settings": {name: getattr(args, name) for name in names},
+        "rows": results,
+    }
+    write_results(args.out, "bench_losses", payload, title(payload), *loss_table(payload))
+    if not (args.quick or args.losses):  # a complete run: the documentation's table and plot
+        written = write_page(args.out / "bench_losses.json")
+        print("written: " + ", ".join(map(str, written)))
     return 1 if any(result["agreement"] != "ok" for result in results) else 0
 
 

@@ -2,13 +2,13 @@
 
 For Dice, multiclass focal and cross-entropy, three sweeps each vary one of batch ``N``,
 classes ``C`` and image side ``H = W`` from a base of ``N=4, C=4, 128x128``. The sizes of a
-sweep are timed in turn (forward + backward, medians; see ``_benchkit``), and the time per
-element of the logits ``N*C*H*W`` is reported, with the marginal time per element added
+sweep are timed in turn (forward + backward, medians; see :mod:`benchmarks.benchkit`), and the
+time per element of the logits ``N*C*H*W`` is reported, with the marginal time per element added
 between neighbouring sizes: constant marginal time is linear scaling (small sizes also pay a
 fixed per-call cost, the Python and small-tensor work of one call).
 
-    python scripts/bench_scaling.py            # writes bench_results/bench_scaling.{json,md}
-    python scripts/bench_scaling.py --quick    # tiny sizes, a smoke test
+    python -m benchmarks.bench_scaling          # writes bench_results/bench_scaling.{json,md}
+    python -m benchmarks.bench_scaling --quick  # tiny sizes, a smoke test
 """
 
 from __future__ import annotations
@@ -19,18 +19,16 @@ import sys
 from collections.abc import Callable
 
 import torch
-from _benchkit import (
-    forward_backward,
-    machine_info,
-    markdown_table,
-    sampling_parser,
-    text_table,
-    time_parsed_steps,
-    write_results,
-)
 from torch import Tensor
 
 import lossplug
+from benchmarks.benchkit import (
+    forward_backward,
+    machine_info,
+    sampling_parser,
+    time_parsed_steps,
+    write_results,
+)
 
 LOSSES: dict[str, Callable[[Tensor, Tensor], Tensor]] = {
     "dice": lossplug.build_loss("dice"),
@@ -114,8 +112,6 @@ def main(argv: list[str] | None = None) -> int:
         for row in results
     ]
     info = machine_info(torch.device("cpu"))
-    print()
-    print(text_table(header, body))
     title = (
         "Forward + backward time per logit element; marginal = the time added per element "
         "added since the previous size of the sweep (constant for linear scaling; the first "
@@ -123,8 +119,7 @@ def main(argv: list[str] | None = None) -> int:
         f"torch {info['torch']}."
     )
     payload = {"machine": info, "settings": vars(args) | {"out": str(args.out)}, "rows": results}
-    write_results(args.out, "bench_scaling", payload, title + "\n\n" + markdown_table(header, body))
-    print(f"\nwritten: {args.out / 'bench_scaling.json'}, {args.out / 'bench_scaling.md'}")
+    write_results(args.out, "bench_scaling", payload, title, header, body)
     return 0
 
 

@@ -23,14 +23,14 @@ from __future__ import annotations
 
 from typing import Any
 
+import torch
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
-from lossplug.functional._autograd import PositionalFunction
-from lossplug.functional._precision import autocast_off
+from lossplug._precision import autocast_off
 
 
-def multiclass_hinge_sum(scores: Tensor, labels: Tensor, margin: float, squared: bool) -> Tensor:
+def multiclass_hinge_kernel(scores: Tensor, labels: Tensor, margin: float, squared: bool) -> Tensor:
     r"""Per-sample :math:`\sum_{j \ne y} h_j^q` of ``scores`` ``(N, C, *)`` at labels ``(N, *)``.
 
     Args:
@@ -51,7 +51,7 @@ def _margins(scores: Tensor, index: Tensor, margin: float) -> Tensor:
     return (scores - scores.gather(1, index)).add_(margin)
 
 
-class _MulticlassHingeSum(PositionalFunction):
+class _MulticlassHingeSum(torch.autograd.Function):
     generate_vmap_rule = True
 
     @staticmethod

@@ -24,8 +24,8 @@ warm-up fit; a ratio is against the run without the callback of the same round (
 over rounds of the ratio). Every fit must end with the same weights as the one without
 diagnostics (``torch.equal``): the diagnostics leave the update alone.
 
-    python scripts/bench_diagnostics.py          # writes bench_results/bench_diagnostics.{json,md}
-    python scripts/bench_diagnostics.py --quick  # a smoke run: one short fit each
+    python -m benchmarks.bench_diagnostics          # bench_results/bench_diagnostics.{json,md}
+    python -m benchmarks.bench_diagnostics --quick  # a smoke run: one short fit each
 """
 
 from __future__ import annotations
@@ -43,14 +43,14 @@ from typing import Any
 
 import lightning.pytorch as pl
 import torch
-from _benchkit import machine_info, markdown_table, paired_ratio, text_table, write_results
-from bench_overhead import quiet_lightning, source_version
 from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 from lightning.pytorch.loggers import TensorBoardLogger
 from omegaconf import DictConfig
 from torch.utils.data import DataLoader
 
+from benchmarks.bench_overhead import quiet_lightning, source_version
+from benchmarks.benchkit import machine_info, paired_ratio, write_results
 from lossplug.diagnostics import GradientDiagnostics
 
 EVERY_N_STEPS = (1, 10, 50)
@@ -299,8 +299,6 @@ def main(argv: list[str] | None = None) -> int:
         f"of {settings.steps}-step fits, threads: {args.threads}; 1-minute load average "
         f"{load['before']:.2f} before, {load['after']:.2f} after."
     )
-    markdown = title + "\n\n" + markdown_table(header, body)
-    print("\n" + text_table(header, body) + "\n\n" + markdown)
     payload = {
         "machine": {**machine_info(torch.device("cpu")), "load_average": load},
         "source": source_version(),
@@ -312,8 +310,7 @@ def main(argv: list[str] | None = None) -> int:
         },
         "rows": rows,
     }
-    write_results(args.out, "bench_diagnostics", payload, markdown)
-    print(f"\nwritten: {args.out / 'bench_diagnostics.json'}, {args.out / 'bench_diagnostics.md'}")
+    write_results(args.out, "bench_diagnostics", payload, title, header, body)
     differing = [row["every_n_steps"] for row in rows if not row["same_weights"]]
     if differing:
         print(f"error: diagnostics every {differing} steps changed the trained weights")

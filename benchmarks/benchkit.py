@@ -1,4 +1,4 @@
-"""Measurement helpers shared by the benchmark scripts (``bench_losses.py``, ``bench_scaling.py``).
+"""Measurement and output helpers shared by the benchmark scripts of this package.
 
 Time: repeated samples, after warm-up, of one forward + backward pass. Each sample runs the
 pass enough times to last at least ``min_sample_s`` (timer resolution stays negligible), and
@@ -26,13 +26,15 @@ import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
 import torch
 from torch import Tensor
 from torch.profiler import ProfilerActivity, profile
+
+from lossplug.report.tables import markdown_table, text_table
 
 Step = Callable[[], None]
 
@@ -248,27 +250,26 @@ def _cpu_model() -> str:
     return platform.processor() or "unknown"
 
 
-def markdown_table(header: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
-    """A GitHub Markdown table."""
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(str(cell) for cell in row) + " |" for row in rows]
-    return "\n".join(lines)
+def write_results(
+    out: Path,
+    stem: str,
+    payload: Mapping[str, object],
+    title: str,
+    header: Sequence[str],
+    rows: Sequence[Sequence[object]],
+) -> None:
+    """Print a result's table, write it as ``{stem}.json`` and ``{stem}.md``, and say where.
 
-
-def text_table(header: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
-    """A plain-text table with aligned columns, for the terminal."""
-    cells = [list(map(str, header))] + [[str(cell) for cell in row] for row in rows]
-    widths = [max(len(row[i]) for row in cells) for i in range(len(header))]
-    lines = [
-        "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True))
-        for row in cells
-    ]
-    lines.insert(1, "  ".join("-" * width for width in widths))
-    return "\n".join(lines)
-
-
-def write_results(out: Path, stem: str, payload: dict[str, object], markdown: str) -> None:
-    """Write ``{stem}.json`` and ``{stem}.md`` into ``out`` (created if missing)."""
+    Args:
+        out: the output folder (created if missing).
+        stem: the two files' name, without its suffix.
+        payload: what ``{stem}.json`` holds: the machine, the settings and the rows.
+        title: the paragraph above the table in ``{stem}.md``.
+        header: the table's column names.
+        rows: the table's cells, printed as aligned text and written as Markdown.
+    """
+    print("\n" + text_table(header, rows))
     out.mkdir(parents=True, exist_ok=True)
     (out / f"{stem}.json").write_text(json.dumps(payload, indent=2) + "\n")
-    (out / f"{stem}.md").write_text(markdown + "\n")
+    (out / f"{stem}.md").write_text(title + "\n\n" + markdown_table(header, rows) + "\n")
+    print(f"\nwritten: {out / f'{stem}.json'}, {out / f'{stem}.md'}")

@@ -26,8 +26,8 @@ case). A callback stamps ``time.perf_counter()`` at every training batch's and e
 The two modules' fits alternate (ABBA order), after one untimed warm-up fit each; a ratio is
 mixin / hand-written, the median over repeats of the ratio of the two fits' medians.
 
-    python scripts/bench_overhead.py               # writes bench_results/bench_overhead.{json,md}
-    python scripts/bench_overhead.py --quick       # a smoke run: one short fit per module and K
+    python -m benchmarks.bench_overhead          # writes bench_results/bench_overhead.{json,md}
+    python -m benchmarks.bench_overhead --quick  # a smoke run: one short fit per module and K
 """
 
 from __future__ import annotations
@@ -50,12 +50,12 @@ from typing import Any
 
 import lightning.pytorch as pl
 import torch
-from _benchkit import machine_info, markdown_table, paired_ratio, text_table, write_results
 from lightning.pytorch.loggers import TensorBoardLogger
 from torch import Tensor, nn
 from torch.utils.data import DataLoader
 from torchmetrics import MeanMetric
 
+from benchmarks.benchkit import machine_info, paired_ratio, write_results
 from lossplug import CompositeLoss
 from lossplug.demo.data import DigitsDataModule
 from lossplug.demo.models import MLP, Classifier
@@ -324,7 +324,6 @@ def main(argv: list[str] | None = None) -> int:
             ratio = rows[-1]["step_ratio"]
             print(f"K={components:<3} log every {every:<2} step ratio {ratio:.3f}", flush=True)
     header, body = table(rows)
-    print("\n" + text_table(header, body))
     load = {"before": load_before, "after": os.getloadavg()[0]}
     title = (
         f"LossPlugMixin overhead per training step: pairs of fits per K: {settings.repeats}, "
@@ -342,10 +341,7 @@ def main(argv: list[str] | None = None) -> int:
         },
         "rows": rows,
     }
-    write_results(
-        args.out, "bench_overhead", payload, title + "\n\n" + markdown_table(header, body)
-    )
-    print(f"\nwritten: {args.out / 'bench_overhead.json'}, {args.out / 'bench_overhead.md'}")
+    write_results(args.out, "bench_overhead", payload, title, header, body)
     differing = [row["components"] for row in rows if not row["same_weights"]]
     if differing:
         print(f"error: the two modules trained to different weights for K = {differing}")

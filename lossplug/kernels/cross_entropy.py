@@ -1,0 +1,97 @@
+r"""Cross-entropy against class indices, whose backward pass allocates no logits-sized buffer.
+
+torch's cross-entropy is ``log_softmax`` followed by ``nll_loss``; its backward pass allocates
+two tensors the size of the logits: the NLL gradient (zeros with one entry per position) and
+the log-softmax's gradient. Their product has a closed form,
+
+.. math::
+
+    \frac{\partial L}{\partial z_{n,c}} = r_n \bigl(p_{n,c} - [c = y_n]\bigr), \qquad
+    p_{n,c} = 2^{\log_2 e \,\cdot\, \log p_{n,c}},
+
+with :math:`r_n` the incoming gradient of position :math:`n`'s loss times its class weight,
+0 at ignored positions. The forward pass is torch's own two kernels, so the loss is torch's to
+the bit; the backward pass turns the forward's :math:`\log p` into :math:`p` in place (``exp2``,
+faster than ``exp`` on the CPU), scales it and adds :math:`-r_n` at each target class, so it
+allocates no logits-sized buffer; a second pass through a retained graph recomputes
+:math:`\log p` from the logits. With
+``create_graph=True`` it is computed with differentiable operations, so second derivatives are
+torch's.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+_LOG2_E = 1.0 / math.log(2.0)
+
+
+def cross_entropy_kernel(
+    logits: Tensor, target: Tensor, weight: Tensor | None, ignore_index: int, summed: bool
+) -> Tensor:
+    """Torch's cross-entropy without label smoothing, summed or per position.
+
+    Args:
+        logits: ``(N, C, *)`` floating tensor.
+        target: ``(N, *)`` int64 class indices, or ``ignore_index``.
+        weight: optional ``(C,)`` class weights that need no gradient, logits' dtype.
+        ignore_index: the target value that is skipped (its loss is 0).
+        summed: return the sum (else one loss per position, shaped like ``target``).
+
+    Returns:
+        The loss.
+    """
+    loss, _ = _CrossEntropy.apply(logits, target, weight, ignore_index, summed)
+    return loss
+
+
+class _CrossEntropy(torch.autograd.Function):
+    generate_vmap_rule = True
+
+    @staticmethod
+    def forward(
+        logits: Tensor, target: Tensor, weight: Tensor | None, ignore_index: int, summed: bool
+    ) -> tuple[Tensor, Tensor]:
+        log_probs = logits.log_softmax(1)
+        reduction = "sum" if summed else "none"
+        loss = F.nll_loss(log_probs, target, weight, ignore_index=ignore_index, reduction=reduction)
+        return loss, log_probs
+
+    @staticmethod
+    def setup_context(ctx: Any, inputs: tuple[Any, ...], output: tuple[Tensor, Tensor]) -> None:
+        logits, target, weight, ctx.ignore_index, _ = inputs
+        ctx.mark_non_differentiable(output[1])
+        ctx.set_materialize_grads(False)  # no zeros for the log-probabilities' gradient
+        ctx.save_for_backward(logits, target, weight)
+        # not saved: the first backward pass writes the gradient into it (see ``backward``)
+        ctx.log_probs = output[1]
+
+    @staticmethod
+    def backward(ctx: Any, grad_loss: Tensor, _: Tensor | None) -> tuple[Tensor | None, ...]:
+        logits, target, weight = ctx.saved_tensors
+        kept = target != ctx.ignore_index
+        index = torch.where(kept, target, 0)
+        scale = grad_loss if weight is None else grad_loss * weight[index]
+        # selected, not multiplied by a 0/1 mask: a NaN gradient or weight there stays out
+        scale = torch.where(kept, scale, 0).unsqueeze(1)
+        index = index.unsqueeze(1)
+        at_target = scale.neg().expand(index.shape)
+        if torch.is_grad_enabled():  # create_graph=True: a differentiable gradient
+            grad = logits.softmax(1).mul(scale).scatter_add(1, index, at_target)
+            return grad, None, None, None, None
+        # the forward's log-probabilities become the gradient, in place; a later pass through
+        # a retained graph recomputes them from the logits
+        log_probs, ctx.log_probs = ctx.log_probs, None
+        if log_probs is None:
+            log_probs = logits.log_softmax(1)
+        grad = log_probs.mul_(_LOG2_E).exp2_()
+        try:
+            grad.mul_(scale)
+        except RuntimeError:  # a batch of incoming gradients (is_grads_batched): out of place
+            grad = grad * scale
+        return grad.scatter_add_(1, index, at_target), None, None, None, None

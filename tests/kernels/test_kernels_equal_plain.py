@@ -1,0 +1,129 @@
+"""Every kernel gives the plain version's values and gradients, on both sides of its threshold.
+
+The plain version is the same loss with :func:`lossplug.kernels.disabled`; the kernel runs
+where :data:`lossplug.kernels.THRESHOLDS` lets it, which the tests check by the autograd node
+that computed the loss.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+
+import pytest
+import torch
+from torch import Tensor
+
+from lossplug import functional as LF
+from lossplug import kernels
+from lossplug.kernels import THRESHOLDS
+
+Loss = Callable[[Tensor, Tensor], Tensor]
+
+#: kernel name -> (loss, target maker, the autograd node's name when the kernel ran)
+CASES: dict[str, tuple[Loss, str, str]] = {
+    "cross_entropy": (LF.cross_entropy, "index", "_CrossEntropyBackward"),
+    "multiclass_hinge": (
+        lambda x, y: LF.hinge(x, y, mode="multiclass", squared=True),
+        "index",
+        "_MulticlassHingeSumBackward",
+    ),
+    "sigmoid_focal": (lambda x, y: LF.focal(x, y, alpha=0.25), "binary", "_SigmoidFocalBackward"),
+    "softmax_statistics": (LF.dice, "index", "_OverlapStatsBackward"),
+}
+EXTRA_LOSSES: dict[str, Loss] = {  # other losses on the softmax-statistics kernel
+    "tversky": lambda x, y: LF.tversky(x, y, alpha=0.3, beta=0.7, gamma=0.75),
+    "dice_ce": lambda x, y: LF.dice_ce(x, y, ignore_index=0, dice_weight=0.5),
+}
+
+
+def inputs(shape: tuple[int, ...], target: str, dtype: torch.dtype) -> tuple[Tensor, Tensor]:
+    generator = torch.Generator().manual_seed(sum(shape))
+    logits = (torch.randn(shape, generator=generator, dtype=dtype) * 3).requires_grad_()
+    if target == "binary":
+        labels = torch.randint(0, 2, shape, generator=generator).to(dtype)
+    else:
+        labels = torch.randint(0, shape[1], (shape[0], *shape[2:]), generator=generator)
+    return logits, labels
+
+
+def nodes(loss: Tensor) -> set[str]:
+    """The names of the autograd nodes behind ``loss``."""
+    seen, todo = set(), [loss.grad_fn]
+    while todo:
+        node = todo.pop()
+        if node is not None and node not in seen:
+            seen.add(node)
+            todo += [next_node for next_node, _ in node.next_functions]
+    return {type(node).__name__ for node in seen}
+
+
+def value_and_grad(loss: Loss, logits: Tensor, target: Tensor) -> tuple[Tensor, Tensor, set]:
+    value = loss(logits, target)
+    (grad,) = torch.autograd.grad(value, logits)
+    return value, grad, nodes(value)
+
+
+def sizes_around(name: str) -> list[tuple[int, ...]]:
+    """A small input, and (for a threshold above 0) inputs just below and at it."""
+    minimum = THRESHOLDS[name].minimum
+    small = [(4, 5, 3, 2)]
+    if minimum == 0:
+        return small
+    rows = -(-minimum // 1000)
+    return [*small, (rows - 1, 1000), (rows, 1000)]
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=str)
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_kernel_equals_the_plain_version_on_both_sides_of_its_threshold(name, dtype):
+    loss, target_kind, node = CASES[name]
+    for shape in sizes_around(name):
+        logits, target = inputs(shape, target_kind, dtype)
+        value, grad, ran = value_and_grad(loss, logits, target)
+        assert (node in ran) is (logits.numel() >= THRESHOLDS[name].minimum), shape
+        with kernels.disabled():
+            plain_value, plain_grad, plain_ran = value_and_grad(loss, logits, target)
+        assert node not in plain_ran
+        torch.testing.assert_close(value, plain_value)
+        torch.testing.assert_close(grad, plain_grad)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=str)
+@pytest.mark.parametrize("name", sorted(EXTRA_LOSSES))
+def test_the_other_softmax_statistics_losses_equal_their_plain_versions(name, dtype):
+    logits, target = inputs((2, 4, 6, 5), "index", dtype)
+    value, grad, ran = value_and_grad(EXTRA_LOSSES[name], logits, target)
+    assert "_OverlapStatsBackward" in ran
+    with kernels.disabled():
+        plain_value, plain_grad, _ = value_and_grad(EXTRA_LOSSES[name], logits, target)
+    torch.testing.assert_close(value, plain_value)
+    torch.testing.assert_close(grad, plain_grad)
+
+
+def test_the_environment_switch_turns_every_kernel_off(monkeypatch):
+    for name, threshold in THRESHOLDS.items():
+        monkeypatch.setitem(THRESHOLDS, name, dataclasses.replace(threshold, minimum=0))
+    monkeypatch.setenv("LOSSPLUG_KERNELS", "0")
+    assert not kernels.enabled()
+    for name, (loss, target_kind, node) in CASES.items():
+        logits, target = inputs((4, 5, 3), target_kind, torch.float64)
+        assert node not in nodes(loss(logits, target)), name
+    monkeypatch.setenv("LOSSPLUG_KERNELS", "1")
+    assert kernels.enabled()
+
+
+@pytest.mark.parametrize("name", ["cross_entropy", "multiclass_hinge"])
+def test_per_sample_gradients_under_vmap_equal_the_plain_ones(name, monkeypatch):
+    monkeypatch.setitem(THRESHOLDS, name, dataclasses.replace(THRESHOLDS[name], minimum=0))
+    loss, _, _ = CASES[name]
+    logits, target = inputs((6, 5), "index", torch.float64)
+    logits = logits.detach()
+
+    def per_sample(row: Tensor, label: Tensor) -> Tensor:
+        return loss(row[None], label[None])
+
+    grads = torch.func.vmap(torch.func.grad(per_sample))(logits, target)
+    with kernels.disabled():
+        expected = torch.func.vmap(torch.func.grad(per_sample))(logits, target)
+    torch.testing.assert_close(grads, expected)
