@@ -22,6 +22,10 @@ from omegaconf import DictConfig, open_dict
 from lossplug.kernels import THRESHOLDS
 
 REPO = Path(__file__).resolve().parents[1]
+#: modules the tests and the jobs share (on pytest's path, and on the jobs' PYTHONPATH)
+HELPERS = REPO / "tests" / "helpers"
+#: the scripts that DDP tests run as processes of their own
+JOBS = REPO / "tests" / "jobs"
 #: the training entry point the subprocess tests run.
 TRAIN = REPO / "scripts" / "train.py"
 #: the demo app's own config (the library's groups come from lossplug/conf).
@@ -57,7 +61,9 @@ def compose_train(tmp_path: Path) -> Iterator[Callable[..., DictConfig]]:
 
 def run_python(*args: str | Path, cwd: Path, timeout: float) -> subprocess.CompletedProcess[str]:
     """Run the current Python on ``args`` in ``cwd``; output captured as text."""
+    paths = [str(HELPERS), *filter(None, [os.environ.get("PYTHONPATH")])]
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "HYDRA_FULL_ERROR": "1"}
+    env["PYTHONPATH"] = os.pathsep.join(paths)
     # a session of its own, so that a timeout ends the DDP processes it started too
     with subprocess.Popen(
         [sys.executable, *map(str, args)],

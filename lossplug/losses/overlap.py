@@ -221,7 +221,7 @@ class DiceCELoss(LossModule):
         >>> logits = torch.tensor([[[2.0, -1.0], [0.0, 1.0]]])  # (N, C, positions)
         >>> parts = loss.components(logits, torch.tensor([[0, 1]]))
         >>> {name: round(value.item(), 4) for name, value in parts.items()}
-        {'dice': 0.1462, 'ce': 0.1629}
+        {'dice': 0.1192, 'ce': 0.1269}
     """
 
     name = "dice_ce"

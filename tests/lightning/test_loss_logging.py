@@ -1,6 +1,6 @@
 """Loss-component logging under real 2-process DDP (gloo, CPU), read back from TensorBoard.
 
-The job (tests/ddp_loss_job.py) gives each rank an unequal share of the data with a smaller
+The job (tests/jobs/ddp_loss_job.py) gives each rank an unequal share of the data with a smaller
 last batch; the epoch values must still be the exact mean over the whole dataset.
 """
 
@@ -10,10 +10,10 @@ import json
 from pathlib import Path
 
 import pytest
-from conftest import REPO, run_python
+from conftest import JOBS, run_python
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-JOB = REPO / "tests" / "ddp_loss_job.py"
+JOB = JOBS / "ddp_loss_job.py"
 
 
 def run_job(

@@ -1,6 +1,6 @@
 """A 2-process DDP (gloo, CPU) run with ``on_nonfinite="skip"``; run as a script.
 
-    python tests/nonfinite_ddp_job.py OUT_DIR
+    PYTHONPATH=tests/helpers python tests/jobs/nonfinite_ddp_job.py OUT_DIR
 
 Lightning's defaults stay on: its ``DistributedSampler`` shares the samples out (shuffled
 in training). Only rank 1 meets a NaN target, in its training batch 2 and its validation

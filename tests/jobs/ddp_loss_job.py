@@ -1,6 +1,8 @@
 """A 2-process DDP (gloo, CPU) training job for the loss-logging tests; run as a script.
 
-    python tests/ddp_loss_job.py OUT_DIR composite|many16|triplet sampler|own
+    PYTHONPATH=tests/helpers python tests/jobs/ddp_loss_job.py OUT_DIR JOB SHARDING
+
+JOB: composite, many16 or triplet; SHARDING: sampler or own.
 
 ``sampler``: Lightning's defaults, its ``DistributedSampler`` in every loader: each rank gets
 every other of the 157 samples, rank 1 ending on a repeat of sample 0, in batches of 32 (32,

@@ -1,6 +1,6 @@
 """A 2-process DDP (gloo, CPU) job with Dynamic Weight Average; run as a script.
 
-    python tests/ddp_weighting_job.py OUT_DIR sampler|own
+    PYTHONPATH=tests/helpers python tests/jobs/ddp_weighting_job.py OUT_DIR sampler|own
 
 Rank 1's targets are scaled, so the ranks' local epoch means differ a lot. ``sampler``:
 Lightning's defaults, its ``DistributedSampler``: each rank gets every other of the 112

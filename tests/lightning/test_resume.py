@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import REPO
+from conftest import HELPERS, REPO
 from lightning.pytorch.callbacks import ModelCheckpoint
 from tensorboard.backend.event_processing.event_accumulator import SCALARS, EventAccumulator
 from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
@@ -57,7 +57,7 @@ RUN = (
     "trainer.enable_progress_bar=false",
     "test=false",
     f"callbacks.checkpoint.every_n_train_steps={EVERY}",
-    "+callbacks.slow._target_=slow_steps.SlowSteps",  # tests/slow_steps.py: time to kill
+    "+callbacks.slow._target_=slow_steps.SlowSteps",  # tests/helpers/slow_steps.py: time to kill
     "+callbacks.slow.seconds=0.25",
 )
 #: the tags whose every step must show exactly once
@@ -69,7 +69,7 @@ def environment() -> dict[str, str]:
         **os.environ,
         "PYTHONUNBUFFERED": "1",
         "HYDRA_FULL_ERROR": "1",
-        "PYTHONPATH": str(REPO / "tests"),
+        "PYTHONPATH": str(HELPERS),
     }
 
 

@@ -1,6 +1,6 @@
 """Two DDP processes, one of which meets a NaN validation loss; run as a script.
 
-    python tests/ddp_nonfinite_val_job.py
+    PYTHONPATH=tests/helpers python tests/jobs/ddp_nonfinite_val_job.py
 
 Under ``on_nonfinite="raise"`` the process whose loss was NaN names the batch, and the other
 stops at the same point (lossplug's epoch-end collective) with its own error, saying the

@@ -11,7 +11,7 @@ import lightning.pytorch as pl
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import DEMO_CONF, REPO, quiet_trainer, run_python
+from conftest import DEMO_CONF, JOBS, quiet_trainer, run_python
 from hydra.errors import InstantiationException
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from torch import nn
@@ -355,7 +355,7 @@ def test_the_command_line_pre_check_accepts_the_options_and_build_names_a_bad_on
 
 
 def test_a_nan_on_one_process_drops_the_step_on_every_process(tmp_path):
-    job = REPO / "tests" / "nonfinite_ddp_job.py"
+    job = JOBS / "nonfinite_ddp_job.py"
     result = run_python(job, tmp_path, cwd=tmp_path, timeout=240)  # a hang fails, never blocks
     assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
     ranks = [json.loads((tmp_path / f"rank{rank}.json").read_text()) for rank in (0, 1)]

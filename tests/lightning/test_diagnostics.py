@@ -17,7 +17,7 @@ import lightning.pytorch as pl
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import DEMO_CONF, REPO, run_python
+from conftest import DEMO_CONF, JOBS, REPO, run_python
 from lightning.pytorch.loggers import TensorBoardLogger
 from tensorboard.backend.event_processing.event_accumulator import SCALARS, EventAccumulator
 from torch import Tensor, nn
@@ -29,7 +29,7 @@ from lossplug.demo.training import build
 from lossplug.diagnostics import GradientDiagnostics, gradient_statistics
 from lossplug.losses import HuberLoss, L1Loss, MSELoss
 
-DDP_JOB = REPO / "tests" / "ddp_diagnostics_job.py"
+DDP_JOB = JOBS / "ddp_diagnostics_job.py"
 
 pytestmark = pytest.mark.filterwarnings(
     "ignore:You defined a `validation_step`", "ignore:The number of training batches"
@@ -398,7 +398,7 @@ def test_train_script_logs_diagnostics_of_dice_ce(tmp_path):
 
 @pytest.fixture(scope="module")
 def ddp_ranks(tmp_path_factory) -> list[dict]:
-    """What each rank of tests/ddp_diagnostics_job.py logged and saw."""
+    """What each rank of tests/jobs/ddp_diagnostics_job.py logged and saw."""
     out = tmp_path_factory.mktemp("ddp_diagnostics")
     result = run_python(DDP_JOB, out, cwd=out, timeout=240)  # a hang fails, never blocks
     assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]

@@ -10,7 +10,7 @@ from functools import partial
 import lightning as L
 import pytest
 import torch
-from conftest import REPO, TRAIN, dwa_by_hand, run_python
+from conftest import JOBS, TRAIN, dwa_by_hand, run_python
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
@@ -18,7 +18,7 @@ from torch.utils.data import DataLoader, TensorDataset
 from lossplug import CompositeLoss, LossPlugMixin
 from lossplug.losses import L1Loss, MSELoss
 
-DDP_JOB = REPO / "tests" / "ddp_weighting_job.py"
+DDP_JOB = JOBS / "ddp_weighting_job.py"
 
 
 @pytest.fixture(autouse=True)

@@ -1,6 +1,6 @@
 """Two DDP processes of which one alone computes an auxiliary loss; run as a script.
 
-    python tests/ddp_names_job.py OUT_DIR
+    PYTHONPATH=tests/helpers python tests/jobs/ddp_names_job.py OUT_DIR
 
 Lightning's defaults stay on: its ``DistributedSampler`` shares the 32 samples out, 16 a rank.
 Rank 1 computes ``aux`` on its batches, rank 0 never does. Both registered the name when the

@@ -1,6 +1,6 @@
 """A user's project under 2-process DDP with Lightning's defaults on; run as a script.
 
-    python tests/ddp_user_project_job.py OUT_DIR
+    PYTHONPATH=tests/helpers python tests/jobs/ddp_user_project_job.py OUT_DIR
 
 ``strategy="ddp"`` on 2 CPU processes (gloo) with everything a user leaves on: Lightning's
 ``DistributedSampler`` in every loader (it pads 203, 101, 57 and 75 samples with repeats to

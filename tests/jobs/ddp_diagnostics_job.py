@@ -1,6 +1,6 @@
 """A 2-process DDP (gloo, CPU) job for the gradient-diagnostics tests; run as a script.
 
-    python tests/ddp_diagnostics_job.py OUT_DIR
+    PYTHONPATH=tests/helpers python tests/jobs/ddp_diagnostics_job.py OUT_DIR
 
 Lightning's defaults stay on: its ``DistributedSampler`` gives each rank every other of the 80
 samples (rank 1's, the odd ones, with targets of another kind), in batches of 8, and the job

@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from conftest import REPO, run_python
+from conftest import JOBS, run_python
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 COMPONENTS = ("loss", "ce", "focal")
@@ -21,9 +21,7 @@ COMPONENTS = ("loss", "ce", "focal")
 @pytest.fixture(scope="module")
 def user_run(tmp_path_factory) -> tuple[dict, EventAccumulator]:
     out = tmp_path_factory.mktemp("ddp_user_project")
-    result = run_python(
-        REPO / "tests" / "ddp_user_project_job.py", out, cwd=REPO / "tests", timeout=240
-    )
+    result = run_python(JOBS / "ddp_user_project_job.py", out, cwd=JOBS, timeout=240)
     assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
     events = EventAccumulator(str(out / "tb" / "version_0"), size_guidance={"scalars": 0})
     events.Reload()
@@ -76,8 +74,8 @@ def test_computing_the_loss_runs_no_collective(user_run):
 
 
 def test_a_criterion_only_one_process_computes_is_logged_on_both(tmp_path):
-    job = REPO / "tests" / "ddp_names_job.py"
-    result = run_python(job, tmp_path, cwd=REPO / "tests", timeout=180)
+    job = JOBS / "ddp_names_job.py"
+    result = run_python(job, tmp_path, cwd=JOBS, timeout=180)
     assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
     ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
     assert [rank["count"] for rank in ranks] == [16, 16]  # the sampler shared them out
@@ -89,9 +87,7 @@ def test_a_criterion_only_one_process_computes_is_logged_on_both(tmp_path):
 
 
 def test_a_nan_on_one_process_stops_both_at_the_same_point():
-    result = run_python(
-        REPO / "tests" / "ddp_nonfinite_val_job.py", cwd=REPO / "tests", timeout=180
-    )
+    result = run_python(JOBS / "ddp_nonfinite_val_job.py", cwd=JOBS, timeout=180)
     assert result.returncode != 0
     assert "validation loss on process 1 of 2 at epoch 0, batch 1" in result.stderr
     assert "Non-finite val loss on another process" in result.stderr
