@@ -341,6 +341,16 @@ def _dice_ce(data: st.DataObject) -> Drawn:
     return loss, _floats(data, (n, c, *spatial), -100, 100), _labels(data, (n, *spatial), c)
 
 
+def _dice_ce_loss(data: st.DataObject) -> Drawn:
+    n, c, spatial = _overlap_shape(data, "multiclass")
+    loss = build_loss(
+        "dice_ce",
+        dice_weight=data.draw(st.floats(0.0, 2.0), label="dice weight"),
+        ce_weight=data.draw(st.floats(0.0, 2.0), label="ce weight"),
+    )
+    return loss, _floats(data, (n, c, *spatial), -100, 100), _labels(data, (n, *spatial), c)
+
+
 FAMILIES = {
     "mse": _regression("mse"),
     "l1": _regression("l1"),
@@ -356,13 +366,15 @@ FAMILIES = {
     "triplet": _metric("triplet"),
     "contrastive": _metric("contrastive"),
     "composite": Family(_dice_ce, None),
+    "dice_ce": Family(_dice_ce_loss, None),
 }
 WITH_PERFECT = [name for name, family in FAMILIES.items() if family.perfect is not None]
 
 
 def test_every_loss_of_the_catalogue_has_properties():
     assert sorted(FAMILIES) == lossplug.available_losses()
-    assert sorted(set(FAMILIES) - set(WITH_PERFECT)) == ["composite", "cross_entropy", "focal"]
+    without = ["composite", "cross_entropy", "dice_ce", "focal"]
+    assert sorted(set(FAMILIES) - set(WITH_PERFECT)) == without
 
 
 def _value_and_grad(loss: LossModule, pred: Tensor, target: Tensor) -> tuple[Tensor, Tensor]:
@@ -438,12 +450,15 @@ EMPTY_BATCHES = [
     ("triplet", {}, torch.zeros(0, 4), torch.zeros(0, dtype=torch.long)),
     ("contrastive", {}, torch.zeros(0, 4), torch.zeros(0, dtype=torch.long)),
     ("composite", {}, *_empty_index_batch(4, 4)),
+    ("dice_ce", {}, *_empty_index_batch(4, 4)),
 ]
 
 
 def _empty_batch_loss(name: str, options: dict[str, object], reduction: str) -> LossModule:
-    if name == "composite":  # Dice + cross-entropy, the fused route; each term a mean
+    if name == "composite":  # Dice + cross-entropy, each term a mean
         return CompositeLoss({"dice": build_loss("dice"), "ce": build_loss("cross_entropy")})
+    if name == "dice_ce":  # a mean only
+        return build_loss("dice_ce")
     return build_loss(name, reduction=reduction, **options)
 
 
