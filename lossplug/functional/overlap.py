@@ -679,11 +679,11 @@ def _one_minus_smoothed_ratio(
         \frac{\text{excess} + s_{dr} - s_{nr}}{\text{denominator} + s_{dr}},
 
     which takes fewer operations than ``1 - ratio`` between two ``torch.where`` calls: on small
-    ``(N, C)`` statistics each operation's fixed cost is what counts. Where the unsmoothed denominator is 0 the class scores
-    1 (loss 0) with a zero gradient. The division's gradient there must stay finite too (it is
-    multiplied by 0): with equal smoothing terms of at least the dtype's smallest normal number
-    the excess there is exactly 0 over a normal denominator, so it does; otherwise a
-    ``masked_fill`` makes that denominator 1 first.
+    ``(N, C)`` statistics each operation's fixed cost is what counts. Where the unsmoothed
+    denominator is 0 the class scores 1 (loss 0) with a zero gradient. The division's gradient there
+    must stay finite too (it is multiplied by 0): with equal smoothing terms of at least the dtype's
+    smallest normal number the excess there is exactly 0 over a normal denominator, so it does;
+    otherwise a ``masked_fill`` makes that denominator 1 first.
     """
     empty = denominator == 0
     if smooth_dr != smooth_nr:
