@@ -173,7 +173,7 @@ def kept_target_weight(target: Tensor, ignore_index: int, weight: Tensor | None 
     """
     kept = target != ignore_index
     if weight is None:
-        return kept.sum()
+        return torch.count_nonzero(kept)
     return (weight[torch.where(kept, target, 0)] * kept).sum()
 
 

@@ -75,10 +75,15 @@ class _CrossEntropy(torch.autograd.Function):
     def backward(ctx: Any, grad_loss: Tensor, _: Tensor | None) -> tuple[Tensor | None, ...]:
         logits, target, weight = ctx.saved_tensors
         kept = target != ctx.ignore_index
-        index = torch.where(kept, target, 0)
-        scale = grad_loss if weight is None else grad_loss * weight[index]
-        # selected, not multiplied by a 0/1 mask: a NaN gradient or weight there stays out
-        scale = torch.where(kept, scale, 0).unsqueeze(1)
+        if _all_true(kept):  # the common case: no per-position selection to make
+            index = target
+            scale = grad_loss if weight is None else grad_loss * weight[target]
+        else:
+            index = torch.where(kept, target, 0)
+            scale = grad_loss if weight is None else grad_loss * weight[index]
+            # selected, not multiplied by a 0/1 mask: a NaN gradient or weight there stays out
+            scale = torch.where(kept, scale, 0)
+        scale = scale.unsqueeze(1) if scale.ndim else scale
         index = index.unsqueeze(1)
         at_target = scale.neg().expand(index.shape)
         if torch.is_grad_enabled():  # create_graph=True: a differentiable gradient
@@ -95,3 +100,11 @@ class _CrossEntropy(torch.autograd.Function):
         except RuntimeError:  # a batch of incoming gradients (is_grads_batched): out of place
             grad = grad * scale
         return grad.scatter_add_(1, index, at_target), None, None, None, None
+
+
+def _all_true(mask: Tensor) -> bool:
+    """Whether every element of ``mask`` is true; ``False`` where it cannot be read (``vmap``)."""
+    try:
+        return bool(mask.all())
+    except RuntimeError:  # a tensor batched by torch.func.vmap refuses host reads
+        return False
