@@ -3,11 +3,12 @@
     PYTHONPATH=tests/helpers python tests/jobs/ddp_weighting_job.py OUT_DIR sampler|own
 
 Rank 1's targets are scaled, so the ranks' local epoch means differ a lot. ``sampler``:
-Lightning's defaults, its ``DistributedSampler``: each rank gets every other of the 112
-samples (the odd ones, rank 1's, scaled). ``own``: each rank trains on its own slice (rank 0:
-64 samples, rank 1: 48; no distributed sampler). After each
-training epoch every rank records the DWA weights, the epoch means the criterion received
-and the epoch means of its own batches only, and writes them to ``rank{r}.json``.
+Lightning's defaults, its ``DistributedSampler``: each rank gets every other of the 111
+samples (the odd ones, rank 1's, scaled), and rank 1 ends on a repeat of sample 0, which
+the epoch means must leave out. ``own``: each rank trains on its own slice (rank 0: 64
+samples, rank 1: 48; no distributed sampler). After each training epoch every rank records
+the DWA weights, the epoch means the criterion received and the epoch means of its own real
+samples only, recomputed per sample, and writes them to ``rank{r}.json``.
 """
 
 from __future__ import annotations
@@ -26,12 +27,15 @@ from lossplug import CompositeLoss, LossPlugMixin
 from lossplug.losses import L1Loss, MSELoss
 
 RANK_SLICES = (slice(0, 64), slice(64, 112))
+#: the sampler's share of each rank: 56 samples in 4 batches, rank 1's last one a repeat
+SAMPLER_SIZE, SAMPLER_BATCH = 111, 14
 
 
 def make_data(sharding: str) -> TensorDataset:
+    size = SAMPLER_SIZE if sharding == "sampler" else 112
     generator = torch.Generator().manual_seed(0)
-    x = torch.randn(112, 4, generator=generator)
-    y = x @ torch.randn(4, 2, generator=generator) + torch.randn(112, 2, generator=generator)
+    x = torch.randn(size, 4, generator=generator)
+    y = x @ torch.randn(4, 2, generator=generator) + torch.randn(size, 2, generator=generator)
     rank_one = slice(1, None, 2) if sharding == "sampler" else RANK_SLICES[1]
     y[rank_one] *= 5.0  # rank 1's targets: a different scale, so its local means differ
     return TensorDataset(x, y)
@@ -60,16 +64,19 @@ class Job(LossPlugMixin, L.LightningModule):
         return x, (y[:, 0], y[:, 1])
 
     def training_step(self, batch, batch_idx: int) -> torch.Tensor:
-        loss = super().training_step(batch, batch_idx)
-        parts = self.step_components
-        size = batch[0].shape[0]
-        self.local_sums += size * torch.stack([parts["mse"], parts["l1"]]).detach().double()
-        self.local_count += size
-        return loss
+        x, y = batch
+        if self.sharding == "sampler" and self.global_rank == 1 and batch_idx == 3:
+            x, y = x[:-1], y[:-1]  # the repeat of sample 0 that the sampler pads rank 1 with
+        with torch.no_grad():  # each real sample's terms, before the step changes the weights
+            out = self.net(x).double()
+            errors = out - y.double()
+            self.local_sums += torch.stack([errors[:, 0].square(), errors[:, 1].abs()], 1).sum(0)
+        self.local_count += x.shape[0]
+        return super().training_step(batch, batch_idx)
 
     def train_dataloader(self) -> DataLoader:
         if self.sharding == "sampler":
-            return DataLoader(self.data, batch_size=14)  # 56 samples a rank: 4 batches
+            return DataLoader(self.data, batch_size=SAMPLER_BATCH)
         mine = self.data[RANK_SLICES[self.global_rank]]
         # 4 batches on each rank: DDP all-reduces gradients every step
         return DataLoader(TensorDataset(*mine), batch_size=(16, 12)[self.global_rank])
