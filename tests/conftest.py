@@ -117,12 +117,17 @@ def dwa_by_hand(previous: list[float], before: list[float], temperature: float) 
     return [len(exps) * e / sum(exps) for e in exps]
 
 
+def kernels_from_any_size(monkeypatch: pytest.MonkeyPatch, *names: str) -> None:
+    """Let the kernels ``names`` (default: every kernel) apply from size 0, for one test."""
+    for name in names or tuple(THRESHOLDS):
+        monkeypatch.setitem(THRESHOLDS, name, dataclasses.replace(THRESHOLDS[name], minimum=0))
+
+
 @pytest.fixture(params=["plain", "kernels"])
 def kernel_mode(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
     """Run a test on the plain losses, and with every kernel applying from size 0."""
     if request.param == "plain":
         monkeypatch.setenv("LOSSPLUG_KERNELS", "0")
     else:
-        for name, threshold in THRESHOLDS.items():
-            monkeypatch.setitem(THRESHOLDS, name, dataclasses.replace(threshold, minimum=0))
+        kernels_from_any_size(monkeypatch)
     return request.param

@@ -34,7 +34,7 @@ from torch import Tensor, nn
 
 from lossplug._validation import check_choice
 from lossplug.composite.routing import Route, Selector, parse_route
-from lossplug.losses.base import LossModule, batch_count, sum_components
+from lossplug.losses.base import LossModule, MultiTermLoss, batch_count
 from lossplug.registry import UnknownLossError, build_loss, register_loss
 from lossplug.weighting import WEIGHTINGS, Constant, LearnedWeighting
 from lossplug.weighting.schedules import parse_schedule
@@ -46,7 +46,7 @@ WEIGHTING_CHOICES: tuple[str, ...] = ("fixed", *WEIGHTINGS)
 
 
 @register_loss("composite")
-class CompositeLoss(LossModule):
+class CompositeLoss(MultiTermLoss):
     """A weighted sum of named loss terms, each on its own part of the output if routed.
 
     Args:
@@ -242,13 +242,9 @@ class CompositeLoss(LossModule):
 
         Works on a batch's components and on epoch means alike.
         """
-        total = sum_components(self.weighted_terms(components))
+        total = super().total(components)
         regularizer = self.learned.regularizer() if self.learned is not None else None
         return total if regularizer is None else total + regularizer
-
-    def forward(self, pred: Any, target: Any) -> Tensor:
-        """The weighted sum of the terms."""
-        return self.total(self.components(pred, target))
 
     # -- weights that change ----------------------------------------------------------------
 

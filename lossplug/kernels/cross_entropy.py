@@ -75,6 +75,7 @@ class _CrossEntropy(torch.autograd.Function):
     def backward(ctx: Any, grad_loss: Tensor, _: Tensor | None) -> tuple[Tensor | None, ...]:
         logits, target, weight = ctx.saved_tensors
         kept = target != ctx.ignore_index
+        # a host read, which on the CPU (the kernel's only device) synchronises nothing
         if _all_true(kept):  # the common case: no per-position selection to make
             index = target
             scale = grad_loss if weight is None else grad_loss * weight[target]

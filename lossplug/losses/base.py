@@ -39,7 +39,7 @@ class LossModule(nn.Module):
         self.reduction = check_reduction(self.name, reduction)
 
     def components(self, pred: Tensor, target: Tensor) -> dict[str, Tensor]:
-        """Named, unweighted loss terms; their sum is the loss.
+        """Named, unweighted loss terms; :meth:`total` forms the loss from them.
 
         Args:
             pred: the model's output, in this loss's :attr:`input_space`.
@@ -84,12 +84,12 @@ class LossModule(nn.Module):
         return components, dict.fromkeys(components, batch_count(pred))
 
     def total(self, components: Mapping[str, Tensor]) -> Tensor:
-        """The loss from the values :meth:`components` returned: their sum.
+        """The loss from the values :meth:`components` returned: the sum of :meth:`weighted_terms`.
 
-        Losses that weigh their terms (:class:`lossplug.CompositeLoss`) override this; callers
-        that log the components use it to form the total without a second forward pass.
+        Losses that weigh their terms override :meth:`weighted_terms`; callers that log the
+        components use this to form the total without a second forward pass.
         """
-        return sum_components(components)
+        return sum_components(self.weighted_terms(components))
 
     def weighted_terms(self, components: Mapping[str, Tensor]) -> dict[str, Tensor]:
         """Each component times its current weight (here 1): the parts the total adds up.
@@ -129,13 +129,13 @@ class LossModule(nn.Module):
 
 
 class MultiTermLoss(LossModule):
-    """A loss whose value is the sum of the terms :meth:`components` returns."""
+    """A loss whose value is :meth:`total` of the terms :meth:`components` returns."""
 
     def components(self, pred: Tensor, target: Tensor) -> dict[str, Tensor]:
         """Named terms; subclasses must implement this."""
         raise NotImplementedError
 
-    def forward(self, pred: Tensor, target: Tensor) -> Tensor:
+    def forward(self, pred: Any, target: Any) -> Tensor:
         """The total of the components."""
         return self.total(self.components(pred, target))
 

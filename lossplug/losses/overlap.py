@@ -9,7 +9,7 @@ from torch import Tensor
 from lossplug._validation import check_choice, check_number, check_weight_tensor
 from lossplug.functional import overlap as F
 from lossplug.functional.classification import kept_target_weight
-from lossplug.losses.base import LossModule, batch_count, sum_components
+from lossplug.losses.base import LossModule, MultiTermLoss, batch_count
 from lossplug.registry import register_loss
 
 
@@ -187,7 +187,7 @@ class TverskyLoss(_OverlapLoss):
 
 
 @register_loss("dice_ce")
-class DiceCELoss(LossModule):
+class DiceCELoss(MultiTermLoss):
     r"""Dice + cross-entropy from one softmax: ``dice_weight * dice + ce_weight * ce``.
 
     .. math::
@@ -291,14 +291,6 @@ class DiceCELoss(LossModule):
         return components, {"dice": batch_count(pred), "ce": kept_target_weight(target, ignore)}
 
     def weighted_terms(self, components: Mapping[str, Tensor]) -> dict[str, Tensor]:
-        """Each term times its weight."""
+        """Each term times its weight: the total is ``dice_weight * dice + ce_weight * ce``."""
         weights = {"dice": self.dice_weight, "ce": self.ce_weight}
         return {name: weights[name] * value for name, value in components.items()}
-
-    def total(self, components: Mapping[str, Tensor]) -> Tensor:
-        """``dice_weight * dice + ce_weight * ce``."""
-        return sum_components(self.weighted_terms(components))
-
-    def forward(self, pred: Tensor, target: Tensor) -> Tensor:
-        """The weighted sum of the two terms."""
-        return self.total(self.components(pred, target))

@@ -6,11 +6,10 @@ float64 for float32 accuracy, and peak tensor memory measured with torch's profi
 
 from __future__ import annotations
 
-import dataclasses
-
 import pytest
 import torch
 import torch.nn.functional as TF
+from conftest import kernels_from_any_size
 
 from benchmarks.benchkit import loss_step_peak_memory
 from lossplug import functional as LF
@@ -230,9 +229,7 @@ def test_a_batch_of_incoming_gradients_gives_torchs_jacobian():
 
 
 def test_forward_mode_ad_takes_torchs_kernels(monkeypatch):
-    monkeypatch.setitem(
-        THRESHOLDS, "cross_entropy", dataclasses.replace(THRESHOLDS["cross_entropy"], minimum=0)
-    )
+    kernels_from_any_size(monkeypatch, "cross_entropy")
     logits, target = inputs((6, 5))
     tangent = torch.randn(logits.shape, generator=seeded(12), dtype=logits.dtype)
     with torch.autograd.forward_ad.dual_level():

@@ -7,11 +7,11 @@ that computed the loss.
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Callable
 
 import pytest
 import torch
+from conftest import kernels_from_any_size
 from torch import Tensor
 
 from lossplug import functional as LF
@@ -102,8 +102,7 @@ def test_the_other_softmax_statistics_losses_equal_their_plain_versions(name, dt
 
 
 def test_the_environment_switch_turns_every_kernel_off(monkeypatch):
-    for name, threshold in THRESHOLDS.items():
-        monkeypatch.setitem(THRESHOLDS, name, dataclasses.replace(threshold, minimum=0))
+    kernels_from_any_size(monkeypatch)
     monkeypatch.setenv("LOSSPLUG_KERNELS", "0")
     assert not kernels.enabled()
     for name, (loss, target_kind, node) in CASES.items():
@@ -115,7 +114,7 @@ def test_the_environment_switch_turns_every_kernel_off(monkeypatch):
 
 @pytest.mark.parametrize("name", ["cross_entropy", "multiclass_hinge"])
 def test_per_sample_gradients_under_vmap_equal_the_plain_ones(name, monkeypatch):
-    monkeypatch.setitem(THRESHOLDS, name, dataclasses.replace(THRESHOLDS[name], minimum=0))
+    kernels_from_any_size(monkeypatch, name)
     loss, _, _ = CASES[name]
     logits, target = inputs((6, 5), "index", torch.float64)
     logits = logits.detach()
