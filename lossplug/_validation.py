@@ -54,18 +54,26 @@ def value_checks(enabled: bool) -> Iterator[None]:
         _value_checks_enabled = previous
 
 
-def value_checks_enabled() -> bool:
-    """Whether value checks run now: enabled, and not traced or transformed.
+def value_checks_apply(values: object) -> bool:
+    """Whether the value checks may read ``values`` on the host now.
 
-    Not while ``torch.compile`` traces (a host read would break the graph), nor under
-    ``torch.func``'s transforms, whose ``vmap`` refuses host reads of the values it batches
-    (per-sample gradients: ``vmap(grad(loss))``).
+    Not when :func:`value_checks` turned them off; not while ``torch.compile`` traces (a host
+    read would break the graph); and not for a tensor that a ``torch.func`` transform wraps,
+    whose ``vmap`` refuses host reads of the values it batches (per-sample gradients:
+    ``vmap(grad(loss))``). Such a tensor has no storage of its own, so asking for its data
+    pointer tells it apart without torch's private modules.
+
+    Args:
+        values: the tensor (or option value) a check is about to read.
     """
-    return (
-        _value_checks_enabled
-        and not torch.compiler.is_compiling()
-        and not torch._C._are_functorch_transforms_active()
-    )
+    if not _value_checks_enabled or torch.compiler.is_compiling():
+        return False
+    if isinstance(values, Tensor):
+        try:
+            values.data_ptr()
+        except RuntimeError:  # a torch.func wrapper: "doesn't have storage"
+            return False
+    return True
 
 
 def check_reduction(loss: str, reduction: str, allowed: tuple[str, ...] = REDUCTIONS) -> str:
@@ -289,7 +297,7 @@ def check_class_target(
         )
     if indexed_by_torch and class_indices_checked_by_torch(pred):
         return
-    if not value_checks_enabled() or target.numel() == 0:
+    if target.numel() == 0 or not value_checks_apply(target):
         return
     num_classes = pred.shape[1]
     # one pass (aminmax) and one host sync in the common case; a second look without the
@@ -391,7 +399,7 @@ def check_unit_interval(loss: str, name: str, tensor: Tensor, meaning: str) -> N
     Raises:
         ValueError: if a value is outside [0, 1] or NaN.
     """
-    if not value_checks_enabled() or tensor.numel() == 0:
+    if tensor.numel() == 0 or not value_checks_apply(tensor):
         return
     if _bit_patterns_in_unit_interval(tensor):
         return

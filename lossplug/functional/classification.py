@@ -28,7 +28,7 @@ from lossplug._validation import (
     check_same_shape,
     check_unit_interval,
     explain_class_target_errors,
-    value_checks_enabled,
+    value_checks_apply,
 )
 from lossplug.functional._reduce import reduce_loss
 from lossplug.kernels.cross_entropy import cross_entropy_kernel
@@ -383,7 +383,7 @@ def hinge(
 
 def _binary_sign(target: Tensor) -> Tensor:
     """Map {0, 1} or {-1, +1} labels to {-1, +1}, refusing anything else."""
-    if value_checks_enabled() and target.numel() > 0:
+    if target.numel() > 0 and value_checks_apply(target):
         allowed = (target == 1) | (target == 0) | (target == -1)
         mixed = bool((target == 0).any()) and bool((target == -1).any())
         if not bool(allowed.all()) or mixed:

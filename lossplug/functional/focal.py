@@ -46,7 +46,7 @@ from lossplug._validation import (
     check_unit_interval,
     check_weight_tensor,
     explain_class_target_errors,
-    value_checks_enabled,
+    value_checks_apply,
 )
 from lossplug.functional._reduce import reduce_loss
 from lossplug.kernels.dispatch import applies
@@ -182,7 +182,7 @@ def _per_class_alpha(alpha: Tensor | list[float], logits: Tensor) -> Tensor:
 
     Its values (finite, >= 0) are checked only where value checks run (not while compiling).
     """
-    if value_checks_enabled():
+    if value_checks_apply(alpha):
         weights = check_weight_tensor("focal", "alpha", alpha)
     else:
         weights = torch.as_tensor(alpha, dtype=logits.dtype, device=logits.device)

@@ -66,7 +66,7 @@ from lossplug._validation import (
     check_unit_interval,
     check_weight_tensor,
     explain_class_target_errors,
-    value_checks_enabled,
+    value_checks_apply,
 )
 from lossplug.functional._reduce import reduce_loss
 from lossplug.functional._shapes import flatten_from
@@ -621,7 +621,7 @@ def _check_target(
         check_unit_interval(name, "target", target, "class probabilities")
         return False
     check_same_shape(name, pred, target)
-    if value_checks_enabled() and target.numel() > 0:
+    if target.numel() > 0 and value_checks_apply(target):
         allowed = (target == 0) | (target == 1)
         if ignore_index is not None:
             allowed |= target == ignore_index
@@ -647,7 +647,7 @@ def _class_weight(
         return None
     if not isinstance(weight, Tensor):
         raise TypeError(f"{name}: option 'weight' must be a tensor, got {type(weight).__name__}")
-    if value_checks_enabled():
+    if value_checks_apply(weight):
         weight = check_weight_tensor(name, "weight", weight)
     if weight.shape != (num_channels,):
         raise ValueError(

@@ -39,7 +39,7 @@ from lossplug._validation import (
     check_number,
     check_reduction,
     check_same_shape,
-    value_checks_enabled,
+    value_checks_apply,
 )
 from lossplug.functional._reduce import reduce_loss
 
@@ -161,5 +161,5 @@ def _check_element_weight(name: str, weight: Tensor, pred: Tensor) -> None:
             f"{name}: 'weight' must broadcast to pred's shape {tuple(pred.shape)}, "
             f"got shape {tuple(weight.shape)}"
         )
-    if value_checks_enabled() and bool((weight < 0).any()):
+    if value_checks_apply(weight) and bool((weight < 0).any()):
         raise ValueError(f"{name}: 'weight' must be >= 0 everywhere, got a negative value")

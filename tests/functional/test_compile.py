@@ -4,7 +4,7 @@
 backward with the ``aot_eager`` backend (Dynamo capture + AOTAutograd, where graph breaks and
 untraceable autograd functions show up); the slow one also generates Inductor code. Value
 checks, which read tensors on the host, are skipped while compiling
-(``lossplug._validation.value_checks_enabled``), so compiled and eager values must agree.
+(``lossplug._validation.value_checks_apply``), so compiled and eager values must agree.
 """
 
 from __future__ import annotations

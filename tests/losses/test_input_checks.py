@@ -14,7 +14,7 @@ from torch.utils.data import DataLoader
 
 import lossplug
 from lossplug import CompositeLoss, build_loss
-from lossplug._validation import value_checks_enabled
+from lossplug._validation import value_checks_apply
 from lossplug.demo.training import build
 from lossplug.input_checks import InputMisuseError, InputMisuseWarning, detect_misuse
 from lossplug.input_checks.findings import MIN_VALUES_FOR_HEURISTICS, PROBABILITY_LOSSES
@@ -72,9 +72,9 @@ def test_the_block_turns_value_checks_on_for_the_first_batch_only():
     seen = []
     for _ in range(2):
         with checks.batch("train", loss, pred, target):
-            seen.append(value_checks_enabled())
+            seen.append(value_checks_apply(None))
     assert seen == [True, False]
-    assert value_checks_enabled()  # restored after the block
+    assert value_checks_apply(None)  # restored after the block
 
 
 def test_misuse_is_found_on_due_batches_only():
