@@ -22,6 +22,8 @@ from typing import Literal
 import torch
 from torch import Tensor
 
+from lossplug._transforms import wrapped_by_torch_func
+
 Reduction = Literal["mean", "sum", "none"]
 REDUCTIONS: tuple[str, ...] = ("mean", "sum", "none")
 
@@ -60,20 +62,14 @@ def value_checks_apply(values: object) -> bool:
     Not when :func:`value_checks` turned them off; not while ``torch.compile`` traces (a host
     read would break the graph); and not for a tensor that a ``torch.func`` transform wraps,
     whose ``vmap`` refuses host reads of the values it batches (per-sample gradients:
-    ``vmap(grad(loss))``). Such a tensor has no storage of its own, so asking for its data
-    pointer tells it apart without torch's private modules.
+    ``vmap(grad(loss))``).
 
     Args:
         values: the tensor (or option value) a check is about to read.
     """
     if not _value_checks_enabled or torch.compiler.is_compiling():
         return False
-    if isinstance(values, Tensor):
-        try:
-            values.data_ptr()
-        except RuntimeError:  # a torch.func wrapper: "doesn't have storage"
-            return False
-    return True
+    return not (isinstance(values, Tensor) and wrapped_by_torch_func(values))
 
 
 def check_reduction(loss: str, reduction: str, allowed: tuple[str, ...] = REDUCTIONS) -> str:

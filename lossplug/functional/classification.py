@@ -9,6 +9,10 @@ Precision: float16/bfloat16 inputs are computed in float32 and give a float32 lo
 autocast, within float32 rounding (relative 1e-5) of the float32 loss of the same rounded
 values; the gradient is the float32 gradient rounded to the input's dtype
 (:mod:`lossplug._precision`).
+
+Kernels (:mod:`lossplug.kernels`): :mod:`~lossplug.kernels.cross_entropy` (also behind the
+multiclass focal loss), :mod:`~lossplug.kernels.multiclass_hinge`, and
+:mod:`~lossplug.kernels.linear_in_target` for BCE from logits and the KL divergence.
 """
 
 from __future__ import annotations
@@ -31,8 +35,13 @@ from lossplug._validation import (
     value_checks_apply,
 )
 from lossplug.functional._reduce import reduce_loss
-from lossplug.kernels.cross_entropy import cross_entropy_kernel
+from lossplug.kernels.cross_entropy import cross_entropy_kernel, cross_entropy_kernel_applies
 from lossplug.kernels.dispatch import applies
+from lossplug.kernels.linear_in_target import (
+    BCE_FROM_LOGITS,
+    KL_DIVERGENCE,
+    linear_in_target_kernel,
+)
 from lossplug.kernels.multiclass_hinge import multiclass_hinge_kernel
 
 
@@ -123,7 +132,7 @@ def _index_target_cross_entropy(
     torch's mean over nothing is 0 / 0, NaN in value and in gradient; here it is 0.
     """
     summed = reduction != "none"
-    if _takes_kernel(pred, weight, label_smoothing):
+    if label_smoothing == 0.0 and cross_entropy_kernel_applies(pred, weight):
         loss = cross_entropy_kernel(pred, target, weight, ignore_index, summed)
     else:
         loss = F.cross_entropy(
@@ -140,21 +149,6 @@ def _index_target_cross_entropy(
     # smoothing spreads eps/C over every class: the sum is not 0 when the kept targets weigh 0
     total = torch.where(kept_weight > 0, loss, 0.0) if label_smoothing else loss
     return total / kept_weight.clamp_min(torch.finfo(loss.dtype).tiny)
-
-
-def _takes_kernel(pred: Tensor, weight: Tensor | None, label_smoothing: float) -> bool:
-    """Whether :mod:`lossplug.kernels.cross_entropy` computes the loss.
-
-    For a gradient of the logits alone (no smoothing, class weights that need none), where the
-    dispatcher allows.
-    """
-    return (
-        pred.requires_grad
-        and torch.is_grad_enabled()
-        and label_smoothing == 0.0
-        and (weight is None or not weight.requires_grad)
-        and applies("cross_entropy", pred)
-    )
 
 
 def kept_target_weight(target: Tensor, ignore_index: int, weight: Tensor | None = None) -> Tensor:
@@ -226,18 +220,29 @@ def bce(
     pos_weight = at_least_float32(pos_weight)
     if input == "logits":
         if weight is None and pred.numel() > 0:
-            return F.binary_cross_entropy_with_logits(
-                pred, target, pos_weight=pos_weight, reduction=reduction
-            )
-        loss = F.binary_cross_entropy_with_logits(
-            pred, target, pos_weight=pos_weight, reduction="none"
-        )
+            return _logits_bce(pred, target, pos_weight, reduction)
+        loss = _logits_bce(pred, target, pos_weight, "none")
     else:
         check_unit_interval(name, "pred", pred, "probabilities (input='probs')")
         log_p, log_not_p = _clamped_log(pred), _clamped_log(1.0 - pred)
         positive = target * log_p if pos_weight is None else pos_weight * target * log_p
         loss = -(positive + (1.0 - target) * log_not_p)
     return reduce_loss(loss, reduction, weight)
+
+
+def _logits_bce(pred: Tensor, target: Tensor, pos_weight: Tensor | None, reduction: str) -> Tensor:
+    """Binary cross-entropy from logits: torch's, or its kernel where that applies."""
+    if pos_weight is None and _linear_in_target_applies(pred, target):
+        divisor = {"none": None, "sum": 1, "mean": pred.numel()}[reduction]
+        return linear_in_target_kernel(pred, target, BCE_FROM_LOGITS, divisor)
+    return F.binary_cross_entropy_with_logits(
+        pred, target, pos_weight=pos_weight, reduction=reduction
+    )
+
+
+def _linear_in_target_applies(pred: Tensor, target: Tensor) -> bool:
+    """Whether :mod:`lossplug.kernels.linear_in_target` computes BCE or KL (no target gradient)."""
+    return not target.requires_grad and applies("linear_in_target", pred)
 
 
 def _clamped_log(probs: Tensor) -> Tensor:
@@ -321,6 +326,8 @@ def kl_div(
         count = max(pred.shape[0], 1)
     else:
         count = max(pred.numel() // max(pred.shape[dim], 1), 1)
+    if _linear_in_target_applies(pred, probs):
+        return linear_in_target_kernel(pred, probs, KL_DIVERGENCE, count / temperature**2)
     total = _times_squared(F.kl_div(pred, probs, reduction="sum"), temperature)
     return total if count == 1 else total / count
 

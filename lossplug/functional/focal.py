@@ -24,9 +24,10 @@ and :math:`\log p_t` keep float32's range: the loss is float32, within float32 r
 (relative 1e-5) of the float32 loss of the same rounded logits, and the gradient is the float32
 gradient rounded to the logits' dtype.
 
-Kernel: :mod:`lossplug.kernels.sigmoid_focal` (the binary and multilabel forms, whose
-derivative is formed in the forward pass) computes the same with less memory traffic where
-:func:`lossplug.kernels.applies` allows.
+Kernels: :mod:`lossplug.kernels.sigmoid_focal` (the binary and multilabel forms, whose
+derivative is formed in the forward pass) and :mod:`lossplug.kernels.cross_entropy` (the
+multiclass form's :math:`\log p_t`, whose backward pass allocates no logits-sized buffer)
+compute the same with less memory traffic where :func:`lossplug.kernels.applies` allows.
 """
 
 from __future__ import annotations
@@ -49,6 +50,7 @@ from lossplug._validation import (
     value_checks_apply,
 )
 from lossplug.functional._reduce import reduce_loss
+from lossplug.kernels.cross_entropy import cross_entropy_kernel, cross_entropy_kernel_applies
 from lossplug.kernels.dispatch import applies
 from lossplug.kernels.sigmoid_focal import sigmoid_focal_kernel
 
@@ -163,7 +165,7 @@ def _multiclass_focal(
     if ignore_index is not None:
         kept = target != ignore_index
         target = torch.where(kept, target, 0)
-    log_pt = logits.log_softmax(1).gather(1, target.long().unsqueeze(1)).squeeze(1)
+    log_pt = _target_log_prob(logits, target.long())
     loss = -log_pt
     if gamma != 0.0:
         loss = loss * _modulating_factor(log_pt, gamma)
@@ -175,6 +177,13 @@ def _multiclass_focal(
         weights = _per_class_alpha(alpha, logits).to(device=logits.device, dtype=logits.dtype)
         loss = loss * weights[target]
     return loss, kept
+
+
+def _target_log_prob(logits: Tensor, labels: Tensor) -> Tensor:
+    """``log_softmax(logits, 1)`` at each position's label: torch's, or the CE kernel's."""
+    if cross_entropy_kernel_applies(logits):
+        return cross_entropy_kernel(logits, labels, None, -1, summed=False).neg()
+    return logits.log_softmax(1).gather(1, labels.unsqueeze(1)).squeeze(1)
 
 
 def _per_class_alpha(alpha: Tensor | list[float], logits: Tensor) -> Tensor:

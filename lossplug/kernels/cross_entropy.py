@@ -28,6 +28,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from lossplug._transforms import wrapped_by_torch_func
+from lossplug.kernels.dispatch import applies
+from lossplug.kernels.in_place import in_place
+
 _LOG2_E = 1.0 / math.log(2.0)
 
 
@@ -48,6 +52,20 @@ def cross_entropy_kernel(
     """
     loss, _ = _CrossEntropy.apply(logits, target, weight, ignore_index, summed)
     return loss
+
+
+def cross_entropy_kernel_applies(logits: Tensor, weight: Tensor | None = None) -> bool:
+    """Whether :func:`cross_entropy_kernel` computes the loss of ``logits``.
+
+    For a gradient of the logits alone (class weights that need none), where the dispatcher
+    allows; label smoothing is the caller's to rule out.
+    """
+    return (
+        logits.requires_grad
+        and torch.is_grad_enabled()
+        and (weight is None or not weight.requires_grad)
+        and applies("cross_entropy", logits)
+    )
 
 
 class _CrossEntropy(torch.autograd.Function):
@@ -96,16 +114,10 @@ class _CrossEntropy(torch.autograd.Function):
         if log_probs is None:
             log_probs = logits.log_softmax(1)
         grad = log_probs.mul_(_LOG2_E).exp2_()
-        try:
-            grad.mul_(scale)
-        except RuntimeError:  # a batch of incoming gradients (is_grads_batched): out of place
-            grad = grad * scale
+        grad = in_place(grad, "mul", scale)
         return grad.scatter_add_(1, index, at_target), None, None, None, None
 
 
 def _all_true(mask: Tensor) -> bool:
-    """Whether every element of ``mask`` is true; ``False`` where it cannot be read (``vmap``)."""
-    try:
-        return bool(mask.all())
-    except RuntimeError:  # a tensor batched by torch.func.vmap refuses host reads
-        return False
+    """Whether every element of ``mask`` is true; ``False`` where ``vmap`` forbids reading it."""
+    return not wrapped_by_torch_func(mask) and bool(mask.all())

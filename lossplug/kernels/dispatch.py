@@ -44,6 +44,7 @@ THRESHOLDS: Final[dict[str, Threshold]] = {
     "softmax_statistics": Threshold(0, ("cpu", "cuda")),
     "sigmoid_focal": Threshold(0, ("cpu", "cuda")),
     "multiclass_hinge": Threshold(0, ("cpu", "cuda")),
+    "linear_in_target": Threshold(0, ("cpu", "cuda")),
 }
 
 _switched_off: list[bool] = []

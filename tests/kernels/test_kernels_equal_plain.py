@@ -30,10 +30,32 @@ CASES: dict[str, tuple[Loss, str, str]] = {
     ),
     "sigmoid_focal": (lambda x, y: LF.focal(x, y, alpha=0.25), "binary", "_SigmoidFocalBackward"),
     "softmax_statistics": (LF.dice, "index", "_OverlapStatsBackward"),
+    "linear_in_target": (LF.bce, "binary", "_LinearInTargetBackward"),
 }
-EXTRA_LOSSES: dict[str, Loss] = {  # other losses on the softmax-statistics kernel
-    "tversky": lambda x, y: LF.tversky(x, y, alpha=0.3, beta=0.7, gamma=0.75),
-    "dice_ce": lambda x, y: LF.dice_ce(x, y, ignore_index=0, dice_weight=0.5),
+#: other losses on the same kernels: name -> (loss, target maker, kernel)
+EXTRA_LOSSES: dict[str, tuple[Loss, str, str]] = {
+    "tversky": (
+        lambda x, y: LF.tversky(x, y, alpha=0.3, beta=0.7, gamma=0.75),
+        "index",
+        "softmax_statistics",
+    ),
+    "dice_ce": (
+        lambda x, y: LF.dice_ce(x, y, ignore_index=0, dice_weight=0.5),
+        "index",
+        "softmax_statistics",
+    ),
+    "focal_multiclass": (
+        lambda x, y: LF.focal(x, y, mode="multiclass", gamma=1.5, ignore_index=0),
+        "index",
+        "cross_entropy",
+    ),
+    "bce_none": (lambda x, y: LF.bce(x, y, reduction="none").sum(), "binary", "linear_in_target"),
+    "kl_div": (LF.kl_div, "probs", "linear_in_target"),
+    "kl_div_temperature": (
+        lambda x, y: LF.kl_div(x, y, temperature=2.0, reduction="sum"),
+        "probs",
+        "linear_in_target",
+    ),
 }
 
 
@@ -42,6 +64,8 @@ def inputs(shape: tuple[int, ...], target: str, dtype: torch.dtype) -> tuple[Ten
     logits = (torch.randn(shape, generator=generator, dtype=dtype) * 3).requires_grad_()
     if target == "binary":
         labels = torch.randint(0, 2, shape, generator=generator).to(dtype)
+    elif target == "probs":
+        labels = torch.randn(shape, generator=generator, dtype=dtype).softmax(1)
     else:
         labels = torch.randint(0, shape[1], (shape[0], *shape[2:]), generator=generator)
     return logits, labels
@@ -91,12 +115,15 @@ def test_kernel_equals_the_plain_version_on_both_sides_of_its_threshold(name, dt
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=str)
 @pytest.mark.parametrize("name", sorted(EXTRA_LOSSES))
-def test_the_other_softmax_statistics_losses_equal_their_plain_versions(name, dtype):
-    logits, target = inputs((2, 4, 6, 5), "index", dtype)
-    value, grad, ran = value_and_grad(EXTRA_LOSSES[name], logits, target)
-    assert "_OverlapStatsBackward" in ran
+def test_the_other_losses_on_a_kernel_equal_their_plain_versions(name, dtype, monkeypatch):
+    loss, target_kind, kernel = EXTRA_LOSSES[name]
+    kernels_from_any_size(monkeypatch, kernel)
+    logits, target = inputs((2, 4, 6, 5), target_kind, dtype)
+    value, grad, ran = value_and_grad(loss, logits, target)
+    assert CASES[kernel][2] in ran
     with kernels.disabled():
-        plain_value, plain_grad, _ = value_and_grad(EXTRA_LOSSES[name], logits, target)
+        plain_value, plain_grad, plain_ran = value_and_grad(loss, logits, target)
+    assert CASES[kernel][2] not in plain_ran
     torch.testing.assert_close(value, plain_value)
     torch.testing.assert_close(grad, plain_grad)
 
