@@ -1,10 +1,11 @@
 """Each kernel against the plain autograd version of its loss, side by side, at benchmark sizes.
 
 A kernel stays in :mod:`lossplug.kernels` only where it wins at least 5 % of the forward +
-backward time at the sizes of ``bench_losses``. For every row the loss runs twice on the same
-inputs: once as users get it (kernels on) and once with the row's kernel off (its threshold
-raised out of reach; for the whole-loss kernels that is the plain version). Both must agree
-(value and gradient) before they are timed in turn (see :mod:`benchmarks.benchkit`).
+backward time, or of its peak memory, at the sizes of ``bench_losses``. For every row the loss
+runs twice on the same inputs: once as users get it (kernels on) and once with the row's kernel
+off (its threshold raised out of reach; for the whole-loss kernels that is the plain version).
+Both must agree (value and gradient) before they are timed in turn and their peak memory is
+measured (see :mod:`benchmarks.benchkit`).
 
     python -m benchmarks.bench_kernels --threads 1     # bench_results/bench_kernels.{json,md}
     python -m benchmarks.bench_kernels --quick         # tiny sizes, one repeat (smoke run)
@@ -28,6 +29,7 @@ from benchmarks.benchkit import (
     forward_backward,
     machine_info,
     paired_ratio,
+    peak_memory,
     sampling_parser,
     time_parsed_steps,
     write_results,
@@ -37,7 +39,7 @@ from lossplug import functional as LF
 from lossplug.kernels import THRESHOLDS
 from lossplug.report.tables import markdown_table
 
-#: The smallest win (kernel time / plain time at most this) that keeps a kernel.
+#: The smallest win (kernel / plain, in time or in peak memory, at most this) that keeps a kernel.
 KEEP_BELOW = 0.95
 
 FULL_CLASSIFICATION = (256, 1000)
@@ -54,7 +56,7 @@ class Row:
     loss: str
     size: tuple[int, ...]
     fn: Callable[[Tensor, Tensor], Tensor]
-    binary: bool = False
+    target: str = "index"  #: "index" (class indices), "binary" (0/1) or "probs" (softmax)
 
 
 @contextmanager
@@ -75,12 +77,16 @@ def rows(quick: bool) -> list[Row]:
     focal = lambda mode: lambda p, t: LF.focal(p, t, mode=mode)  # noqa: E731
     out = [
         Row("cross_entropy", "cross_entropy", classification, LF.cross_entropy),
+        Row("cross_entropy", "focal multiclass", classification, focal("multiclass")),
         Row("multiclass_hinge", "hinge", classification, lambda p, t: LF.hinge(p, t, "multiclass")),
+        Row("linear_in_target", "bce", classification, LF.bce, target="binary"),
+        Row("linear_in_target", "kl_div", classification, LF.kl_div, target="probs"),
     ]
     for size in segmentation:
         out += [
             Row("cross_entropy", "cross_entropy", size, LF.cross_entropy),
-            Row("sigmoid_focal", "focal binary", size, focal("binary"), binary=True),
+            Row("cross_entropy", "focal multiclass", size, focal("multiclass")),
+            Row("sigmoid_focal", "focal binary", size, focal("binary"), target="binary"),
             Row("softmax_statistics", "dice", size, LF.dice),
             Row("softmax_statistics", "tversky", size, LF.tversky),
             Row("softmax_statistics", "dice_ce", size, LF.dice_ce),
@@ -92,8 +98,10 @@ def inputs(row: Row) -> tuple[Tensor, Tensor]:
     """Logits that need a gradient and a target for ``row``, from a fixed seed."""
     generator = torch.Generator().manual_seed(0)
     logits = torch.randn(row.size, generator=generator).requires_grad_()
-    if row.binary:
+    if row.target == "binary":
         return logits, torch.rand(row.size, generator=generator).round()
+    if row.target == "probs":
+        return logits, torch.randn(row.size, generator=generator).softmax(1)
     classes = row.size[1]
     target_shape = (row.size[0], *row.size[2:])
     return logits, torch.randint(0, classes, target_shape, generator=generator)
@@ -133,6 +141,9 @@ def main() -> None:
             {"kernel": with_kernel, "plain": without_kernel}, args, budget_s=6.0
         )
         ratio = paired_ratio(samples["kernel"], samples["plain"])
+        memory = {"kernel": peak_memory(with_kernel, device)}
+        memory["plain"] = peak_memory(without_kernel, device)
+        memory_ratio = memory["kernel"] / max(memory["plain"], 1)
         results.append(
             {
                 "kernel": row.kernel,
@@ -141,11 +152,24 @@ def main() -> None:
                 "kernel_ms": 1e3 * statistics.median(samples["kernel"]),
                 "plain_ms": 1e3 * statistics.median(samples["plain"]),
                 "ratio": ratio,
-                "keeps": ratio <= KEEP_BELOW,
+                "kernel_bytes": memory["kernel"],
+                "plain_bytes": memory["plain"],
+                "memory_ratio": memory_ratio,
+                "keeps": min(ratio, memory_ratio) <= KEEP_BELOW,
             }
         )
-        print(f"{row.kernel} {row.loss} {results[-1]['size']}: {ratio:.2f}", flush=True)
-    header = ["kernel", "loss", "size", "kernel ms", "plain ms", "kernel / plain", "wins 5 %"]
+        size = results[-1]["size"]
+        print(f"{row.kernel} {row.loss} {size}: {ratio:.2f} time, {memory_ratio:.2f} memory")
+    header = [
+        "kernel",
+        "loss",
+        "size",
+        "kernel ms",
+        "plain ms",
+        "time kernel / plain",
+        "memory kernel / plain",
+        "wins 5 %",
+    ]
     table_rows = [
         [
             r["kernel"],
@@ -154,16 +178,20 @@ def main() -> None:
             f"{r['kernel_ms']:.3f}",
             f"{r['plain_ms']:.3f}",
             f"{r['ratio']:.2f}",
+            f"{r['memory_ratio']:.2f}",
             "yes" if r["keeps"] else "no",
         ]
         for r in results
     ]
     payload = {"machine": machine_info(device), "rows": results}
-    title = "Each kernel against the plain version of its loss (forward + backward)."
+    title = "Each kernel against the plain version of its loss (forward + backward, peak memory)."
     write_results(args.out, "bench_kernels", payload, title, header, table_rows)
     if not args.quick:
         machine = payload["machine"]
-        summary = f"{machine['cpu']}, {machine['threads']} thread(s), torch {machine['torch']}"
+        summary = (
+            f"{machine['cpu']}, {machine['threads']} thread(s), torch {machine['torch']}, "
+            f"heap: {machine['heap']}"
+        )
         page = f"{title} {summary}.\n\n{markdown_table(header, table_rows)}\n"
         (DOCS / "kernels.md").write_text(page)
 

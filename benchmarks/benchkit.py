@@ -231,10 +231,18 @@ def machine_info(device: torch.device) -> dict[str, object]:
         "torch": torch.__version__,
         "threads": torch.get_num_threads(),
         "python": platform.python_version(),
+        "heap": heap_settings(),
     }
     if device.type == "cuda":
         info["gpu"] = torch.cuda.get_device_name(device)
     return info
+
+
+def heap_settings() -> str:
+    """The heap settings of glibc in the environment (they decide how often memory faults in)."""
+    names = ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_")
+    settings = [f"{name}={os.environ[name]}" for name in names if name in os.environ]
+    return " ".join(settings) or "glibc's defaults"
 
 
 def _cpu_model() -> str:

@@ -94,7 +94,8 @@ def title(payload: Payload) -> str:
         f"Forward + backward, median of {settings['repeats']} samples; ratio = lossplug / peer, "
         "the median of side-by-side samples' ratios, and their quartiles. "
         f"Machine: {device}; torch threads: {machine['threads']}; torch {machine['torch']}, "
-        f"Python {machine['python']}, {peers}. Run of {payload['date']}."
+        f"Python {machine['python']}, {peers}; heap: {machine.get('heap', 'not recorded')}. "
+        f"Run of {payload['date']}."
     )
 
 

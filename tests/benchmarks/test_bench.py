@@ -119,6 +119,7 @@ def test_bench_kernels_quick_times_every_kernel_against_its_plain_version(tmp_pa
     rows = json.loads((tmp_path / "bench_kernels.json").read_text())["rows"]
     assert {row["kernel"] for row in rows} == set(THRESHOLDS)
     assert all(row["kernel_ms"] > 0 and row["plain_ms"] > 0 for row in rows)
+    assert all(row["kernel_bytes"] > 0 and row["plain_bytes"] > 0 for row in rows)
 
 
 def test_a_disagreeing_row_is_reported_and_not_timed():
@@ -212,3 +213,21 @@ def test_paired_ratios_pair_samples_by_round_and_give_their_quartiles():
     assert paired_ratio(ours, peer) == 3.0
     assert paired_ratio_quartiles(ours, peer) == (2.0, 3.0, 4.0)
     assert paired_ratio_quartiles([3.0], [2.0]) == (1.5, 1.5, 1.5)  # one sample (--quick)
+
+
+def test_compare_revisions_measures_a_base_revision_from_its_own_files(tmp_path: Path):
+    base = subprocess.run(
+        ["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True, check=True
+    ).stdout.strip()
+    command = ["-m", "benchmarks.compare_revisions", "--base", base, "--rounds", "1"]
+    command += ["--quick", "--losses", "mse", "huber", "--out", tmp_path]
+    result = run_python(*command, cwd=REPO, timeout=300)
+    assert result.returncode in (0, 1), result.stdout[-3000:] + result.stderr[-3000:]
+    payload = json.loads((tmp_path / "compare_revisions.json").read_text())
+    assert payload["base"] == base
+    assert {row["loss"] for row in payload["rows"]} == {"mse", "huber"}
+    for row in payload["rows"]:
+        for kind in ("time", "memory"):
+            assert row["change"][kind] == pytest.approx(row["new"][kind] / row["base"][kind])
+        assert row["worse"] is (max(row["change"].values()) > 1.05)
+    assert (result.returncode == 1) is any(row["worse"] for row in payload["rows"])
