@@ -2,11 +2,14 @@
 #   make train   create .venv, install the pinned environment, run the default job
 #   make test    create .venv (if needed), install, run the whole test suite
 #   make docs    build the documentation site into site/, every warning an error
+#   make bench   the loss and kernel benchmarks behind docs/performance.md (~10 min)
 VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip install --quiet --constraint constraints.txt
+# glibc's heap as in a long training loop: freed memory is reused, not faulted in afresh
+STEADY_HEAP := MALLOC_MMAP_THRESHOLD_=268435456 MALLOC_TRIM_THRESHOLD_=1073741824
 
-.PHONY: install train test test-fast lint format docs
+.PHONY: install train test test-fast lint format docs bench
 
 install: $(VENV)/.installed
 
@@ -25,6 +28,10 @@ test: install
 
 test-fast: install
 	$(PY) -m pytest -m "not slow"
+
+bench: install
+	$(STEADY_HEAP) $(PY) -m benchmarks.bench_losses --threads 1
+	$(STEADY_HEAP) $(PY) -m benchmarks.bench_kernels --threads 1
 
 docs: install
 	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict

@@ -17,11 +17,14 @@ multiclass focal loss), :mod:`~lossplug.kernels.multiclass_hinge`, and
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
 from lossplug._precision import at_least_float32
+from lossplug._transforms import wrapped_by_torch_func
 from lossplug._validation import (
     check_choice,
     check_class_target,
@@ -133,7 +136,11 @@ def _index_target_cross_entropy(
     """
     summed = reduction != "none"
     if label_smoothing == 0.0 and cross_entropy_kernel_applies(pred, weight):
-        loss = cross_entropy_kernel(pred, target, weight, ignore_index, summed)
+        if reduction == "mean":
+            mean = cross_entropy_kernel(pred, target, weight, ignore_index, "mean")
+            if _finite_on_host(mean):  # else nothing was kept (torch's 0 / 0), or a NaN
+                return mean
+        loss = cross_entropy_kernel(pred, target, weight, ignore_index, "sum" if summed else "none")
     else:
         loss = F.cross_entropy(
             pred,
@@ -149,6 +156,11 @@ def _index_target_cross_entropy(
     # smoothing spreads eps/C over every class: the sum is not 0 when the kept targets weigh 0
     total = torch.where(kept_weight > 0, loss, 0.0) if label_smoothing else loss
     return total / kept_weight.clamp_min(torch.finfo(loss.dtype).tiny)
+
+
+def _finite_on_host(value: Tensor) -> bool:
+    """Whether a 0-d tensor of the CPU kernel is finite; ``False`` where vmap forbids the read."""
+    return not wrapped_by_torch_func(value) and math.isfinite(value.item())
 
 
 def kept_target_weight(target: Tensor, ignore_index: int, weight: Tensor | None = None) -> Tensor:

@@ -165,10 +165,9 @@ def _multiclass_focal(
     if ignore_index is not None:
         kept = target != ignore_index
         target = torch.where(kept, target, 0)
-    log_pt = _target_log_prob(logits, target.long())
-    loss = -log_pt
+    loss = _position_cross_entropy(logits, target.long())  # -log p_t
     if gamma != 0.0:
-        loss = loss * _modulating_factor(log_pt, gamma)
+        loss = loss * _modulating_factor(loss, gamma)
     if alpha is not None:
         if isinstance(alpha, (int, float)):
             raise ValueError(
@@ -179,11 +178,11 @@ def _multiclass_focal(
     return loss, kept
 
 
-def _target_log_prob(logits: Tensor, labels: Tensor) -> Tensor:
-    """``log_softmax(logits, 1)`` at each position's label: torch's, or the CE kernel's."""
+def _position_cross_entropy(logits: Tensor, labels: Tensor) -> Tensor:
+    r"""Each position's cross-entropy :math:`-\log p_t`: torch's, or the CE kernel's."""
     if cross_entropy_kernel_applies(logits):
-        return cross_entropy_kernel(logits, labels, None, -1, summed=False).neg()
-    return logits.log_softmax(1).gather(1, labels.unsqueeze(1)).squeeze(1)
+        return cross_entropy_kernel(logits, labels, None, -1, "none", lean=True)
+    return F.cross_entropy(logits, labels, reduction="none")
 
 
 def _per_class_alpha(alpha: Tensor | list[float], logits: Tensor) -> Tensor:
@@ -204,8 +203,8 @@ def _per_class_alpha(alpha: Tensor | list[float], logits: Tensor) -> Tensor:
     return weights
 
 
-def _modulating_factor(log_pt: Tensor, gamma: float) -> Tensor:
-    r""":math:`(1 - p_t)^\gamma` from :math:`\log p_t`, with a finite gradient for any gamma.
+def _modulating_factor(cross_entropy: Tensor, gamma: float) -> Tensor:
+    r""":math:`(1 - p_t)^\gamma` from :math:`-\log p_t`, with a finite gradient for any gamma.
 
     :math:`1 - p_t = -\operatorname{expm1}(\log p_t)` is exact to rounding, also where
     :math:`p_t` is within an ulp of 1. For :math:`\gamma \ge 1` the power's derivative is
@@ -214,6 +213,6 @@ def _modulating_factor(log_pt: Tensor, gamma: float) -> Tensor:
     just below 0: a probability that rounds to 1 gives a tiny factor with a finite gradient.
     """
     if gamma >= 1.0:
-        return (-torch.expm1(log_pt)) ** gamma
-    clamped = log_pt.clamp(max=-torch.finfo(log_pt.dtype).tiny)
-    return torch.exp(gamma * torch.log(-torch.expm1(clamped)))
+        return (-torch.expm1(-cross_entropy)) ** gamma
+    clamped = cross_entropy.clamp(min=torch.finfo(cross_entropy.dtype).tiny)
+    return torch.exp(gamma * torch.log(-torch.expm1(-clamped)))

@@ -14,9 +14,14 @@ with :math:`r_n` the incoming gradient of position :math:`n`'s loss times its cl
 the bit; the backward pass turns the forward's :math:`\log p` into :math:`p` in place (``exp2``,
 faster than ``exp`` on the CPU), scales it and adds :math:`-r_n` at each target class, so it
 allocates no logits-sized buffer; a second pass through a retained graph recomputes
-:math:`\log p` from the logits. With
-``create_graph=True`` it is computed with differentiable operations, so second derivatives are
-torch's.
+:math:`\log p` from the logits. With ``create_graph=True`` it is computed with differentiable
+operations, so second derivatives are torch's.
+
+With ``lean=True`` the forward pass keeps two numbers per position instead of :math:`\log p`,
+the largest logit :math:`m_n` and :math:`1 / \sum_c e^{z_{n,c} - m_n} = \max_c p_{n,c}`, and
+the backward pass recomputes :math:`p = e^{z - m} / \sum` into the gradient's buffer: no
+logits-sized tensor lives between the passes, which a loss built on the per-position
+cross-entropy (the multiclass focal loss) needs for the per-position tensors of its own.
 """
 
 from __future__ import annotations
@@ -31,26 +36,35 @@ from torch import Tensor
 from lossplug._transforms import wrapped_by_torch_func
 from lossplug.kernels.dispatch import applies
 from lossplug.kernels.in_place import in_place
+from lossplug.kernels.signature import signature_cached
 
 _LOG2_E = 1.0 / math.log(2.0)
 
 
 def cross_entropy_kernel(
-    logits: Tensor, target: Tensor, weight: Tensor | None, ignore_index: int, summed: bool
+    logits: Tensor,
+    target: Tensor,
+    weight: Tensor | None,
+    ignore_index: int,
+    reduction: str,
+    *,
+    lean: bool = False,
 ) -> Tensor:
-    """Torch's cross-entropy without label smoothing, summed or per position.
+    """Torch's cross-entropy without label smoothing: the mean, the sum, or each position's.
 
     Args:
         logits: ``(N, C, *)`` floating tensor.
         target: ``(N, *)`` int64 class indices, or ``ignore_index``.
         weight: optional ``(C,)`` class weights that need no gradient, logits' dtype.
         ignore_index: the target value that is skipped (its loss is 0).
-        summed: return the sum (else one loss per position, shaped like ``target``).
+        reduction: ``"mean"`` (torch's: the sum over the kept targets' weight, NaN where that
+            is 0), ``"sum"`` or ``"none"`` (one loss per position, shaped like ``target``).
+        lean: keep two numbers per position for the backward pass, not the log-probabilities.
 
     Returns:
         The loss.
     """
-    loss, _ = _CrossEntropy.apply(logits, target, weight, ignore_index, summed)
+    loss, _ = _CrossEntropy.apply(logits, target, weight, ignore_index, reduction, lean)
     return loss
 
 
@@ -68,38 +82,53 @@ def cross_entropy_kernel_applies(logits: Tensor, weight: Tensor | None = None) -
     )
 
 
+@signature_cached
 class _CrossEntropy(torch.autograd.Function):
     generate_vmap_rule = True
 
     @staticmethod
     def forward(
-        logits: Tensor, target: Tensor, weight: Tensor | None, ignore_index: int, summed: bool
+        logits: Tensor,
+        target: Tensor,
+        weight: Tensor | None,
+        ignore_index: int,
+        reduction: str,
+        lean: bool,
     ) -> tuple[Tensor, Tensor]:
         log_probs = logits.log_softmax(1)
-        reduction = "sum" if summed else "none"
         loss = F.nll_loss(log_probs, target, weight, ignore_index=ignore_index, reduction=reduction)
-        return loss, log_probs
+        if not lean:
+            return loss, log_probs
+        peak = logits.amax(1, keepdim=True)
+        return loss, torch.cat([peak, log_probs.amax(1, keepdim=True).exp_()], 1)
 
     @staticmethod
     def setup_context(ctx: Any, inputs: tuple[Any, ...], output: tuple[Tensor, Tensor]) -> None:
-        logits, target, weight, ctx.ignore_index, _ = inputs
+        logits, target, weight, ctx.ignore_index, reduction, ctx.lean = inputs
+        ctx.mean = reduction == "mean"
         ctx.mark_non_differentiable(output[1])
-        ctx.set_materialize_grads(False)  # no zeros for the log-probabilities' gradient
-        ctx.save_for_backward(logits, target, weight)
-        # not saved: the first backward pass writes the gradient into it (see ``backward``)
-        ctx.log_probs = output[1]
+        ctx.set_materialize_grads(False)  # no zeros for the second output's gradient
+        if ctx.lean:  # the peaks and inverse totals
+            ctx.save_for_backward(logits, target, weight, output[1])
+            ctx.log_probs = None
+        else:
+            ctx.save_for_backward(logits, target, weight)
+            # not saved: the first backward pass writes the gradient into it (see ``backward``)
+            ctx.log_probs = output[1]
 
     @staticmethod
     def backward(ctx: Any, grad_loss: Tensor, _: Tensor | None) -> tuple[Tensor | None, ...]:
-        logits, target, weight = ctx.saved_tensors
+        logits, target, weight, *softmax_stats = ctx.saved_tensors
         kept = target != ctx.ignore_index
-        # a host read, which on the CPU (the kernel's only device) synchronises nothing
-        if _all_true(kept):  # the common case: no per-position selection to make
-            index = target
-            scale = grad_loss if weight is None else grad_loss * weight[target]
-        else:
-            index = torch.where(kept, target, 0)
-            scale = grad_loss if weight is None else grad_loss * weight[index]
+        # a host read, which on the CPU (the kernel's only device) synchronises nothing; true
+        # in the common case, where no per-position selection is needed
+        all_kept = _all_true(kept)
+        index = target if all_kept else torch.where(kept, target, 0)
+        class_weight = None if weight is None else weight[index]
+        if ctx.mean:
+            grad_loss = grad_loss / _kept_total(kept, all_kept, class_weight)
+        scale = grad_loss if class_weight is None else grad_loss * class_weight
+        if not all_kept:
             # selected, not multiplied by a 0/1 mask: a NaN gradient or weight there stays out
             scale = torch.where(kept, scale, 0)
         scale = scale.unsqueeze(1) if scale.ndim else scale
@@ -107,15 +136,25 @@ class _CrossEntropy(torch.autograd.Function):
         at_target = scale.neg().expand(index.shape)
         if torch.is_grad_enabled():  # create_graph=True: a differentiable gradient
             grad = logits.softmax(1).mul(scale).scatter_add(1, index, at_target)
-            return grad, None, None, None, None
-        # the forward's log-probabilities become the gradient, in place; a later pass through
-        # a retained graph recomputes them from the logits
-        log_probs, ctx.log_probs = ctx.log_probs, None
-        if log_probs is None:
-            log_probs = logits.log_softmax(1)
-        grad = log_probs.mul_(_LOG2_E).exp2_()
-        grad = in_place(grad, "mul", scale)
-        return grad.scatter_add_(1, index, at_target), None, None, None, None
+            return grad, None, None, None, None, None
+        if ctx.lean:
+            peak, inverse_total = softmax_stats[0].split(1, 1)
+            grad = in_place(torch.sub(logits, peak).exp_(), "mul", inverse_total * scale)
+        else:
+            # the forward's log-probabilities become the gradient, in place; a later pass
+            # through a retained graph recomputes them from the logits
+            log_probs, ctx.log_probs = ctx.log_probs, None
+            if log_probs is None:
+                log_probs = logits.log_softmax(1)
+            grad = in_place(log_probs.mul_(_LOG2_E).exp2_(), "mul", scale)
+        return grad.scatter_add_(1, index, at_target), None, None, None, None, None
+
+
+def _kept_total(kept: Tensor, all_kept: bool, class_weight: Tensor | None) -> Tensor | int:
+    """The mean's denominator: the number, or the summed class weights, of the kept targets."""
+    if class_weight is None:
+        return kept.numel() if all_kept else kept.sum()
+    return class_weight.sum() if all_kept else torch.where(kept, class_weight, 0).sum()
 
 
 def _all_true(mask: Tensor) -> bool:

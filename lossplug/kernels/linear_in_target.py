@@ -39,6 +39,7 @@ from torch import Tensor
 
 from lossplug._precision import autocast_off
 from lossplug.kernels.in_place import in_place
+from lossplug.kernels.signature import signature_cached
 
 #: where ``softplus`` returns ``z`` itself: :math:`e^{-40}` is below float64's resolution at 40
 _SOFTPLUS_THRESHOLD = 40.0
@@ -85,6 +86,7 @@ def linear_in_target_kernel(
         return _LinearInTarget.apply(pred, target, form, divisor)
 
 
+@signature_cached
 class _LinearInTarget(torch.autograd.Function):
     generate_vmap_rule = True
 

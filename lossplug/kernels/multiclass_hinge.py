@@ -28,6 +28,7 @@ from torch import Tensor
 from torch.autograd.function import once_differentiable
 
 from lossplug._precision import autocast_off
+from lossplug.kernels.signature import signature_cached
 
 
 def multiclass_hinge_kernel(scores: Tensor, labels: Tensor, margin: float, squared: bool) -> Tensor:
@@ -51,6 +52,7 @@ def _margins(scores: Tensor, index: Tensor, margin: float) -> Tensor:
     return (scores - scores.gather(1, index)).add_(margin)
 
 
+@signature_cached
 class _MulticlassHingeSum(torch.autograd.Function):
     generate_vmap_rule = True
 

@@ -14,7 +14,6 @@ from conftest import kernels_from_any_size
 from benchmarks.benchkit import loss_step_peak_memory
 from lossplug import functional as LF
 from lossplug import kernels
-from lossplug.functional.classification import kept_target_weight
 from lossplug.kernels import THRESHOLDS
 from lossplug.kernels.cross_entropy import cross_entropy_kernel
 
@@ -32,14 +31,6 @@ def inputs(shape, seed=0, dtype=torch.float64, ignore_index=-100):
     return logits, target
 
 
-def index_cross_entropy(logits, target, weight, ignore_index, reduction):
-    """The kernel, reduced as torch reduces (the mean: the sum over the kept targets' weight)."""
-    loss = cross_entropy_kernel(logits, target, weight, ignore_index, reduction != "none")
-    if reduction == "mean":
-        return loss / kept_target_weight(target, ignore_index, weight).to(loss.dtype)
-    return loss
-
-
 def value_and_grad(loss, logits, incoming):
     value = loss(logits)
     (grad,) = torch.autograd.grad(value, logits, incoming)
@@ -50,8 +41,9 @@ def value_and_grad(loss, logits, incoming):
 @pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
 @pytest.mark.parametrize("use_weight", [False, True])
 @pytest.mark.parametrize("ignore_index", [-100, 1])
+@pytest.mark.parametrize("lean", [False, True], ids=["log_probs_kept", "lean"])
 def test_values_are_torchs_and_gradients_match_for_any_incoming_gradient(
-    shape, reduction, use_weight, ignore_index
+    shape, reduction, use_weight, ignore_index, lean
 ):
     logits, target = inputs(shape, ignore_index=ignore_index)
     weight = torch.rand(shape[1], generator=seeded(2), dtype=logits.dtype) if use_weight else None
@@ -59,13 +51,12 @@ def test_values_are_torchs_and_gradients_match_for_any_incoming_gradient(
     incoming_shape = target.shape if reduction == "none" else ()
     incoming = torch.randn(incoming_shape, generator=seeded(3), dtype=logits.dtype)
     ours = value_and_grad(
-        lambda x: index_cross_entropy(x, target, weight, ignore_index, reduction), logits, incoming
+        lambda x: cross_entropy_kernel(x, target, weight, ignore_index, reduction, lean=lean),
+        logits,
+        incoming,
     )
     torchs = value_and_grad(lambda x: TF.cross_entropy(x, target, **options), logits, incoming)
-    if reduction == "mean":  # the kept weight summed in another order
-        torch.testing.assert_close(ours[0], torchs[0], rtol=1e-15, atol=0)
-    else:
-        assert torch.equal(ours[0], torchs[0])  # torch's own forward kernels
+    assert torch.equal(ours[0], torchs[0])  # torch's own forward kernels
     torch.testing.assert_close(ours[1], torchs[1])
 
 
@@ -74,7 +65,7 @@ def test_channels_last_logits_match_torch():
     logits = logits.detach().to(memory_format=torch.channels_last).requires_grad_()
     incoming = torch.tensor(1.5, dtype=logits.dtype)
     ours = value_and_grad(
-        lambda x: index_cross_entropy(x, target, None, -100, "mean"), logits, incoming
+        lambda x: cross_entropy_kernel(x, target, None, -100, "mean"), logits, incoming
     )
     torchs = value_and_grad(lambda x: TF.cross_entropy(x, target), logits, incoming)
     assert torch.equal(ours[0], torchs[0])
@@ -86,7 +77,7 @@ def test_a_mean_with_every_target_kept_matches_torch():
     target = target.clamp_min(0)  # none ignored: the shared scale of the mean
     incoming = torch.tensor(2.5, dtype=logits.dtype)
     ours = value_and_grad(
-        lambda x: index_cross_entropy(x, target, None, -100, "mean"), logits, incoming
+        lambda x: cross_entropy_kernel(x, target, None, -100, "mean"), logits, incoming
     )
     torchs = value_and_grad(lambda x: TF.cross_entropy(x, target), logits, incoming)
     torch.testing.assert_close(ours[1], torchs[1])
@@ -99,7 +90,7 @@ def test_float32_gradient_is_as_accurate_as_torchs():
     logits32 = logits64.detach().float().requires_grad_()
     (exact,) = torch.autograd.grad(TF.cross_entropy(logits64, target), logits64)
     (ours,) = torch.autograd.grad(
-        index_cross_entropy(logits32, target, None, -100, "mean"), logits32
+        cross_entropy_kernel(logits32, target, None, -100, "mean"), logits32
     )
     (torchs,) = torch.autograd.grad(TF.cross_entropy(logits32, target), logits32)
     torch_error = (torchs.double() - exact).abs().max()
@@ -109,7 +100,7 @@ def test_float32_gradient_is_as_accurate_as_torchs():
 def test_a_retained_graph_gives_the_same_gradient_twice():
     """With ``retain_graph=True`` a second backward pass reads the same saved tensors."""
     logits, target = inputs((6, 5))
-    value = index_cross_entropy(logits, target, None, -100, "mean")
+    value = cross_entropy_kernel(logits, target, None, -100, "mean")
     (first,) = torch.autograd.grad(value, logits, retain_graph=True)
     (second,) = torch.autograd.grad(value, logits)
     (expected,) = torch.autograd.grad(TF.cross_entropy(logits, target), logits)
@@ -130,13 +121,13 @@ def test_second_derivatives_are_torchs(reduction):
         (product,) = torch.autograd.grad((grad * direction).sum(), logits)
         return product
 
-    ours = hessian_vector(lambda x: index_cross_entropy(x, target, None, -100, reduction))
+    ours = hessian_vector(lambda x: cross_entropy_kernel(x, target, None, -100, reduction))
     torchs = hessian_vector(lambda x: TF.cross_entropy(x, target, reduction=reduction))
     torch.testing.assert_close(ours, torchs)
 
 
 def _mean_in_place(x, y):
-    return index_cross_entropy(x, y, None, -100, "mean")
+    return cross_entropy_kernel(x, y, None, -100, "mean")
 
 
 def test_backward_allocates_no_logits_sized_buffer():
@@ -204,7 +195,7 @@ def test_a_non_finite_incoming_gradient_or_weight_at_ignored_positions_stays_out
     target = torch.where(target == 0, 1, target)  # class 0 (weight inf) only where ignored
     for class_weight in (None, weight):
         ours = value_and_grad(
-            lambda x, w=class_weight: index_cross_entropy(x, target, w, -100, "none"),
+            lambda x, w=class_weight: cross_entropy_kernel(x, target, w, -100, "none"),
             logits,
             incoming,
         )
@@ -220,7 +211,7 @@ def test_a_non_finite_incoming_gradient_or_weight_at_ignored_positions_stays_out
 def test_a_batch_of_incoming_gradients_gives_torchs_jacobian():
     """``is_grads_batched`` runs the backward pass under vmap: it must not write in place."""
     logits, target = inputs((4, 3, 5))
-    ours = index_cross_entropy(logits, target, None, -100, "none")
+    ours = cross_entropy_kernel(logits, target, None, -100, "none")
     torchs = TF.cross_entropy(logits, target, reduction="none")
     basis = torch.eye(ours.numel(), dtype=logits.dtype).view(-1, *ours.shape)
     (ours_jacobian,) = torch.autograd.grad(ours, logits, basis, is_grads_batched=True)
@@ -238,3 +229,46 @@ def test_forward_mode_ad_takes_torchs_kernels(monkeypatch):
         torchs = torch.autograd.forward_ad.unpack_dual(TF.cross_entropy(dual, target)).tangent
     torch.testing.assert_close(ours, torchs)
     assert _takes_in_place_path(logits, target)  # the same call without a tangent
+
+
+@pytest.mark.parametrize("case", ["all ignored", "kept weigh 0", "a NaN logit"])
+def test_the_mean_over_nothing_is_0_and_a_nan_stays_nan_with_or_without_the_kernel(
+    case, kernel_mode
+):
+    logits, target = inputs((6, 5), ignore_index=-100)
+    weight = None
+    if case == "all ignored":
+        target = torch.full_like(target, -100)
+    elif case == "kept weigh 0":
+        weight = torch.zeros(5, dtype=logits.dtype)
+    else:
+        logits = logits.detach().clone()
+        logits[1, 0] = float("nan")  # a kept position (every 4th from 0 is ignored)
+        logits.requires_grad_()
+    loss = LF.cross_entropy(logits, target, weight=weight)
+    (grad,) = torch.autograd.grad(loss, logits)
+    if case == "a NaN logit":  # torch's mean is NaN too
+        assert loss.isnan() and grad[1].isnan().all()
+    else:
+        assert loss.item() == 0.0 and torch.equal(grad, torch.zeros_like(grad))
+    kernel_ran = "_CrossEntropyBackward" in {type(loss.grad_fn).__name__} | {
+        type(node).__name__ for node, _ in loss.grad_fn.next_functions if node is not None
+    }
+    assert kernel_ran is (kernel_mode == "kernels")
+
+
+@pytest.mark.parametrize("shape", [(256, 1000), (2, 21, 16, 16), (8, 4, 32, 32)], ids=str)
+def test_the_lean_form_keeps_no_logits_sized_tensor_between_the_passes(shape):
+    logits, target = inputs(shape, dtype=torch.float32)
+    kept = {}
+    for lean in (False, True):
+        loss = cross_entropy_kernel(logits, target, None, -100, "none", lean=lean)
+        held = [*loss.grad_fn.saved_tensors, loss.grad_fn.log_probs]
+        kept[lean] = sum(
+            tensor.numel()
+            for tensor in held
+            if tensor is not None and tensor.data_ptr() != logits.data_ptr()
+        )
+    positions = logits.numel() // shape[1]
+    assert kept[False] >= logits.numel()  # the log-probabilities
+    assert kept[True] <= 2 * positions + target.numel()  # peaks, inverse totals and the target
