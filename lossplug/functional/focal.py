@@ -181,7 +181,7 @@ def _multiclass_focal(
 def _position_cross_entropy(logits: Tensor, labels: Tensor) -> Tensor:
     r"""Each position's cross-entropy :math:`-\log p_t`: torch's, or the CE kernel's."""
     if cross_entropy_kernel_applies(logits):
-        return cross_entropy_kernel(logits, labels, None, -1, "none", lean=True)
+        return cross_entropy_kernel(logits, labels, None, -1, "none")
     return F.cross_entropy(logits, labels, reduction="none")
 
 

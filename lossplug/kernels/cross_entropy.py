@@ -16,12 +16,6 @@ faster than ``exp`` on the CPU), scales it and adds :math:`-r_n` at each target 
 allocates no logits-sized buffer; a second pass through a retained graph recomputes
 :math:`\log p` from the logits. With ``create_graph=True`` it is computed with differentiable
 operations, so second derivatives are torch's.
-
-With ``lean=True`` the forward pass keeps two numbers per position instead of :math:`\log p`,
-the largest logit :math:`m_n` and :math:`1 / \sum_c e^{z_{n,c} - m_n} = \max_c p_{n,c}`, and
-the backward pass recomputes :math:`p = e^{z - m} / \sum` into the gradient's buffer: no
-logits-sized tensor lives between the passes, which a loss built on the per-position
-cross-entropy (the multiclass focal loss) needs for the per-position tensors of its own.
 """
 
 from __future__ import annotations
@@ -47,8 +41,6 @@ def cross_entropy_kernel(
     weight: Tensor | None,
     ignore_index: int,
     reduction: str,
-    *,
-    lean: bool = False,
 ) -> Tensor:
     """Torch's cross-entropy without label smoothing: the mean, the sum, or each position's.
 
@@ -59,12 +51,11 @@ def cross_entropy_kernel(
         ignore_index: the target value that is skipped (its loss is 0).
         reduction: ``"mean"`` (torch's: the sum over the kept targets' weight, NaN where that
             is 0), ``"sum"`` or ``"none"`` (one loss per position, shaped like ``target``).
-        lean: keep two numbers per position for the backward pass, not the log-probabilities.
 
     Returns:
         The loss.
     """
-    loss, _ = _CrossEntropy.apply(logits, target, weight, ignore_index, reduction, lean)
+    loss, _ = _CrossEntropy.apply(logits, target, weight, ignore_index, reduction)
     return loss
 
 
@@ -93,32 +84,24 @@ class _CrossEntropy(torch.autograd.Function):
         weight: Tensor | None,
         ignore_index: int,
         reduction: str,
-        lean: bool,
     ) -> tuple[Tensor, Tensor]:
         log_probs = logits.log_softmax(1)
         loss = F.nll_loss(log_probs, target, weight, ignore_index=ignore_index, reduction=reduction)
-        if not lean:
-            return loss, log_probs
-        peak = logits.amax(1, keepdim=True)
-        return loss, torch.cat([peak, log_probs.amax(1, keepdim=True).exp_()], 1)
+        return loss, log_probs
 
     @staticmethod
     def setup_context(ctx: Any, inputs: tuple[Any, ...], output: tuple[Tensor, Tensor]) -> None:
-        logits, target, weight, ctx.ignore_index, reduction, ctx.lean = inputs
+        logits, target, weight, ctx.ignore_index, reduction = inputs
         ctx.mean = reduction == "mean"
         ctx.mark_non_differentiable(output[1])
-        ctx.set_materialize_grads(False)  # no zeros for the second output's gradient
-        if ctx.lean:  # the peaks and inverse totals
-            ctx.save_for_backward(logits, target, weight, output[1])
-            ctx.log_probs = None
-        else:
-            ctx.save_for_backward(logits, target, weight)
-            # not saved: the first backward pass writes the gradient into it (see ``backward``)
-            ctx.log_probs = output[1]
+        ctx.set_materialize_grads(False)  # no zeros for the log-probabilities' gradient
+        ctx.save_for_backward(logits, target, weight)
+        # not saved: the first backward pass writes the gradient into it (see ``backward``)
+        ctx.log_probs = output[1]
 
     @staticmethod
     def backward(ctx: Any, grad_loss: Tensor, _: Tensor | None) -> tuple[Tensor | None, ...]:
-        logits, target, weight, *softmax_stats = ctx.saved_tensors
+        logits, target, weight = ctx.saved_tensors
         kept = target != ctx.ignore_index
         # a host read, which on the CPU (the kernel's only device) synchronises nothing; true
         # in the common case, where no per-position selection is needed
@@ -136,18 +119,14 @@ class _CrossEntropy(torch.autograd.Function):
         at_target = scale.neg().expand(index.shape)
         if torch.is_grad_enabled():  # create_graph=True: a differentiable gradient
             grad = logits.softmax(1).mul(scale).scatter_add(1, index, at_target)
-            return grad, None, None, None, None, None
-        if ctx.lean:
-            peak, inverse_total = softmax_stats[0].split(1, 1)
-            grad = in_place(torch.sub(logits, peak).exp_(), "mul", inverse_total * scale)
-        else:
-            # the forward's log-probabilities become the gradient, in place; a later pass
-            # through a retained graph recomputes them from the logits
-            log_probs, ctx.log_probs = ctx.log_probs, None
-            if log_probs is None:
-                log_probs = logits.log_softmax(1)
-            grad = in_place(log_probs.mul_(_LOG2_E).exp2_(), "mul", scale)
-        return grad.scatter_add_(1, index, at_target), None, None, None, None, None
+            return grad, None, None, None, None
+        # the forward's log-probabilities become the gradient, in place; a later pass through
+        # a retained graph recomputes them from the logits
+        log_probs, ctx.log_probs = ctx.log_probs, None
+        if log_probs is None:
+            log_probs = logits.log_softmax(1)
+        grad = in_place(log_probs.mul_(_LOG2_E).exp2_(), "mul", scale)
+        return grad.scatter_add_(1, index, at_target), None, None, None, None
 
 
 def _kept_total(kept: Tensor, all_kept: bool, class_weight: Tensor | None) -> Tensor | int:

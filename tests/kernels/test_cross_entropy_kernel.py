@@ -41,9 +41,8 @@ def value_and_grad(loss, logits, incoming):
 @pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
 @pytest.mark.parametrize("use_weight", [False, True])
 @pytest.mark.parametrize("ignore_index", [-100, 1])
-@pytest.mark.parametrize("lean", [False, True], ids=["log_probs_kept", "lean"])
 def test_values_are_torchs_and_gradients_match_for_any_incoming_gradient(
-    shape, reduction, use_weight, ignore_index, lean
+    shape, reduction, use_weight, ignore_index
 ):
     logits, target = inputs(shape, ignore_index=ignore_index)
     weight = torch.rand(shape[1], generator=seeded(2), dtype=logits.dtype) if use_weight else None
@@ -51,9 +50,7 @@ def test_values_are_torchs_and_gradients_match_for_any_incoming_gradient(
     incoming_shape = target.shape if reduction == "none" else ()
     incoming = torch.randn(incoming_shape, generator=seeded(3), dtype=logits.dtype)
     ours = value_and_grad(
-        lambda x: cross_entropy_kernel(x, target, weight, ignore_index, reduction, lean=lean),
-        logits,
-        incoming,
+        lambda x: cross_entropy_kernel(x, target, weight, ignore_index, reduction), logits, incoming
     )
     torchs = value_and_grad(lambda x: TF.cross_entropy(x, target, **options), logits, incoming)
     assert torch.equal(ours[0], torchs[0])  # torch's own forward kernels
@@ -255,20 +252,3 @@ def test_the_mean_over_nothing_is_0_and_a_nan_stays_nan_with_or_without_the_kern
         type(node).__name__ for node, _ in loss.grad_fn.next_functions if node is not None
     }
     assert kernel_ran is (kernel_mode == "kernels")
-
-
-@pytest.mark.parametrize("shape", [(256, 1000), (2, 21, 16, 16), (8, 4, 32, 32)], ids=str)
-def test_the_lean_form_keeps_no_logits_sized_tensor_between_the_passes(shape):
-    logits, target = inputs(shape, dtype=torch.float32)
-    kept = {}
-    for lean in (False, True):
-        loss = cross_entropy_kernel(logits, target, None, -100, "none", lean=lean)
-        held = [*loss.grad_fn.saved_tensors, loss.grad_fn.log_probs]
-        kept[lean] = sum(
-            tensor.numel()
-            for tensor in held
-            if tensor is not None and tensor.data_ptr() != logits.data_ptr()
-        )
-    positions = logits.numel() // shape[1]
-    assert kept[False] >= logits.numel()  # the log-probabilities
-    assert kept[True] <= 2 * positions + target.numel()  # peaks, inverse totals and the target
