@@ -24,10 +24,11 @@ softmax) and writes the gradient of the logits into a single buffer,
 
 (:math:`g` the incoming gradients), into the softmax itself, one class at a time (a second pass
 through a retained graph recomputes the softmax from the logits), which on the CPU is both faster
-and leaner: fresh memory is paid for in page faults on every call. It is differentiable once (a
-second derivative raises an error rather than being silently wrong). It takes float32 (or wider)
-logits, as the losses upcast 16-bit ones, and runs with autocast off: autocast would compute the
-masked sums (a ``bmm``) in 16 bits.
+and leaner: fresh memory is paid for in page faults on every call. Large ``(N, C, S)`` inputs
+on the CPU take the softmax and label reads of :mod:`lossplug.kernels.class_softmax`. It is
+differentiable once (a second derivative raises an error rather than being silently wrong). It
+takes float32 (or wider) logits, as the losses upcast 16-bit ones, and runs with autocast off:
+autocast would compute the masked sums (a ``bmm``) in 16 bits.
 """
 
 from __future__ import annotations
@@ -39,6 +40,13 @@ from torch import Tensor
 from torch.autograd.function import FunctionCtx, once_differentiable
 
 from lossplug._precision import autocast_off
+from lossplug.kernels.class_softmax import (
+    add_at,
+    flat_offsets,
+    softmax,
+    softmax_and_log_prob,
+    take,
+)
 
 
 class OverlapSoftmaxStats(NamedTuple):
@@ -78,15 +86,13 @@ class _OverlapStats(torch.autograd.Function):
         valid: Tensor | None,
         with_log_prob: bool,
     ) -> tuple[Tensor, Tensor, Tensor]:
-        index = labels.unsqueeze(1)
+        at_labels = flat_offsets(labels, logits)
         if with_log_prob:
-            log_probs = logits.log_softmax(1)
-            log_prob = log_probs.gather(1, index).squeeze(1)
-            probs = log_probs.exp_()
+            probs, log_prob = softmax_and_log_prob(logits, at_labels, labels)
             target_prob = log_prob.exp()
         else:
-            probs = _softmax(logits, with_log_prob)
-            target_prob = probs.gather(1, index).squeeze(1)
+            probs = softmax(logits)
+            target_prob = take(probs, labels, at_labels)
             log_prob = target_prob.new_empty(0)
         if valid is None:
             prob_sum = probs.sum(-1)
@@ -95,7 +101,7 @@ class _OverlapStats(torch.autograd.Function):
             prob_sum = torch.bmm(probs, valid.unsqueeze(-1)).squeeze(-1)
             kept_target_prob = target_prob * valid
         intersection = prob_sum.new_zeros(prob_sum.shape).scatter_add_(1, labels, kept_target_prob)
-        ctx.save_for_backward(logits, labels, valid, target_prob)
+        ctx.save_for_backward(logits, labels, valid, target_prob, at_labels)
         # not saved: the first backward pass writes the gradient into it (see ``backward``)
         ctx.probs, ctx.with_log_prob = probs, with_log_prob
         ctx.set_materialize_grads(False)
@@ -109,12 +115,12 @@ class _OverlapStats(torch.autograd.Function):
         grad_intersection: Tensor | None,
         grad_prob_sum: Tensor | None,
     ) -> tuple[Tensor, None, None, None]:
-        logits, labels, valid, target_prob = ctx.saved_tensors
+        logits, labels, valid, target_prob, at_labels = ctx.saved_tensors
         # the forward's softmax becomes the gradient, in place; a later pass through a
         # retained graph recomputes it from the logits
         probs, ctx.probs = ctx.probs, None
         if probs is None:
-            probs = _softmax(logits, ctx.with_log_prob)
+            probs = _softmax(logits, labels, at_labels, ctx.with_log_prob)
         # grad = p * (v * g_P + neg_shift) + onehot * at_target, per position, with
         # at_target = v * p_y * g_I[y] + g_log and neg_shift = -(v * sum_c p_c g_P[c] + at_target)
         at_target = None
@@ -135,13 +141,17 @@ class _OverlapStats(torch.autograd.Function):
             neg_shift.neg_()
         grad_logits = _scale(probs, grad_prob_sum, valid, neg_shift)
         if at_target is not None:
-            grad_logits.scatter_add_(1, labels.unsqueeze(1), at_target.unsqueeze(1))
+            add_at(grad_logits, labels, at_labels, at_target)
         return grad_logits, None, None, None
 
 
-def _softmax(logits: Tensor, with_log_prob: bool) -> Tensor:
+def _softmax(
+    logits: Tensor, labels: Tensor, at_labels: Tensor | None, with_log_prob: bool
+) -> Tensor:
     """The softmax over dim 1, computed as the forward pass computes it (to the bit)."""
-    return logits.log_softmax(1).exp_() if with_log_prob else logits.softmax(1)
+    if with_log_prob:
+        return softmax_and_log_prob(logits, at_labels, labels).probs
+    return softmax(logits)
 
 
 def _scale(

@@ -17,6 +17,7 @@ from torch import Tensor
 from lossplug import functional as LF
 from lossplug import kernels
 from lossplug.kernels import THRESHOLDS
+from lossplug.kernels.class_softmax import LARGE_POSITIONS, takes_large_path
 
 Loss = Callable[[Tensor, Tensor], Tensor]
 
@@ -153,3 +154,21 @@ def test_per_sample_gradients_under_vmap_equal_the_plain_ones(name, monkeypatch)
     with kernels.disabled():
         expected = torch.func.vmap(torch.func.grad(per_sample))(logits, target)
     torch.testing.assert_close(grads, expected)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=str)
+@pytest.mark.parametrize("name", ["softmax_statistics", "tversky", "dice_ce"])
+def test_the_large_input_softmax_equals_the_plain_version_on_both_sides_of_its_size(name, dtype):
+    """From LARGE_POSITIONS positions the kernel takes exp2 passes and flat label offsets."""
+    loss = CASES[name][0] if name in CASES else EXTRA_LOSSES[name][0]
+    for positions in (LARGE_POSITIONS - 1, LARGE_POSITIONS):
+        logits, target = inputs((1, 3, positions), "index", dtype)
+        assert takes_large_path(logits.detach()) is (positions >= LARGE_POSITIONS)
+        value = loss(logits, target)
+        (grad,) = torch.autograd.grad(value, logits, retain_graph=True)
+        (again,) = torch.autograd.grad(value, logits)  # recomputed from the logits, to the bit
+        assert torch.equal(grad, again)
+        with kernels.disabled():
+            plain_value, plain_grad, _ = value_and_grad(loss, logits, target)
+        torch.testing.assert_close(value, plain_value)
+        torch.testing.assert_close(grad, plain_grad)
