@@ -100,6 +100,8 @@ class _OverlapStats(torch.autograd.Function):
         else:
             prob_sum = torch.bmm(probs, valid.unsqueeze(-1)).squeeze(-1)
             kept_target_prob = target_prob * valid
+        # scatter_add_ refuses labels outside [0, C): a flat offset that read another class's
+        # or sample's entry never gets past this line
         intersection = prob_sum.new_zeros(prob_sum.shape).scatter_add_(1, labels, kept_target_prob)
         ctx.save_for_backward(logits, labels, valid, target_prob, at_labels)
         # not saved: the first backward pass writes the gradient into it (see ``backward``)

@@ -14,6 +14,7 @@ import torch
 from conftest import kernels_from_any_size
 from torch import Tensor
 
+import lossplug
 from lossplug import functional as LF
 from lossplug import kernels
 from lossplug.kernels import THRESHOLDS
@@ -172,3 +173,10 @@ def test_the_large_input_softmax_equals_the_plain_version_on_both_sides_of_its_s
             plain_value, plain_grad, _ = value_and_grad(loss, logits, target)
         torch.testing.assert_close(value, plain_value)
         torch.testing.assert_close(grad, plain_grad)
+
+
+def test_a_label_out_of_range_is_refused_on_the_large_input_path_with_value_checks_off():
+    logits, target = inputs((1, 3, LARGE_POSITIONS), "index", torch.float32)
+    target[0, 5] = 7  # its flat offset would read another class's entry
+    with lossplug.value_checks(False), pytest.raises(ValueError, match="class index 7"):
+        LF.dice(logits, target)
