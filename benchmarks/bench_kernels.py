@@ -85,7 +85,7 @@ def rows(quick: bool) -> list[Row]:
     for size in segmentation:
         out += [
             Row("cross_entropy", "cross_entropy", size, LF.cross_entropy),
-            Row("cross_entropy", "focal multiclass", size, focal("multiclass")),
+            Row("target_cross_entropy", "focal multiclass", size, focal("multiclass")),
             Row("sigmoid_focal", "focal binary", size, focal("binary"), target="binary"),
             Row("softmax_statistics", "dice", size, LF.dice),
             Row("softmax_statistics", "tversky", size, LF.tversky),

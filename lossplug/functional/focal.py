@@ -25,9 +25,11 @@ and :math:`\log p_t` keep float32's range: the loss is float32, within float32 r
 gradient rounded to the logits' dtype.
 
 Kernels: :mod:`lossplug.kernels.sigmoid_focal` (the binary and multilabel forms, whose
-derivative is formed in the forward pass) and :mod:`lossplug.kernels.cross_entropy` (the
-multiclass form's :math:`\log p_t`, whose backward pass allocates no logits-sized buffer)
-compute the same with less memory traffic where :func:`lossplug.kernels.applies` allows.
+derivative is formed in the forward pass), and for the multiclass form's :math:`\log p_t`
+:mod:`lossplug.kernels.target_cross_entropy` (large ``(N, C, S)`` logits on the CPU: two numbers
+kept per position) or :mod:`lossplug.kernels.cross_entropy` (no logits-sized buffer allocated
+in the backward pass), compute the same with less memory traffic where
+:func:`lossplug.kernels.applies` allows.
 """
 
 from __future__ import annotations
@@ -50,9 +52,11 @@ from lossplug._validation import (
     value_checks_apply,
 )
 from lossplug.functional._reduce import reduce_loss
+from lossplug.kernels.class_softmax import takes_large_path
 from lossplug.kernels.cross_entropy import cross_entropy_kernel, cross_entropy_kernel_applies
 from lossplug.kernels.dispatch import applies
 from lossplug.kernels.sigmoid_focal import sigmoid_focal_kernel
+from lossplug.kernels.target_cross_entropy import target_cross_entropy_kernel
 
 FOCAL_MODES = ("binary", "multiclass", "multilabel")
 
@@ -179,7 +183,10 @@ def _multiclass_focal(
 
 
 def _position_cross_entropy(logits: Tensor, labels: Tensor) -> Tensor:
-    r"""Each position's cross-entropy :math:`-\log p_t`: torch's, or the CE kernel's."""
+    r"""Each position's cross-entropy :math:`-\log p_t`: torch's, or a kernel's."""
+    flat = logits.flatten(2) if logits.ndim > 2 else logits
+    if takes_large_path(flat) and applies("target_cross_entropy", flat):
+        return target_cross_entropy_kernel(flat, labels.flatten(1)).view(labels.shape)
     if cross_entropy_kernel_applies(logits):
         return cross_entropy_kernel(logits, labels, None, -1, "none")
     return F.cross_entropy(logits, labels, reduction="none")

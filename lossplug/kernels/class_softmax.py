@@ -25,6 +25,8 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
+from lossplug._transforms import wrapped_by_torch_func
+
 #: From this many positions (``N * S``, ``S > 1``) the CPU takes the passes above.
 LARGE_POSITIONS = 32768
 
@@ -39,8 +41,14 @@ class SoftmaxParts(NamedTuple):
 
 
 def takes_large_path(logits: Tensor) -> bool:
-    """Whether ``(N, C, S)`` logits take the ``exp2`` passes and the flat offsets."""
-    if logits.ndim != 3 or not logits.is_cpu or not logits.is_contiguous():
+    """Whether ``(N, C, S)`` logits take the ``exp2`` passes and the flat offsets.
+
+    Not for a tensor a ``torch.func`` transform wraps: the kernels that use these paths have no
+    batching rule.
+    """
+    if logits.ndim != 3 or not logits.is_cpu or wrapped_by_torch_func(logits):
+        return False
+    if not logits.is_contiguous():
         return False
     batch, _, positions = logits.shape
     return positions > 1 and batch * positions >= LARGE_POSITIONS
@@ -50,7 +58,7 @@ def softmax(logits: Tensor) -> Tensor:
     """``softmax(logits, 1)`` of ``(N, C, S)`` logits, a new tensor."""
     if not takes_large_path(logits):
         return logits.softmax(1)
-    probs, peak = _shifted_exps(logits)
+    probs, peak = shifted_exps(logits)
     # the sum and its reciprocal overwrite the largest logits, no longer needed
     return probs.mul_(torch.sum(probs, 1, keepdim=True, out=peak).reciprocal_())
 
@@ -70,7 +78,7 @@ def softmax_and_log_prob(logits: Tensor, at_labels: Tensor | None, labels: Tenso
         log_probs = logits.log_softmax(1)
         log_prob = take(log_probs, labels, at_labels)
         return SoftmaxParts(log_probs.exp_(), log_prob)
-    probs, peak = _shifted_exps(logits)
+    probs, peak = shifted_exps(logits)
     total = probs.sum(1, keepdim=True)
     log_prob = take(logits, labels, at_labels).sub_(peak.squeeze(1)).sub_(total.log().squeeze(1))
     return SoftmaxParts(probs.mul_(total.reciprocal_()), log_prob)
@@ -108,7 +116,13 @@ def add_at(target: Tensor, labels: Tensor, at: Tensor | None, source: Tensor) ->
     return target
 
 
-def _shifted_exps(logits: Tensor) -> tuple[Tensor, Tensor]:
-    """``exp(logits - m)`` (as ``exp2``) and the largest logit ``m`` ``(N, 1, S)``."""
-    peak = logits.amax(1, keepdim=True)
+def shifted_exps(logits: Tensor, peak: Tensor | None = None) -> tuple[Tensor, Tensor]:
+    """``exp(logits - m)`` (as ``exp2``, a new tensor) and the largest logits ``m`` ``(N, 1, S)``.
+
+    Args:
+        logits: ``(N, C, S)`` floating tensor.
+        peak: ``m``, if already known.
+    """
+    if peak is None:
+        peak = logits.amax(1, keepdim=True)
     return torch.sub(logits, peak).mul_(_LOG2_E).exp2_(), peak

@@ -45,6 +45,8 @@ THRESHOLDS: Final[dict[str, Threshold]] = {
     "sigmoid_focal": Threshold(0, ("cpu", "cuda")),
     "multiclass_hinge": Threshold(0, ("cpu", "cuda")),
     "linear_in_target": Threshold(0, ("cpu", "cuda")),
+    # and only where class_softmax.takes_large_path: from 32768 positions of (N, C, S) logits
+    "target_cross_entropy": Threshold(0, ("cpu",)),
 }
 
 _switched_off: list[bool] = []

@@ -158,14 +158,17 @@ def test_per_sample_gradients_under_vmap_equal_the_plain_ones(name, monkeypatch)
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=str)
-@pytest.mark.parametrize("name", ["softmax_statistics", "tversky", "dice_ce"])
+@pytest.mark.parametrize("name", ["softmax_statistics", "tversky", "dice_ce", "focal_multiclass"])
 def test_the_large_input_softmax_equals_the_plain_version_on_both_sides_of_its_size(name, dtype):
-    """From LARGE_POSITIONS positions the kernel takes exp2 passes and flat label offsets."""
+    """From LARGE_POSITIONS positions the kernels take exp2 passes (and flat label offsets)."""
     loss = CASES[name][0] if name in CASES else EXTRA_LOSSES[name][0]
     for positions in (LARGE_POSITIONS - 1, LARGE_POSITIONS):
         logits, target = inputs((1, 3, positions), "index", dtype)
-        assert takes_large_path(logits.detach()) is (positions >= LARGE_POSITIONS)
+        large = positions >= LARGE_POSITIONS
+        assert takes_large_path(logits.detach()) is large
         value = loss(logits, target)
+        if name == "focal_multiclass":
+            assert ("_TargetCrossEntropyBackward" in nodes(value)) is large
         (grad,) = torch.autograd.grad(value, logits, retain_graph=True)
         (again,) = torch.autograd.grad(value, logits)  # recomputed from the logits, to the bit
         assert torch.equal(grad, again)
