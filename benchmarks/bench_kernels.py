@@ -159,7 +159,8 @@ def main() -> None:
             }
         )
         size = results[-1]["size"]
-        print(f"{row.kernel} {row.loss} {size}: {ratio:.2f} time, {memory_ratio:.2f} memory")
+        line = f"{row.kernel} {row.loss} {size}: {ratio:.2f} time, {memory_ratio:.2f} memory"
+        print(line, flush=True)
     header = [
         "kernel",
         "loss",

@@ -138,7 +138,9 @@ def _index_target_cross_entropy(
     if label_smoothing == 0.0 and cross_entropy_kernel_applies(pred, weight):
         if reduction == "mean":
             mean = cross_entropy_kernel(pred, target, weight, ignore_index, "mean")
-            if _finite_on_host(mean):  # else nothing was kept (torch's 0 / 0), or a NaN
+            # a host read, free on the CPU (the kernel's only device); not finite: nothing
+            # was kept (torch's 0 / 0), or a NaN
+            if _finite_on_host(mean):
                 return mean
         loss = cross_entropy_kernel(pred, target, weight, ignore_index, "sum" if summed else "none")
     else:

@@ -46,9 +46,9 @@ def takes_large_path(logits: Tensor) -> bool:
     Not for a tensor a ``torch.func`` transform wraps: the kernels that use these paths have no
     batching rule.
     """
-    if logits.ndim != 3 or not logits.is_cpu or wrapped_by_torch_func(logits):
+    if logits.ndim != 3 or not logits.is_cpu or not logits.is_contiguous():
         return False
-    if not logits.is_contiguous():
+    if wrapped_by_torch_func(logits):
         return False
     batch, _, positions = logits.shape
     return positions > 1 and batch * positions >= LARGE_POSITIONS
@@ -63,13 +63,13 @@ def softmax(logits: Tensor) -> Tensor:
     return probs.mul_(torch.sum(probs, 1, keepdim=True, out=peak).reciprocal_())
 
 
-def softmax_and_log_prob(logits: Tensor, at_labels: Tensor | None, labels: Tensor) -> SoftmaxParts:
+def softmax_and_log_prob(logits: Tensor, labels: Tensor, at_labels: Tensor | None) -> SoftmaxParts:
     r"""The softmax and the log-probabilities at the labels, rounding with :math:`|z - m|`.
 
     Args:
         logits: ``(N, C, S)`` floating tensor.
-        at_labels: the labels' flat offsets (:func:`flat_offsets`), or ``None``.
         labels: ``(N, S)`` int64 class indices.
+        at_labels: the labels' flat offsets (:func:`flat_offsets`), or ``None``.
 
     Returns:
         The probabilities and :math:`\log p_y = (z_y - m) - \log \sum_c e^{z_c - m}`.

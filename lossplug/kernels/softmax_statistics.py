@@ -88,7 +88,7 @@ class _OverlapStats(torch.autograd.Function):
     ) -> tuple[Tensor, Tensor, Tensor]:
         at_labels = flat_offsets(labels, logits)
         if with_log_prob:
-            probs, log_prob = softmax_and_log_prob(logits, at_labels, labels)
+            probs, log_prob = softmax_and_log_prob(logits, labels, at_labels)
             target_prob = log_prob.exp()
         else:
             probs = softmax(logits)
@@ -152,7 +152,7 @@ def _softmax(
 ) -> Tensor:
     """The softmax over dim 1, computed as the forward pass computes it (to the bit)."""
     if with_log_prob:
-        return softmax_and_log_prob(logits, at_labels, labels).probs
+        return softmax_and_log_prob(logits, labels, at_labels).probs
     return softmax(logits)
 
 

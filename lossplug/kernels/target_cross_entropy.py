@@ -41,7 +41,7 @@ class _TargetCrossEntropy(torch.autograd.Function):
     def forward(ctx: FunctionCtx, logits: Tensor, labels: Tensor) -> Tensor:
         exps, peak = shifted_exps(logits)
         total = exps.sum(1, keepdim=True)
-        del exps  # freed before the loss is built on this one
+        del exps  # the one logits-sized buffer, freed before anything else is allocated
         label_shifted = take(logits, labels, None).sub_(peak.squeeze(1))  # z_y - m <= 0
         loss = total.log().squeeze(1).sub_(label_shifted)
         ctx.save_for_backward(logits, labels, peak, total.reciprocal_())
