@@ -15,7 +15,9 @@ the bit; the backward pass turns the forward's :math:`\log p` into :math:`p` in 
 faster than ``exp`` on the CPU), scales it and adds :math:`-r_n` at each target class, so it
 allocates no logits-sized buffer; a second pass through a retained graph recomputes
 :math:`\log p` from the logits. With ``create_graph=True`` it is computed with differentiable
-operations, so second derivatives are torch's.
+operations, so second derivatives are torch's. The NLL kernel's total weight of the kept
+targets, which it sums anyway, divides the mean and, equal to the number of targets, spares a
+pass that looks for ignored ones. Under ``torch.func`` transforms torch's kernels run instead.
 """
 
 from __future__ import annotations
@@ -24,13 +26,11 @@ import math
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from lossplug._transforms import wrapped_by_torch_func
 from lossplug.kernels.dispatch import applies
 from lossplug.kernels.in_place import in_place
-from lossplug.kernels.signature import signature_cached
 
 _LOG2_E = 1.0 / math.log(2.0)
 
@@ -55,63 +55,56 @@ def cross_entropy_kernel(
     Returns:
         The loss.
     """
-    loss, _ = _CrossEntropy.apply(logits, target, weight, ignore_index, reduction)
-    return loss
+    return _CrossEntropy.apply(logits, target, weight, ignore_index, reduction)
 
 
 def cross_entropy_kernel_applies(logits: Tensor, weight: Tensor | None = None) -> bool:
     """Whether :func:`cross_entropy_kernel` computes the loss of ``logits``.
 
-    For a gradient of the logits alone (class weights that need none), where the dispatcher
-    allows; label smoothing is the caller's to rule out.
+    For a gradient of the logits alone (class weights that need none), outside ``torch.func``
+    transforms (torch's kernels have their batching rules), where the dispatcher allows; label
+    smoothing is the caller's to rule out.
     """
     return (
         logits.requires_grad
         and torch.is_grad_enabled()
         and (weight is None or not weight.requires_grad)
         and applies("cross_entropy", logits)
+        and not wrapped_by_torch_func(logits)
     )
 
 
-@signature_cached
 class _CrossEntropy(torch.autograd.Function):
-    generate_vmap_rule = True
+    # ``forward`` takes ``ctx`` itself: ``apply`` then skips binding the arguments to a
+    # signature, which the ``setup_context`` style (the one ``torch.func`` needs) pays on
+    # every call; :func:`cross_entropy_kernel_applies` leaves the transforms to torch
 
     @staticmethod
     def forward(
+        ctx: Any,
         logits: Tensor,
         target: Tensor,
         weight: Tensor | None,
         ignore_index: int,
         reduction: str,
-    ) -> tuple[Tensor, Tensor]:
+    ) -> Tensor:
         log_probs = logits.log_softmax(1)
-        loss = F.nll_loss(log_probs, target, weight, ignore_index=ignore_index, reduction=reduction)
-        return loss, log_probs
-
-    @staticmethod
-    def setup_context(ctx: Any, inputs: tuple[Any, ...], output: tuple[Tensor, Tensor]) -> None:
-        logits, target, weight, ctx.ignore_index, reduction = inputs
-        ctx.mean = reduction == "mean"
-        ctx.mark_non_differentiable(output[1])
-        ctx.set_materialize_grads(False)  # no zeros for the log-probabilities' gradient
-        ctx.save_for_backward(logits, target, weight)
+        loss, kept_weight = _nll_loss(log_probs, target, weight, ignore_index, reduction)
+        ctx.ignore_index, ctx.reduction = ignore_index, reduction
+        ctx.save_for_backward(logits, target, weight, kept_weight)
         # not saved: the first backward pass writes the gradient into it (see ``backward``)
-        ctx.log_probs = output[1]
+        ctx.log_probs = log_probs
+        return loss
 
     @staticmethod
-    def backward(ctx: Any, grad_loss: Tensor, _: Tensor | None) -> tuple[Tensor | None, ...]:
-        logits, target, weight = ctx.saved_tensors
-        kept = target != ctx.ignore_index
-        # a host read, which on the CPU (the kernel's only device) synchronises nothing; true
-        # in the common case, where no per-position selection is needed
-        all_kept = _all_true(kept)
-        index = target if all_kept else torch.where(kept, target, 0)
-        class_weight = None if weight is None else weight[index]
-        if ctx.mean:
-            grad_loss = grad_loss / _kept_total(kept, all_kept, class_weight)
-        scale = grad_loss if class_weight is None else grad_loss * class_weight
-        if not all_kept:
+    def backward(ctx: Any, grad_loss: Tensor) -> tuple[Tensor | None, ...]:
+        logits, target, weight, kept_weight = ctx.saved_tensors
+        if ctx.reduction == "mean":
+            grad_loss = grad_loss / kept_weight
+        kept = _kept(target, weight, kept_weight, ctx.ignore_index, ctx.reduction)
+        index = target if kept is None else torch.where(kept, target, 0)
+        scale = grad_loss if weight is None else grad_loss * weight[index]
+        if kept is not None:
             # selected, not multiplied by a 0/1 mask: a NaN gradient or weight there stays out
             scale = torch.where(kept, scale, 0)
         scale = scale.unsqueeze(1) if scale.ndim else scale
@@ -129,13 +122,45 @@ class _CrossEntropy(torch.autograd.Function):
         return grad.scatter_add_(1, index, at_target), None, None, None, None
 
 
-def _kept_total(kept: Tensor, all_kept: bool, class_weight: Tensor | None) -> Tensor | int:
-    """The mean's denominator: the number, or the summed class weights, of the kept targets."""
-    if class_weight is None:
-        return kept.numel() if all_kept else kept.sum()
-    return class_weight.sum() if all_kept else torch.where(kept, class_weight, 0).sum()
+def _nll_loss(
+    log_probs: Tensor, target: Tensor, weight: Tensor | None, ignore_index: int, reduction: str
+) -> tuple[Tensor, Tensor]:
+    """The NLL kernel of torch: the loss and the kept targets' total weight, which it sums anyway.
+
+    ``(N, C, *)`` inputs of other than 2 or 4 dimensions are viewed as ``(N, C, 1, S)``, as
+    :func:`torch.nn.functional.nll_loss` does; a ``"none"`` loss is shaped like ``target``.
+    """
+    code = _REDUCTION_CODES[reduction]
+    if log_probs.ndim == 2:
+        return torch.ops.aten.nll_loss_forward(log_probs, target, weight, code, ignore_index)
+    if log_probs.ndim == 4:
+        return torch.ops.aten.nll_loss2d_forward(log_probs, target, weight, code, ignore_index)
+    loss, kept_weight = torch.ops.aten.nll_loss2d_forward(
+        log_probs.reshape(*log_probs.shape[:2], 1, -1),
+        target.reshape(target.shape[0], 1, -1),
+        weight,
+        code,
+        ignore_index,
+    )
+    return (loss.view(target.shape) if reduction == "none" else loss), kept_weight
 
 
-def _all_true(mask: Tensor) -> bool:
-    """Whether every element of ``mask`` is true; ``False`` where ``vmap`` forbids reading it."""
-    return not wrapped_by_torch_func(mask) and bool(mask.all())
+def _kept(
+    target: Tensor, weight: Tensor | None, kept_weight: Tensor, ignore_index: int, reduction: str
+) -> Tensor | None:
+    """Where ``target`` is not ``ignore_index``; ``None`` where every target is kept.
+
+    Without class weights, a summed loss whose kept weight is the number of targets kept
+    every one of them: then no pass over the targets is made. The weight is compared on the
+    host, which on the CPU (the kernel's only device) synchronises nothing.
+    """
+    # up to 2 / eps = 2 ** (mantissa bits + 1) a floating total holds every count exactly
+    exact = target.numel() <= 2 / torch.finfo(kept_weight.dtype).eps
+    if weight is None and reduction != "none" and exact and kept_weight.item() == target.numel():
+        return None
+    kept = target != ignore_index
+    return None if not wrapped_by_torch_func(kept) and bool(kept.all()) else kept
+
+
+#: The reductions as ATen's NLL kernels number them.
+_REDUCTION_CODES = {"none": 0, "mean": 1, "sum": 2}

@@ -143,15 +143,22 @@ def test_the_environment_switch_turns_every_kernel_off(monkeypatch):
 
 @pytest.mark.parametrize("name", ["cross_entropy", "multiclass_hinge"])
 def test_per_sample_gradients_under_vmap_equal_the_plain_ones(name, monkeypatch):
+    """The hinge kernel runs under ``torch.func``; cross-entropy leaves the transforms to torch."""
     kernels_from_any_size(monkeypatch, name)
-    loss, _, _ = CASES[name]
+    loss, _, node = CASES[name]
     logits, target = inputs((6, 5), "index", torch.float64)
     logits = logits.detach()
+    nodes_seen: set[str] = set()
 
     def per_sample(row: Tensor, label: Tensor) -> Tensor:
-        return loss(row[None], label[None])
+        value = loss(row[None], label[None])
+        nodes_seen.update(nodes(value))
+        return value
 
     grads = torch.func.vmap(torch.func.grad(per_sample))(logits, target)
+    # under vmap a kernel's node is its generated twin, e.g. _MulticlassHingeSumGeneratedBackward
+    kernel_ran = any(seen.startswith(node.removesuffix("Backward")) for seen in nodes_seen)
+    assert kernel_ran is (name == "multiclass_hinge")
     with kernels.disabled():
         expected = torch.func.vmap(torch.func.grad(per_sample))(logits, target)
     torch.testing.assert_close(grads, expected)
