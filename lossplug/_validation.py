@@ -230,17 +230,32 @@ def check_floating(loss: str, name: str, tensor: Tensor, meaning: str) -> None:
         )
 
 
-def check_same_shape(loss: str, pred: Tensor, target: Tensor) -> None:
+def check_same_shape(loss: str, pred: Tensor, target: Tensor, mode: str | None = None) -> None:
     """Require ``pred`` and ``target`` to have the same shape (no silent broadcasting).
+
+    Args:
+        loss: the loss's name.
+        pred: the prediction.
+        target: the target.
+        mode: the loss's ``mode`` option, where it is the one that asks for equal shapes: the
+            message then names the mode that takes class indices.
 
     Raises:
         ValueError: if the shapes differ.
     """
-    if pred.shape != target.shape:
-        raise ValueError(
-            f"{loss}: 'pred' and 'target' must have the same shape, got pred "
-            f"{tuple(pred.shape)} and target {tuple(target.shape)}"
+    if pred.shape == target.shape:
+        return
+    fix = ""
+    if mode is not None and target.ndim == pred.ndim - 1:
+        fix = (
+            f"; mode {mode!r} takes a target shaped like pred, and class indices (N, ...) for "
+            "pred (N, C, ...) need mode 'multiclass'. Fix: set the loss's mode to 'multiclass' "
+            "or 'auto' (decided from the first batch)"
         )
+    raise ValueError(
+        f"{loss}: 'pred' and 'target' must have the same shape, got pred "
+        f"{tuple(pred.shape)} and target {tuple(target.shape)}{fix}"
+    )
 
 
 def check_min_dims(loss: str, name: str, tensor: Tensor, ndim: int, layout: str) -> None:

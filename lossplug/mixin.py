@@ -54,11 +54,9 @@ LOSS = "loss"
 #: where the mixin's own state (the skipped-step counter) is kept in a checkpoint.
 CHECKPOINT_KEY = "lossplug"
 
-# The epoch loss values are already summed over processes by LossMetrics (one all_reduce),
-# so Lightning's advice to sync them again does not apply to them.
-warnings.filterwarnings(
-    "ignore", message=r"It is recommended to use `self\.log\('(train|val|test)/loss"
-)
+#: Lightning's advice, given when it computes the epoch values of a distributed run, to sync
+#: lossplug's loss keys over processes: they are synced already (one all_reduce in LossMetrics).
+SYNC_ADVICE = r"It is recommended to use `self\.log\('(train|val|test)/loss"
 
 
 class LossPlugMixin:
@@ -613,6 +611,14 @@ class LossPlugMixin:
         """Log the test epoch's loss values."""
         self.log_epoch_loss("test")
 
+    def setup(self, stage: str) -> None:
+        """Silence Lightning's advice to sync lossplug's epoch values, for this run only."""
+        warnings.filterwarnings("ignore", message=SYNC_ADVICE)
+
+    def teardown(self, stage: str) -> None:
+        """Give the warning filters back as they were before :meth:`setup`."""
+        warnings.filters[:] = [entry for entry in warnings.filters if not _is_sync_advice(entry)]
+
     def on_fit_start(self) -> None:
         """Write the TensorBoard custom-scalars layout once (rank 0).
 
@@ -689,6 +695,12 @@ class LossPlugMixin:
         self.save_hyperparameters(ignore=built, frame=frame)
         for name, value in self.hparams.items():
             self.hparams[name] = to_plain(value)
+
+
+def _is_sync_advice(entry: tuple[Any, ...]) -> bool:
+    """Whether a ``warnings.filters`` entry is the one :meth:`LossPlugMixin.setup` adds."""
+    message = entry[1]
+    return entry[0] == "ignore" and message is not None and message.pattern == SYNC_ADVICE
 
 
 def build_criterion(loss: Any) -> LossModule:

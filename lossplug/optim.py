@@ -1,7 +1,8 @@
 """Optimizers and learning-rate schedulers from configs or factories, with parameter groups.
 
 An optimizer is given as a factory called ``optimizer(params=...)`` (what Hydra's
-``_partial_: true`` builds) or as its config. Besides the optimizer's own options, a config
+``_partial_: true`` builds, also when an app instantiates its model config recursively) or as
+its config. Besides the optimizer's own options, a config
 may hold the parameter-group options of :class:`ParamGroupOptions` (as MMEngine's
 ``paramwise_cfg``; ``null`` means the default)::
 
@@ -39,9 +40,11 @@ from lossplug.config.options import (
     LIGHTNING_SCHEDULER_OPTIONS,
     PARAM_GROUP_OPTIONS,
     ConfigError,
+    check_keywords,
     check_options,
     is_config,
     split_config,
+    to_plain,
 )
 from lossplug.weighting import LearnedWeighting
 
@@ -90,18 +93,18 @@ def param_groups(module: nn.Module, options: ParamGroupOptions) -> list[dict[str
         options: the grouping rules.
 
     Returns:
-        Groups ``{"params": [...], "lr_mult": a, "decay_mult": b}``, one per distinct pair;
-        :func:`build_optimizer` applies the multipliers to the optimizer's lr and decay.
+        Groups ``{"params": [...], "lr_mult": a, "decay_mult": b, "name": ...}``, one per
+        ``lr_mult`` prefix and decay multiplier, named after them (:func:`_group_name`);
+        :meth:`OptimizerSpec.build` applies the multipliers to the optimizer's lr and decay.
 
     Raises:
         ConfigError: if a prefix in ``options.lr_mult`` matches no parameter.
     """
-    groups: dict[tuple[float, float], list[nn.Parameter]] = {}
+    groups: dict[tuple[str, float], list[nn.Parameter]] = {}
     used_prefixes: set[str] = set()
     for name, parameter, owner in _named_trainable_parameters(module):
         prefix = _longest_prefix(name, options.lr_mult)
         used_prefixes.add(prefix)
-        lr_mult = options.lr_mult.get(prefix, 1.0)
         if isinstance(owner, LearnedWeighting):
             decay_mult = 0.0  # learned loss weights: decay would pull them to a fixed value
         elif isinstance(owner, _NORM_TYPES):
@@ -110,7 +113,7 @@ def param_groups(module: nn.Module, options: ParamGroupOptions) -> list[dict[str
             decay_mult = options.bias_decay_mult
         else:
             decay_mult = 1.0
-        groups.setdefault((lr_mult, decay_mult), []).append(parameter)
+        groups.setdefault((prefix, decay_mult), []).append(parameter)
     unused = sorted(set(options.lr_mult) - used_prefixes)
     if unused:
         children = ", ".join(name for name, _ in module.named_children())
@@ -119,9 +122,26 @@ def param_groups(module: nn.Module, options: ParamGroupOptions) -> list[dict[str
             f"the module's top-level children are: {children}"
         )
     return [
-        {"params": params, "lr_mult": lr_mult, "decay_mult": decay_mult}
-        for (lr_mult, decay_mult), params in groups.items()
+        {
+            "params": params,
+            "lr_mult": options.lr_mult.get(prefix, 1.0),
+            "decay_mult": decay_mult,
+            "name": _group_name(prefix, decay_mult),
+        }
+        for (prefix, decay_mult), params in groups.items()
     ]
+
+
+def _group_name(prefix: str, decay_mult: float) -> str:
+    """A group's name, as Lightning's ``LearningRateMonitor`` logs it: ``lr-AdamW/{name}``.
+
+    The ``lr_mult`` prefix (``default`` for none) and, where weight decay is scaled, how:
+    ``backbone``, ``backbone/no_decay``, ``default/decay_x0.5``.
+    """
+    name = prefix or "default"
+    if decay_mult == 1.0:
+        return name
+    return f"{name}/no_decay" if decay_mult == 0.0 else f"{name}/decay_x{decay_mult:g}"
 
 
 @dataclass(frozen=True)
@@ -139,12 +159,10 @@ class OptimizerSpec:
             ConfigError: for an unknown option.
             ValueError: for a negative or non-finite ``lr``, ``weight_decay`` or multiplier.
         """
-        if is_config(optimizer):
+        if is_config(optimizer) or callable(optimizer):
             factory, group_options = _factory(optimizer, "optimizer", PARAM_GROUP_OPTIONS)
             set_options = {key: value for key, value in group_options.items() if value is not None}
             spec = cls(factory, ParamGroupOptions(**set_options))
-        elif callable(optimizer):
-            spec = cls(optimizer)
         else:
             raise TypeError(
                 "optimizer must be a config with a '_target_' or a factory called as "
@@ -182,10 +200,8 @@ class SchedulerSpec:
         """
         if scheduler is None or (isinstance(scheduler, Mapping) and not scheduler):
             return None
-        if is_config(scheduler):
+        if is_config(scheduler) or callable(scheduler):
             return cls(*_factory(scheduler, "scheduler", LIGHTNING_SCHEDULER_OPTIONS))
-        if callable(scheduler):
-            return cls(scheduler)
         raise TypeError(
             "scheduler must be None, a config with a '_target_' or a factory called as "
             f"scheduler(optimizer), got {type(scheduler).__name__}"
@@ -206,12 +222,26 @@ class SchedulerSpec:
 
 
 def _factory(
-    config: Mapping[str, Any], what: str, own_options: tuple[str, ...]
+    given: Mapping[str, Any] | Callable[..., Any], what: str, own_options: tuple[str, ...]
 ) -> tuple[Callable[..., Any], dict[str, Any]]:
-    """A factory (``functools.partial``) from a checked config, and lossplug's own options."""
-    check_options(config, what, extra=own_options)
-    rest, taken = split_config(config, own_options)
-    return instantiate(rest, _partial_=True, _convert_="all"), taken
+    """A factory and lossplug's own options, from a checked config or from a factory.
+
+    A ``functools.partial`` built from a config (Hydra's recursive instantiation of an app's
+    model config builds one) carries lossplug's options among its keywords: they are taken
+    out, so that the optimizer or scheduler never receives them, and the others are checked
+    against the target's signature as a config's are.
+    """
+    if is_config(given):
+        check_options(given, what, extra=own_options)
+        rest, taken = split_config(given, own_options)
+        return instantiate(rest, _partial_=True, _convert_="all"), taken
+    if not isinstance(given, functools.partial):
+        return given, {}
+    keywords = given.keywords
+    check_keywords(given.func, keywords, what, own_options)
+    taken = {option: to_plain(keywords[option]) for option in own_options if option in keywords}
+    rest = {key: value for key, value in keywords.items() if key not in taken}
+    return (functools.partial(given.func, *given.args, **rest) if taken else given), taken
 
 
 def _named_trainable_parameters(module: nn.Module) -> Iterator[tuple[str, nn.Parameter, nn.Module]]:

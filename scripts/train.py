@@ -15,29 +15,17 @@ A bad override stops the script with one line saying what to fix (exit code 2 fo
 that cannot be parsed, 1 otherwise); ``HYDRA_FULL_ERROR=1`` shows the full trace instead.
 """
 
-import sys
-from pathlib import Path
-
-import hydra
 from omegaconf import DictConfig
 
-from lossplug.config import check_command_line, one_line_errors
-
-CONF = Path(__file__).resolve().parents[1] / "conf"
+from lossplug.config import lossplug_main
 
 
-@hydra.main(version_base="1.3", config_path=str(CONF), config_name="train")
+@lossplug_main(version_base="1.3", config_path="../conf", config_name="train")
 def main(cfg: DictConfig) -> float | None:
-    with one_line_errors():
-        from lossplug.demo.training import (
-            train,  # Lightning is loaded once the command line is good
-        )
+    from lossplug.demo.training import train  # Lightning is loaded once the command line is good
 
-        metrics = train(cfg)
-    return metrics.get("val/loss")
+    return train(cfg).get("val/loss")
 
 
 if __name__ == "__main__":
-    with one_line_errors():
-        check_command_line(sys.argv[1:], CONF)
     main()

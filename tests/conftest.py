@@ -59,10 +59,18 @@ def compose_train(tmp_path: Path) -> Iterator[Callable[..., DictConfig]]:
     GlobalHydra.instance().clear()
 
 
-def run_python(*args: str | Path, cwd: Path, timeout: float) -> subprocess.CompletedProcess[str]:
-    """Run the current Python on ``args`` in ``cwd``; output captured as text."""
+def run_python(
+    *args: str | Path, cwd: Path, timeout: float, full_error: bool = True
+) -> subprocess.CompletedProcess[str]:
+    """Run the current Python on ``args`` in ``cwd``; output captured as text.
+
+    With ``full_error`` (the default) Hydra and lossplug print whole traces
+    (``HYDRA_FULL_ERROR=1``); without it, the one-line errors users see.
+    """
     paths = [str(HELPERS), *filter(None, [os.environ.get("PYTHONPATH")])]
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "HYDRA_FULL_ERROR": "1"}
+    if not full_error:
+        del env["HYDRA_FULL_ERROR"]
     env["PYTHONPATH"] = os.pathsep.join(paths)
     # a session of its own, so that a timeout ends the DDP processes it started too
     with subprocess.Popen(

@@ -10,11 +10,13 @@ a user's config causes are printed as one line that says what to fix, not as a t
 - :mod:`~lossplug.config.command_line`: :func:`check_command_line`, the keys and choices;
 - :mod:`~lossplug.config.values`: whether a value fits what its option takes;
 - :mod:`~lossplug.config.errors`: :func:`one_line_errors` and :func:`user_error`;
+- :mod:`~lossplug.config.main`: :func:`lossplug_main`, ``hydra.main`` with both checks;
 - :mod:`~lossplug.config.wording`: the closest name, a message on one line.
 """
 
 from lossplug.config.command_line import OverrideSyntaxError, check_command_line
 from lossplug.config.errors import one_line_errors, user_error
+from lossplug.config.main import lossplug_main
 from lossplug.config.options import ConfigError, check_options
 
 __all__ = [
@@ -22,6 +24,7 @@ __all__ = [
     "OverrideSyntaxError",
     "check_command_line",
     "check_options",
+    "lossplug_main",
     "one_line_errors",
     "user_error",
 ]

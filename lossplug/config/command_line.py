@@ -229,6 +229,7 @@ def _missing_key(node: DictConfig, where: str, option: str, key: str, value: str
 def _check_option_name(node: DictConfig, where: str, option: str) -> None:
     """Refuse ``option`` in the config ``node`` unless its target (or lossplug) takes it."""
     own: tuple[str, ...] = ()
-    if where in ("optimizer", "scheduler"):  # options lossplug reads itself
-        own = PARAM_GROUP_OPTIONS if where == "optimizer" else LIGHTNING_SCHEDULER_OPTIONS
+    group = where.rsplit(".", 1)[-1]  # "optimizer" also where nested, as "model.optimizer"
+    if group in ("optimizer", "scheduler"):  # options lossplug reads itself
+        own = PARAM_GROUP_OPTIONS if group == "optimizer" else LIGHTNING_SCHEDULER_OPTIONS
     check_options({**OmegaConf.to_container(node), option: None}, where, own)

@@ -71,16 +71,7 @@ def check_options(config: Mapping[str, Any], what: str, extra: Iterable[str] = (
             closest match.
     """
     target_path = config["_target_"]
-    valid = _parameter_names(get_object(target_path))
-    if valid is not None:
-        known = valid | set(extra)
-        for option in config:
-            if option not in known | HYDRA_KEYS:
-                raise ConfigError(
-                    f"{what}: unknown option {option!r} for {target_path}."
-                    f"{did_you_mean(str(option), known)} "
-                    f"Valid options: {', '.join(sorted(known))}"
-                )
+    check_keywords(get_object(target_path), config, what, extra, target_path)
     for option, value in config.items():
         if is_config(value):
             check_options(value, f"{what}.{option}")
@@ -88,6 +79,40 @@ def check_options(config: Mapping[str, Any], what: str, extra: Iterable[str] = (
             for name, item in value.items():
                 if is_config(item):
                     check_options(item, f"{what}.{option}.{name}")
+
+
+def check_keywords(
+    target: Any,
+    names: Iterable[Any],
+    what: str,
+    extra: Iterable[str] = (),
+    target_name: str | None = None,
+) -> None:
+    """Check that ``target`` (a class or function) takes every keyword in ``names``.
+
+    Args:
+        target: what the keywords are for.
+        names: the keywords (Hydra's own keys, ``_target_`` and the like, pass).
+        what: how the message names the config, e.g. ``"optimizer"``.
+        extra: keywords read by lossplug, not passed to the target.
+        target_name: the target's name in the message (default: its import path).
+
+    Raises:
+        ConfigError: for a keyword ``target`` does not take; the message lists the valid ones
+            and the closest match.
+    """
+    valid = _parameter_names(target)
+    if valid is None:
+        return
+    known = valid | set(extra)
+    name = target_name or f"{target.__module__}.{target.__qualname__}"
+    for option in names:
+        if option not in known | HYDRA_KEYS:
+            raise ConfigError(
+                f"{what}: unknown option {option!r} for {name}."
+                f"{did_you_mean(str(option), known)} "
+                f"Valid options: {', '.join(sorted(known))}"
+            )
 
 
 def _parameter_names(target: Any) -> set[str] | None:

@@ -390,7 +390,7 @@ def hinge(
     check_floating(name, "pred", pred, "raw scores")
     pred = at_least_float32(pred)
     if mode == "binary":
-        check_same_shape(name, pred, target)
+        check_same_shape(name, pred, target, mode)
         sign = _binary_sign(target).to(pred.dtype)
         hinges = torch.relu(margin - sign * pred)
         if squared:

@@ -111,7 +111,7 @@ def _sigmoid_focal(
     ignore_index: int | None,
 ) -> tuple[Tensor, Tensor | None]:
     """Element-wise binary focal loss and the mask of kept elements."""
-    check_same_shape("focal", logits, target)
+    check_same_shape("focal", logits, target, mode)
     target = target.to(logits.dtype)
     kept = None
     if ignore_index is not None:

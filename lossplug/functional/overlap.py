@@ -372,8 +372,11 @@ def check_overlap_options(
     batch: bool,
     include_background: bool,
     ignore_index: int | None,
+    auto_mode: bool = False,
 ) -> None:
     """Validate the options every overlap loss shares (also run by the modules' constructors).
+
+    ``auto_mode`` also takes ``mode="auto"``, which a module decides on its first batch.
 
     Raises:
         ValueError: for an unknown ``mode``/``input``, a negative or non-finite smoothing, or a
@@ -381,7 +384,7 @@ def check_overlap_options(
         TypeError: for a smoothing term that is not a number or an ``ignore_index`` that is
             not an int.
     """
-    check_choice(loss, "mode", mode, MODES)
+    check_choice(loss, "mode", mode, (*MODES, "auto") if auto_mode else MODES)
     check_choice(loss, "input", input, INPUTS)
     # finite in float32, where the statistics are summed (an inf smoothing makes inf / inf)
     largest = torch.finfo(torch.float32).max
@@ -620,7 +623,7 @@ def _check_target(
             )
         check_unit_interval(name, "target", target, "class probabilities")
         return False
-    check_same_shape(name, pred, target)
+    check_same_shape(name, pred, target, mode)
     if target.numel() > 0 and value_checks_apply(target):
         allowed = (target == 0) | (target == 1)
         if ignore_index is not None:

@@ -73,6 +73,8 @@ def detect_misuse(criterion: LossModule, pred: Any, target: Any, stage: str | No
         return
     where = f" (stage {stage!r})" if stage else ""
     terms = [term for term in named_terms(criterion, pred, target) if is_floating(term.pred)]
+    for term in terms:
+        term.loss.settle(term.pred, term.target)  # mode="auto": its class dimension is read
     if any(term.pred.numel() == 0 for term in terms):
         _check_empty_batch(criterion, pred, target, where)
         return

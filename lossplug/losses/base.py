@@ -8,6 +8,7 @@ from typing import Any, ClassVar, Literal
 from torch import Tensor, nn
 
 from lossplug._validation import check_reduction
+from lossplug.losses.mode import AUTO, infer_mode
 
 InputSpace = Literal["logits", "probs", "log_probs", "values", "scores", "embeddings"]
 
@@ -33,6 +34,8 @@ class LossModule(nn.Module):
     class_dim: int | None = 1
     #: attribute names shown in ``repr(loss)`` besides ``reduction``.
     repr_options: ClassVar[tuple[str, ...]] = ()
+    #: the values of a ``mode`` option, for a loss that has one; ``"auto"`` is also taken.
+    modes: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, reduction: str = "mean") -> None:
         super().__init__()
@@ -49,6 +52,16 @@ class LossModule(nn.Module):
             ``{name: value}``; a single-term loss has one entry named after the loss.
         """
         return {self.name: self(pred, target)}
+
+    def settle(self, pred: Any, target: Any) -> None:
+        """Decide ``mode="auto"`` from the first batch's shapes and dtypes, and keep it.
+
+        A loss with a ``mode`` calls this at the start of ``forward``; the input checks call
+        it before they read :attr:`class_dim`. See :func:`lossplug.losses.mode.infer_mode`.
+        """
+        undecided = self.modes and getattr(self, "mode", None) == AUTO
+        if undecided and isinstance(pred, Tensor) and isinstance(target, Tensor):
+            self.mode = infer_mode(self.name, pred, target, self.modes)
 
     def component_names(self) -> tuple[str, ...] | None:
         """The names :meth:`components` returns, known before any batch (for logging).

@@ -7,6 +7,7 @@ from torch import Tensor
 from lossplug._validation import check_choice, check_number, check_reduction, check_weight_tensor
 from lossplug.functional import classification as F
 from lossplug.losses.base import LossModule
+from lossplug.losses.mode import AUTO
 from lossplug.registry import register_loss
 
 
@@ -174,7 +175,8 @@ class HingeLoss(LossModule):
     """SVM hinge loss on raw scores; see :func:`lossplug.functional.hinge`.
 
     Args:
-        mode: ``"binary"`` or ``"multiclass"``.
+        mode: ``"binary"``, ``"multiclass"`` or ``"auto"`` (the default: decided from the
+            first batch, see :func:`lossplug.losses.mode.infer_mode`).
         margin: the margin, >= 0.
         squared: square each hinge term (L2-SVM).
         reduction: ``"mean"``, ``"sum"`` or ``"none"``.
@@ -190,22 +192,24 @@ class HingeLoss(LossModule):
     name = "hinge"
     input_space = "scores"
     repr_options = ("mode", "margin", "squared")
+    modes = ("binary", "multiclass")
 
     def __init__(
         self,
-        mode: str = "binary",
+        mode: str = AUTO,
         margin: float = 1.0,
         squared: bool = False,
         reduction: str = "mean",
     ) -> None:
         super().__init__(reduction)
-        check_choice(self.name, "mode", mode, ("binary", "multiclass"))
+        check_choice(self.name, "mode", mode, (*self.modes, AUTO))
         self.mode = mode
         self.margin = check_number(self.name, "margin", margin, minimum=0.0)
         self.squared = bool(squared)
 
     def forward(self, pred: Tensor, target: Tensor) -> Tensor:
         """The loss of raw scores against binary labels or class indices."""
+        self.settle(pred, target)
         return F.hinge(
             pred,
             target,

@@ -7,6 +7,7 @@ from torch import Tensor
 from lossplug._validation import check_choice, check_number, check_weight_tensor
 from lossplug.functional.focal import FOCAL_MODES, focal
 from lossplug.losses.base import LossModule
+from lossplug.losses.mode import AUTO
 from lossplug.registry import register_loss
 
 
@@ -15,7 +16,8 @@ class FocalLoss(LossModule):
     """Focal loss from logits (Lin et al. 2017); see :func:`lossplug.functional.focal`.
 
     Args:
-        mode: ``"binary"``, ``"multiclass"`` or ``"multilabel"``.
+        mode: ``"binary"``, ``"multiclass"``, ``"multilabel"`` or ``"auto"`` (the default:
+            decided from the first batch, see :func:`lossplug.losses.mode.infer_mode`).
         gamma: focusing parameter >= 0 (0 gives cross-entropy).
         alpha: ``None``, a positive-class weight in [0, 1] (binary/multilabel) or one weight
             per class (multiclass/multilabel), kept as a buffer.
@@ -33,17 +35,18 @@ class FocalLoss(LossModule):
     name = "focal"
     input_space = "logits"
     repr_options = ("mode", "gamma", "alpha", "alpha_per_class", "ignore_index")
+    modes = FOCAL_MODES
 
     def __init__(
         self,
-        mode: str = "binary",
+        mode: str = AUTO,
         gamma: float = 2.0,
         alpha: float | list[float] | Tensor | None = None,
         ignore_index: int | None = None,
         reduction: str = "mean",
     ) -> None:
         super().__init__(reduction)
-        check_choice(self.name, "mode", mode, FOCAL_MODES)
+        check_choice(self.name, "mode", mode, (*FOCAL_MODES, AUTO))
         self.mode = mode
         self.gamma = check_number(self.name, "gamma", gamma, minimum=0.0)
         self.ignore_index = ignore_index
@@ -68,6 +71,7 @@ class FocalLoss(LossModule):
 
     def forward(self, pred: Tensor, target: Tensor) -> Tensor:
         """The loss of logits against labels (binary/multilabel) or class indices."""
+        self.settle(pred, target)
         alpha = self.alpha if self.alpha is not None else self.alpha_per_class
         return focal(
             pred,

@@ -17,15 +17,17 @@ class _OverlapLoss(LossModule):
     """Options shared by the overlap losses, validated when the loss is built.
 
     Sets :attr:`input_space` from ``input`` and keeps ``weight`` as a buffer, so it follows the
-    module across devices and into its ``state_dict``.
+    module across devices and into its ``state_dict``. Besides the functional's modes, ``mode``
+    takes ``"auto"``: decided from the first batch (:func:`lossplug.losses.mode.infer_mode`).
     """
 
     repr_options = ("mode", "input", "smooth_nr", "smooth_dr", "batch", "include_background")
+    modes = F.MODES
 
     def __init__(
         self,
         *,
-        mode: F.Mode,
+        mode: str,
         input: F.InputKind,
         smooth_nr: float,
         smooth_dr: float,
@@ -45,6 +47,7 @@ class _OverlapLoss(LossModule):
             batch=batch,
             include_background=include_background,
             ignore_index=ignore_index,
+            auto_mode=True,
         )
         self.mode = mode
         self.input = input
@@ -96,7 +99,7 @@ class DiceLoss(_OverlapLoss):
     def __init__(
         self,
         *,
-        mode: F.Mode = "multiclass",
+        mode: str = "multiclass",
         input: F.InputKind = "logits",
         smooth_nr: float = 1e-5,
         smooth_dr: float = 1e-5,
@@ -123,6 +126,7 @@ class DiceLoss(_OverlapLoss):
 
     def forward(self, pred: Tensor, target: Tensor) -> Tensor:
         """The loss of ``pred`` (logits or probabilities, per ``input``) against ``target``."""
+        self.settle(pred, target)
         return F.dice(pred, target, jaccard=self.jaccard, **self._shared_options())
 
 
@@ -145,7 +149,7 @@ class TverskyLoss(_OverlapLoss):
     def __init__(
         self,
         *,
-        mode: F.Mode = "multiclass",
+        mode: str = "multiclass",
         input: F.InputKind = "logits",
         alpha: float = 0.5,
         beta: float = 0.5,
@@ -176,6 +180,7 @@ class TverskyLoss(_OverlapLoss):
 
     def forward(self, pred: Tensor, target: Tensor) -> Tensor:
         """The loss of ``pred`` (logits or probabilities, per ``input``) against ``target``."""
+        self.settle(pred, target)
         return F.tversky(
             pred,
             target,

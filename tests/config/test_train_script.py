@@ -66,7 +66,8 @@ def test_sweep_runs_each_choice_with_the_overrides(tmp_path):
         logged = scalars(run_dir)
         # the optimizer really used the overridden learning rate (LearningRateMonitor)
         lr_tags = [tag for tag in logged if tag.startswith("lr-AdamW")]
-        assert lr_tags
+        # named by parameter group: weights, and biases and norms without decay
+        assert sorted(lr_tags) == ["lr-AdamW/default", "lr-AdamW/default/no_decay"]
         assert all(value == pytest.approx(0.005) for tag in lr_tags for value in logged[tag])
         assert len(logged["val/loss"]) == 2
         assert json.loads((run_dir / "metrics.json").read_text())["val/loss"] > 0

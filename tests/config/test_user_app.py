@@ -42,6 +42,7 @@ def main(cfg):
     trainer.fit(model, data, data)
     print("RESULT", json.dumps({
         "loss": type(model.criterion).__name__,
+        "mode": model.criterion.mode,
         "gamma": model.criterion.gamma,
         "optimizer": type(trainer.optimizers[0]).__name__,
         "initial_lr": trainer.optimizers[0].param_groups[0]["initial_lr"],
@@ -96,13 +97,15 @@ def test_packaged_config_groups_work_in_a_users_hydra_app(tmp_path, install):
     if install == "installed copy":
         install_copy(tmp_path / "site")
         command = ["-c", FROM_INSTALLED_COPY, tmp_path / "site", REPO, "app.py"]
-    overrides = ["loss.mode=multiclass", "loss.gamma=3", "optimizer.lr=0.02", "hydra.run.dir=out"]
+    # focal's default mode (auto) fits the 3-class model: no loss.mode to set
+    overrides = ["loss.gamma=3", "optimizer.lr=0.02", "hydra.run.dir=out"]
     result = run_python(*command, *overrides, cwd=app_dir, timeout=120)
     assert result.returncode == 0, result.stderr[-3000:]
     line = next(line for line in result.stdout.splitlines() if line.startswith("RESULT "))
     report = json.loads(line.removeprefix("RESULT "))
     assert report == {
         "loss": "FocalLoss",
+        "mode": "multiclass",
         "gamma": 3.0,
         "optimizer": "AdamW",
         "initial_lr": 0.02,
@@ -144,3 +147,50 @@ def test_a_users_hydra_app_sees_only_the_library_s_groups(tmp_path):
     listed = {line.split(":")[0].strip() for line in groups.splitlines() if ":" in line}
     assert listed == {"loss", "optimizer", "scheduler", "diagnostics"}
     assert "focal" in groups and "adamw" in groups
+
+
+@pytest.mark.parametrize("main", ["hydra.main", "lossplug_main"])
+def test_a_misspelt_option_in_a_users_app_gets_one_line_with_the_fix(tmp_path, main):
+    """``@lossplug_main`` in place of ``@hydra.main`` gives the checks scripts/train.py has."""
+    app_dir = tmp_path / "app"
+    (app_dir / "conf").mkdir(parents=True)
+    (app_dir / "conf" / "config.yaml").write_text(textwrap.dedent(CONFIG))
+    app = APP
+    if main == "lossplug_main":
+        app = APP.replace("@hydra.main(", "@lossplug_main(").replace(
+            "import lossplug\n", "import lossplug\nfrom lossplug.config import lossplug_main\n"
+        )
+    (app_dir / "app.py").write_text(app)
+    result = run_python(
+        "app.py", "loss.gama=3", "hydra.run.dir=out", cwd=app_dir, timeout=120, full_error=False
+    )
+    assert result.returncode == 1
+    if main == "hydra.main":  # Hydra's own words, over several lines
+        assert "Key 'gama' is not in struct" in result.stderr
+        return
+    assert result.stderr.strip().splitlines() == [
+        "Error: loss: unknown option 'gama' for lossplug.losses.FocalLoss. Did you mean "
+        "'gamma'? Valid options: alpha, gamma, ignore_index, mode, reduction"
+    ]
+
+
+def test_a_shape_the_loss_cannot_take_names_the_option_in_one_line(tmp_path):
+    app_dir = tmp_path / "app"
+    (app_dir / "conf").mkdir(parents=True)
+    (app_dir / "conf" / "config.yaml").write_text(textwrap.dedent(CONFIG))
+    app = APP.replace("@hydra.main(", "@lossplug_main(").replace(
+        "import lossplug\n", "import lossplug\nfrom lossplug.config import lossplug_main\n"
+    )
+    (app_dir / "app.py").write_text(app)
+    result = run_python(
+        "app.py",
+        "loss.mode=binary",
+        "hydra.run.dir=out",
+        cwd=app_dir,
+        timeout=120,
+        full_error=False,
+    )
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    line = result.stderr.strip().splitlines()[-1]  # after Lightning's own INFO lines
+    assert line.startswith("Error: focal: 'pred' and 'target' must have the same shape")
+    assert "mode 'binary'" in line and "set the loss's mode to 'multiclass' or 'auto'" in line

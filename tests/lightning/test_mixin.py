@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import functools
+import warnings
 
 import lightning.pytorch as pl
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import quiet_trainer
+from conftest import REPO, quiet_trainer, run_python
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from omegaconf import OmegaConf
 from torch import nn
@@ -17,7 +18,7 @@ from torch.utils.data import DataLoader, TensorDataset
 from lossplug.demo.data import DigitsDataModule
 from lossplug.demo.models import Classifier, KNNAccuracy
 from lossplug.losses import HuberLoss, MultiTermLoss
-from lossplug.mixin import LossPlugMixin
+from lossplug.mixin import SYNC_ADVICE, LossPlugMixin
 
 SGD = {"_target_": "torch.optim.SGD", "_partial_": True, "lr": 0.1}
 MSE = {"_target_": "lossplug.losses.MSELoss"}
@@ -257,3 +258,30 @@ def test_knn_accuracy_matches_a_brute_force_leave_one_out_search():
     metric.update(embeddings[:5], labels[:5])
     metric.update(embeddings[5:], labels[5:])
     assert metric.compute().item() == pytest.approx(hits / 12)
+
+
+def test_importing_lossplug_leaves_the_warning_filters_alone():
+    """The libraries lossplug builds on may add filters when imported; lossplug adds none."""
+    script = (
+        "import warnings, lightning.pytorch, hydra, torchmetrics, tensorboard, omegaconf\n"
+        "before = list(warnings.filters)\n"
+        "import lossplug, lossplug.mixin, lossplug.config, lossplug.diagnostics\n"
+        "assert warnings.filters == before, [f for f in warnings.filters if f not in before]\n"
+    )
+    result = run_python("-c", script, cwd=REPO, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+
+
+def test_the_sync_advice_filter_lives_for_the_run_only():
+    """Lightning advises syncing epoch values that lossplug has synced already: quiet during a
+    run, and the process's filters are as before once it ends."""
+    seen = []
+
+    class Look(Callback):
+        def on_train_epoch_end(self, trainer, module):
+            seen.append([f for f in warnings.filters if f[1] and f[1].pattern == SYNC_ADVICE])
+
+    before = list(warnings.filters)
+    trainer(max_epochs=1, callbacks=[Look()]).fit(Lit(MSE, SGD), loader(), loader())
+    assert len(seen) == 1 and len(seen[0]) == 1
+    assert warnings.filters == before

@@ -200,3 +200,65 @@ def test_unbounded_run_length_is_an_error():
 def test_unknown_scheduler_option_names_the_valid_ones():
     with pytest.raises(ConfigError, match="Did you mean 'step_size'"):
         SchedulerSpec.parse({"_target_": "torch.optim.lr_scheduler.StepLR", "stepsize": 3})
+
+
+def test_a_recursively_instantiated_optimizer_config_keeps_its_group_options():
+    """Hydra's recursive instantiation (as lightning-hydra-template does for its model config)
+    turns the config into a partial that carries lossplug's options among its keywords."""
+    from hydra.utils import instantiate
+    from omegaconf import OmegaConf
+
+    config = OmegaConf.create(adamw(lr=0.1, weight_decay=0.5, lr_mult={"head": 0.1}))
+    partial = instantiate(config)  # what the model's __init__ receives
+    assert partial.keywords["lr_mult"] == {"head": 0.1}
+    net = Net()
+    settings = settings_by_name(net, OptimizerSpec.parse(partial).build(net))
+    assert settings == settings_by_name(net, OptimizerSpec.parse(config).build(net))
+    assert settings["head.weight"] == (pytest.approx(0.01), 0.5)
+    assert settings["backbone.0.weight"] == (0.1, 0.5)
+    assert settings["backbone.0.bias"] == (0.1, 0.0)
+
+
+def test_a_recursively_instantiated_scheduler_config_keeps_lightnings_settings():
+    from hydra.utils import instantiate
+    from omegaconf import OmegaConf
+
+    config = OmegaConf.create(
+        {
+            "_target_": "torch.optim.lr_scheduler.ReduceLROnPlateau",
+            "_partial_": True,
+            "patience": 2,
+            "interval": "epoch",
+            "frequency": 1,
+            "monitor": "val/loss",
+        }
+    )
+    spec = SchedulerSpec.parse(instantiate(config))
+    assert dict(spec.lightning) == {"interval": "epoch", "frequency": 1, "monitor": "val/loss"}
+    assert "monitor" not in spec.factory.keywords and spec.factory.keywords["patience"] == 2
+
+
+def test_a_partial_with_an_option_its_target_lacks_is_refused_at_once():
+    """A parent config's value that sticks across a group swap: refused when the model is
+    built, in one line, not when Lightning calls configure_optimizers."""
+    factory = functools.partial(torch.optim.lr_scheduler.CosineAnnealingLR, patience=3)
+    with pytest.raises(ConfigError, match=r"scheduler: unknown option 'patience' for torch"):
+        SchedulerSpec.parse(factory)
+    with pytest.raises(ConfigError, match=r"Did you mean 'lr_mult'\?"):
+        OptimizerSpec.parse(functools.partial(torch.optim.SGD, lr=0.1, lr_mul={"head": 2}))
+
+
+def test_parameter_groups_are_named_for_the_learning_rate_monitor():
+    groups = param_groups(
+        Net(), ParamGroupOptions(lr_mult={"backbone": 0.1, "head": 0.1}, norm_decay_mult=0.5)
+    )
+    names = {group["name"]: len(group["params"]) for group in groups}
+    assert names == {
+        "backbone": 2,  # the two linear layers' weights
+        "backbone/no_decay": 2,  # their biases
+        "backbone/decay_x0.5": 2,  # the batch norm's weight and bias
+        "default/decay_x0.5": 2,  # the layer norm (neck)
+        "head": 1,  # same lr_mult as the backbone, a group of its own all the same
+        "head/no_decay": 1,
+        "default": 1,  # the free parameter "scale"
+    }
