@@ -3,13 +3,14 @@
 #   make test    create .venv (if needed), install, run the whole test suite
 #   make docs    build the documentation site into site/, every warning an error
 #   make bench   the loss and kernel benchmarks behind docs/performance.md (~10 min)
+#   make dist    build the sdist and the wheel into dist/ and check them with twine
 VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip install --quiet --constraint constraints.txt
 # glibc's heap as in a long training loop: freed memory is reused, not faulted in afresh
 STEADY_HEAP := MALLOC_MMAP_THRESHOLD_=268435456 MALLOC_TRIM_THRESHOLD_=1073741824
 
-.PHONY: install train test test-fast lint format docs bench
+.PHONY: install train test test-fast lint format docs bench dist
 
 install: $(VENV)/.installed
 
@@ -17,7 +18,7 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 	python3 -m venv $(VENV)
 	# torch first and pinned: the local CPU wheel, never the multi-GB CUDA build.
 	$(PIP) torch==2.13.0
-	$(PIP) --editable ".[examples,dev,bench,docs]"
+	$(PIP) --editable ".[examples,cli,dev,bench,docs]"
 	touch $@
 
 train: install
@@ -32,6 +33,15 @@ test-fast: install
 bench: install
 	$(STEADY_HEAP) $(PY) -m benchmarks.bench_losses --threads 1
 	$(STEADY_HEAP) $(PY) -m benchmarks.bench_kernels --threads 1
+
+# twine in an environment of its own: it brings rich, with which Lightning would switch its
+# progress bar and model summary in the development environment
+dist: install
+	rm -rf dist
+	$(PY) -m build --no-isolation --outdir dist .
+	test -x $(VENV)-twine/bin/twine || (python3 -m venv $(VENV)-twine && \
+		$(VENV)-twine/bin/python -m pip install --quiet --constraint constraints.txt twine)
+	$(VENV)-twine/bin/twine check --strict dist/*
 
 docs: install
 	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict

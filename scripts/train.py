@@ -15,9 +15,15 @@ A bad override stops the script with one line saying what to fix (exit code 2 fo
 that cannot be parsed, 1 otherwise); ``HYDRA_FULL_ERROR=1`` shows the full trace instead.
 """
 
+import warnings
+
 from omegaconf import DictConfig
 
 from lossplug.config import lossplug_main
+
+# a deprecation inside Lightning (its use of torch's LeafSpec), nothing a user of this script
+# can act on
+warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated")
 
 
 @lossplug_main(version_base="1.3", config_path="../conf", config_name="train")

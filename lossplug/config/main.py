@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+import logging
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -31,6 +32,11 @@ def lossplug_main(
     while the task runs (an option its target refuses, a shape a loss cannot take) are printed
     as one line too (:func:`one_line_errors`); ``HYDRA_FULL_ERROR=1`` shows the trace.
 
+    Lightning's log lines go through the handlers of Hydra's job logging, once each: to the
+    console and to the job's log file (``{job name}.log`` in the run's folder). Left to
+    itself, Lightning prints them a second time with handlers of its own, or, imported before
+    Hydra set up logging, only with its own, and the log file stays empty.
+
     Args:
         config_path: the config folder, relative to the decorated function's file (as for
             ``hydra.main``); a ``pkg://`` path is left to Hydra alone.
@@ -50,6 +56,7 @@ def lossplug_main(
     def decorate(task: Task) -> Callable[..., Any]:
         @functools.wraps(task)
         def task_with_one_line_errors(cfg: DictConfig) -> Any:
+            _lightning_logs_through_hydra()
             with one_line_errors():
                 return task(cfg)
 
@@ -75,3 +82,24 @@ def _config_folder(task: Task, config_path: str | None) -> Path | None:
     if config_path is None or config_path.startswith("pkg://"):
         return None
     return Path(inspect.getfile(task)).resolve().parent / config_path
+
+
+#: the loggers that Lightning gives console handlers of their own
+LIGHTNING_LOGGERS = ("lightning", "lightning.pytorch", "lightning.fabric")
+
+
+def _lightning_logs_through_hydra() -> None:
+    """Hand Lightning's log records to the root logger's handlers, which Hydra set up.
+
+    Lightning adds its console handlers when first imported, so it is imported here first;
+    with no root handlers (``hydra/job_logging=disabled``) Lightning's own stay.
+    """
+    import lightning.pytorch  # noqa: F401  (its import adds the handlers removed below)
+
+    if not logging.getLogger().handlers:
+        return
+    for name in LIGHTNING_LOGGERS:
+        logger = logging.getLogger(name)
+        for handler in [h for h in logger.handlers if type(h) is logging.StreamHandler]:
+            logger.removeHandler(handler)
+        logger.propagate = True

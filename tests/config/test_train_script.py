@@ -81,3 +81,25 @@ def test_a_typo_on_the_command_line_names_the_valid_options(tmp_path):
         result.stderr
     )
     assert "Valid options:" in result.stderr
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        ("seed=1", "test=false"),  # Lightning first imported once Hydra set up logging
+        ("trainer.max_epochs=2", "test=false"),  # imported before, to check the override
+    ],
+    ids=["plain keys", "a trainer override"],
+)
+def test_the_console_shows_each_line_once_and_the_log_file_keeps_them(tmp_path, overrides):
+    result = run_python(TRAIN, *overrides, f"hydra.run.dir={tmp_path}", cwd=tmp_path, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    console = result.stdout + result.stderr
+    for line in ("GPU available: False, used: False", "Total params", "Final metrics"):
+        assert console.count(line) == 1, line
+    assert "Tip:" not in console and "deprecated" not in console
+    assert "INFO" not in console  # messages as they are, not in the log file's format
+    log = (tmp_path / "train.log").read_text()
+    assert "[lightning.pytorch.utilities.rank_zero][INFO] - GPU available: False" in log
+    assert "Tip:" not in log
