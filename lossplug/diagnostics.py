@@ -97,6 +97,13 @@ class GradientDiagnostics(pl.Callback):
         self._params: list[nn.Parameter] = []
         self._last_sampled_step: int | None = None
 
+    def custom_scalar_charts(self) -> dict[str, list[Any]]:
+        """The TensorBoard charts of what this callback logs (the mixin lays them out)."""
+        return {
+            "gradient norm per term": ["Multiline", [r"^train/grad_norm/.*$"]],
+            "gradient cosine between terms": ["Multiline", [r"^train/grad_cosine/.*$"]],
+        }
+
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         """Check the module and select the parameters, before the first step."""
         if not isinstance(pl_module, LossPlugMixin):

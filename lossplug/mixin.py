@@ -46,7 +46,7 @@ from lossplug.nonfinite import NonFiniteGuard, NonFiniteLossError, drop_unless
 from lossplug.optim import OptimizerSpec, SchedulerSpec
 from lossplug.padding import PaddedEpoch, padded_epoch, take_rows
 from lossplug.registry import build_loss
-from lossplug.tensorboard import log_final_hparams, write_layout, write_scalars
+from lossplug.tensorboard import callback_charts, log_final_hparams, write_layout, write_scalars
 
 STAGES = ("train", "val", "test")
 #: the root of the logged names of the mixin's criterion: ``{stage}/loss``.
@@ -635,7 +635,11 @@ class LossPlugMixin:
                 "self.manual_backward(loss); opt.step()`"
             )
         if self.trainer.is_global_zero:
-            write_layout(self.trainer.loggers, self.criterion.component_names())
+            write_layout(
+                self.trainer.loggers,
+                weights=bool(self.criterion.varying_weights()),
+                extra_charts=callback_charts(self.trainer.callbacks),
+            )
 
     def on_fit_end(self) -> None:
         """Log hyperparameters with the final validation metrics as HPARAMS columns (rank 0)."""

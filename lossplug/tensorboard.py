@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -15,30 +14,43 @@ from lossplug._lightning import logger_prefix
 CHART_STAGES = ("train_step", "train", "val", "test")
 
 
-def custom_scalars_layout(component_names: Sequence[str] | None) -> dict[str, Any]:
-    """One multiline chart per stage holding the total and every component.
+def custom_scalars_layout(
+    *, weights: bool, extra_charts: Mapping[str, list[Any]] | None = None
+) -> dict[str, Any]:
+    """One multiline chart per stage with the total and every component, the same in every run.
 
-    Tags are regex-escaped, so component names with ``.``, ``+`` or brackets chart correctly.
+    TensorBoard merges the layouts of all the runs under its logdir and drops a chart that
+    another run has already laid out identically; a chart that named one run's components
+    would appear once per run. Each stage's chart matches ``{stage}/loss`` and every
+    ``{stage}/loss/...`` tag instead. Charts for values a run does not log are left out: an
+    empty chart says nothing.
 
     Args:
-        component_names: the loss's component names, in logging order; ``None`` (not known
-            before the first batch) charts every ``{stage}/loss/...`` tag instead.
+        weights: whether the run logs loss weights (``train/loss_weight/...``).
+        extra_charts: more charts, ``{title: ["Multiline", [tag regex, ...]]}``, e.g. those
+            of :class:`~lossplug.diagnostics.GradientDiagnostics`.
 
     Returns:
         A layout for ``SummaryWriter.add_custom_scalars``.
     """
-    charts = {}
-    for stage in CHART_STAGES:
-        patterns = [f"^{re.escape(f'{stage}/loss')}$"]
-        if component_names is None:
-            patterns.append(f"^{re.escape(f'{stage}/loss/')}.*$")
-        else:
-            patterns += [f"^{re.escape(f'{stage}/loss/{name}')}$" for name in component_names]
-        charts[f"{stage} loss and components"] = ["Multiline", patterns]
-    charts["loss weights"] = ["Multiline", [r"^train/loss_weight/.*$"]]
-    charts["gradient norm per term"] = ["Multiline", [r"^train/grad_norm/.*$"]]
-    charts["gradient cosine between terms"] = ["Multiline", [r"^train/grad_cosine/.*$"]]
+    charts: dict[str, list[Any]] = {
+        f"{stage} loss and components": ["Multiline", [f"^{stage}/loss$", f"^{stage}/loss/.*$"]]
+        for stage in CHART_STAGES
+    }
+    if weights:
+        charts["loss weights"] = ["Multiline", [r"^train/loss_weight/.*$"]]
+    charts.update(extra_charts or {})
     return {"lossplug": charts}
+
+
+def callback_charts(callbacks: Sequence[object]) -> dict[str, list[Any]]:
+    """The charts that callbacks lay out for what they log: their ``custom_scalar_charts()``."""
+    charts: dict[str, list[Any]] = {}
+    for callback in callbacks:
+        charts_of = getattr(callback, "custom_scalar_charts", None)
+        if callable(charts_of):
+            charts.update(charts_of())
+    return charts
 
 
 def tensorboard_loggers(loggers: Sequence[object]) -> list[TensorBoardLogger]:
@@ -46,9 +58,14 @@ def tensorboard_loggers(loggers: Sequence[object]) -> list[TensorBoardLogger]:
     return [logger for logger in loggers if isinstance(logger, TensorBoardLogger)]
 
 
-def write_layout(loggers: Sequence[object], component_names: Sequence[str] | None) -> None:
-    """Write the custom-scalars layout to every TensorBoard logger (call on rank 0 only)."""
-    layout = custom_scalars_layout(component_names)
+def write_layout(
+    loggers: Sequence[object], *, weights: bool, extra_charts: Mapping[str, list[Any]]
+) -> None:
+    """Write the custom-scalars layout to every TensorBoard logger (call on rank 0 only).
+
+    A run's layout is read once by TensorBoard: its first one, so everything goes in one.
+    """
+    layout = custom_scalars_layout(weights=weights, extra_charts=extra_charts)
     for logger in tensorboard_loggers(loggers):
         logger.experiment.add_custom_scalars(layout)
 

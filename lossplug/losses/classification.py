@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from torch import Tensor
 
 from lossplug._validation import check_choice, check_number, check_reduction, check_weight_tensor
@@ -196,7 +198,7 @@ class HingeLoss(LossModule):
 
     def __init__(
         self,
-        mode: str = AUTO,
+        mode: Literal["binary", "multiclass", "auto"] = AUTO,
         margin: float = 1.0,
         squared: bool = False,
         reduction: str = "mean",

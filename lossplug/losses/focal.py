@@ -7,7 +7,7 @@ from torch import Tensor
 from lossplug._validation import check_choice, check_number, check_weight_tensor
 from lossplug.functional.focal import FOCAL_MODES, focal
 from lossplug.losses.base import LossModule
-from lossplug.losses.mode import AUTO
+from lossplug.losses.mode import AUTO, Mode
 from lossplug.registry import register_loss
 
 
@@ -39,7 +39,7 @@ class FocalLoss(LossModule):
 
     def __init__(
         self,
-        mode: str = AUTO,
+        mode: Mode = AUTO,
         gamma: float = 2.0,
         alpha: float | list[float] | Tensor | None = None,
         ignore_index: int | None = None,

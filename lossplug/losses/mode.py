@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Literal
 
 from torch import Tensor
 
 #: the mode option's value that lets the first batch decide.
 AUTO = "auto"
+#: the ``mode`` option of a loss module with all three modes (command-line checks read it).
+Mode = Literal["binary", "multiclass", "multilabel", "auto"]
 
 
 def infer_mode(loss: str, pred: Tensor, target: Tensor, modes: Sequence[str]) -> str:

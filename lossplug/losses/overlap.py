@@ -10,6 +10,7 @@ from lossplug._validation import check_choice, check_number, check_weight_tensor
 from lossplug.functional import overlap as F
 from lossplug.functional.classification import kept_target_weight
 from lossplug.losses.base import LossModule, MultiTermLoss, batch_count
+from lossplug.losses.mode import Mode
 from lossplug.registry import register_loss
 
 
@@ -27,7 +28,7 @@ class _OverlapLoss(LossModule):
     def __init__(
         self,
         *,
-        mode: str,
+        mode: Mode,
         input: F.InputKind,
         smooth_nr: float,
         smooth_dr: float,
@@ -99,7 +100,7 @@ class DiceLoss(_OverlapLoss):
     def __init__(
         self,
         *,
-        mode: str = "multiclass",
+        mode: Mode = "multiclass",
         input: F.InputKind = "logits",
         smooth_nr: float = 1e-5,
         smooth_dr: float = 1e-5,
@@ -149,7 +150,7 @@ class TverskyLoss(_OverlapLoss):
     def __init__(
         self,
         *,
-        mode: str = "multiclass",
+        mode: Mode = "multiclass",
         input: F.InputKind = "logits",
         alpha: float = 0.5,
         beta: float = 0.5,

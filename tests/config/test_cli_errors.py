@@ -176,7 +176,7 @@ COMMAND_LINES = {
         "loss.terms has no key 'dcie'. Did you mean 'dice'? Its keys: dice, ce"
     ),
     ("experiment=segmentation", "loss=dice", "loss.mode=foo"): (
-        "loss: option 'mode' takes one of binary, multilabel, multiclass, got 'foo'"
+        "loss: option 'mode' takes one of binary, multiclass, multilabel, auto, got 'foo'"
     ),
     ("trainer.precision=bf16mixed",): "got 'bf16mixed'; did you mean bf16-mixed?",
     ("test=maybe",): "test takes true or false, got 'maybe'; e.g. test=true",

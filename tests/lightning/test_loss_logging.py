@@ -7,11 +7,15 @@ last batch; the epoch values must still be the exact mean over the whole dataset
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
 from conftest import JOBS, run_python
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+from tensorboard.plugins.custom_scalar import layout_pb2
+
+from lossplug.tensorboard import CHART_STAGES as STAGE_CHARTS
 
 JOB = JOBS / "ddp_loss_job.py"
 
@@ -74,11 +78,16 @@ def test_loss_logging_adds_one_collective_per_epoch(composite_run, tmp_path):
 
 
 def test_custom_scalars_layout_charts_every_component(composite_run):
-    _, _, events = composite_run
+    _, scalars, events = composite_run
     assert "custom_scalars__config__" in events.Tags()["tensors"]
-    layout = events.Tensors("custom_scalars__config__")[0].tensor_proto.string_val[0]
-    for tag in (b"val/loss/focal", b"test/loss/ce", b"train_step/loss"):
-        assert tag in layout
+    layout = layout_pb2.Layout()
+    layout.ParseFromString(events.Tensors("custom_scalars__config__")[0].tensor_proto.string_val[0])
+    charts = {chart.title: chart.multiline.tag for chart in layout.category[0].chart}
+    assert set(charts) == {f"{stage} loss and components" for stage in STAGE_CHARTS}
+    for stage in STAGE_CHARTS:
+        patterns = charts[f"{stage} loss and components"]
+        charted = {tag for tag in scalars if any(re.search(p, tag) for p in patterns)}
+        assert charted == {f"{stage}/loss", f"{stage}/loss/ce", f"{stage}/loss/focal"}
 
 
 @pytest.mark.parametrize("sharding", SHARDINGS)

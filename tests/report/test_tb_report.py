@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from conftest import REPO, run_python
 from markdown_tables import markdown_rows
-from tiny_runs import SWEEP_LOSSES, last_scalars, tiny_sweep
+from tiny_runs import SWEEP_LOSSES, TINY, last_scalars, tiny_sweep
 
 REPORT = REPO / "scripts" / "tb_report.py"
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -94,3 +94,17 @@ def test_the_package_command_prints_what_the_script_prints(sweep, tmp_path):
     assert script.returncode == package.returncode == 0, package.stderr[-3000:]
     assert package.stdout == script.stdout
     assert_png(tmp_path / "val.png")
+
+
+def test_the_docs_sample_is_the_tools_output_for_the_same_sweep(sweep, tmp_path):
+    """docs/reports.md shows a report of the tiny sweep's command: the same columns and rows."""
+    docs = (REPO / "docs" / "reports.md").read_text()
+    sample = docs.split("```text\n", 1)[1].split("```", 1)[0]
+    for override in TINY:
+        assert override in sample.splitlines()[0]  # the sweep's command, as run here
+    result = run_python(REPORT, sweep, "--out", tmp_path / "report.png", cwd=tmp_path, timeout=120)
+    assert result.returncode == 0, result.stderr[-3000:]
+    ours, theirs = markdown_rows(sample), markdown_rows(result.stdout)
+    assert ours[0] == theirs[0]  # the columns
+    assert [row[0] for row in ours[1:]] == [row[0] for row in theirs[1:]]  # the runs
+    assert [row.count("-") for row in ours] == [row.count("-") for row in theirs]

@@ -71,10 +71,21 @@ def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def tensorboard_url(run_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """The address of ``tensorboard --logdir run_dir`` on 127.0.0.1 and a port the OS picks."""
+    yield from serve(run_dir, tmp_path_factory)
+
+
+@pytest.fixture(scope="module")
+def sweep_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A server over the whole sweep (two runs), as ``tensorboard --logdir logs/`` is."""
+    yield from serve(tiny_sweep(tmp_path_factory), tmp_path_factory)
+
+
+def serve(logdir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """Start ``tensorboard --logdir logdir``, yield its address once it serves ``val/loss``."""
     log = tmp_path_factory.mktemp("tensorboard") / "server.log"
     with log.open("wb") as output:
         server = subprocess.Popen(
-            [*TENSORBOARD, "--logdir", str(run_dir), "--host", "127.0.0.1", "--port", "0"],
+            [*TENSORBOARD, "--logdir", str(logdir), "--host", "127.0.0.1", "--port", "0"],
             stdout=output,
             stderr=subprocess.STDOUT,
         )
@@ -109,3 +120,27 @@ def test_the_server_returns_the_logged_values(tensorboard_url, run_dir):
     # a single loss: the total is its one component
     assert [value for _, _, value in component] == pytest.approx([v for _, _, v in total])
     assert total[-1][2] < total[0][2]  # it learns
+
+
+def test_custom_scalars_show_one_set_of_charts_for_a_logdir_of_several_runs(sweep_url):
+    """A cross-entropy run and a focal run: one chart per stage, each with data, none twice."""
+    deadline = time.monotonic() + START_TIMEOUT_S
+    tags = wait_for_tag(sweep_url, "val/loss/focal", deadline)
+    assert len(tags) == 2
+    served = {tag for run_tags in tags.values() for tag in run_tags}
+    layout = get_json(f"{sweep_url}/data/plugin/custom_scalars/layout")
+    charts = [chart for category in layout["category"] for chart in category["chart"]]
+    titles = [chart["title"] for chart in charts]
+    assert titles == [
+        "train_step loss and components",
+        "train loss and components",
+        "val loss and components",
+        "test loss and components",
+    ]  # no loss weights, no gradient diagnostics: neither run logs them
+    for chart in charts:
+        patterns = chart["multiline"]["tag"]
+        assert any(re.search(p, tag) for p in patterns for tag in served), chart["title"]
+    val = next(chart for chart in charts if chart["title"] == "val loss and components")
+    for tag in ("val/loss", "val/loss/cross_entropy", "val/loss/focal"):
+        assert any(re.search(p, tag) for p in val["multiline"]["tag"]), tag
+    assert not any(re.search(p, "val/acc") for p in val["multiline"]["tag"])
