@@ -577,8 +577,9 @@ class LossPlugMixin:
         self.criterion.set_progress(self.current_epoch, self.global_step)
 
     def on_test_epoch_start(self) -> None:
-        """Start the epoch's bookkeeping."""
+        """Start the epoch's bookkeeping; chart the test stage too."""
         self._start_epoch("test")
+        self._write_layout(("train_step", "train", "val", "test"))
 
     def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
         """Move scheduled loss weights to the current epoch and step; note the batch."""
@@ -634,9 +635,14 @@ class LossPlugMixin:
                 "`loss = self.compute_loss(...)`, then `if torch.isfinite(loss): "
                 "self.manual_backward(loss); opt.step()`"
             )
+        self._write_layout(("train_step", "train", "val"))
+
+    def _write_layout(self, stages: tuple[str, ...]) -> None:
+        """The TensorBoard custom-scalars charts of ``stages`` and of what else the run logs."""
         if self.trainer.is_global_zero:
             write_layout(
                 self.trainer.loggers,
+                stages=stages,
                 weights=bool(self.criterion.varying_weights()),
                 extra_charts=callback_charts(self.trainer.callbacks),
             )

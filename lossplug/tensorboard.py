@@ -15,7 +15,10 @@ CHART_STAGES = ("train_step", "train", "val", "test")
 
 
 def custom_scalars_layout(
-    *, weights: bool, extra_charts: Mapping[str, list[Any]] | None = None
+    *,
+    stages: Sequence[str] = CHART_STAGES,
+    weights: bool,
+    extra_charts: Mapping[str, list[Any]] | None = None,
 ) -> dict[str, Any]:
     """One multiline chart per stage with the total and every component, the same in every run.
 
@@ -26,6 +29,7 @@ def custom_scalars_layout(
     empty chart says nothing.
 
     Args:
+        stages: the stages the run logs, among :data:`CHART_STAGES`.
         weights: whether the run logs loss weights (``train/loss_weight/...``).
         extra_charts: more charts, ``{title: ["Multiline", [tag regex, ...]]}``, e.g. those
             of :class:`~lossplug.diagnostics.GradientDiagnostics`.
@@ -36,6 +40,7 @@ def custom_scalars_layout(
     charts: dict[str, list[Any]] = {
         f"{stage} loss and components": ["Multiline", [f"^{stage}/loss$", f"^{stage}/loss/.*$"]]
         for stage in CHART_STAGES
+        if stage in stages
     }
     if weights:
         charts["loss weights"] = ["Multiline", [r"^train/loss_weight/.*$"]]
@@ -59,13 +64,18 @@ def tensorboard_loggers(loggers: Sequence[object]) -> list[TensorBoardLogger]:
 
 
 def write_layout(
-    loggers: Sequence[object], *, weights: bool, extra_charts: Mapping[str, list[Any]]
+    loggers: Sequence[object],
+    *,
+    stages: Sequence[str],
+    weights: bool,
+    extra_charts: Mapping[str, list[Any]],
 ) -> None:
     """Write the custom-scalars layout to every TensorBoard logger (call on rank 0 only).
 
-    A run's layout is read once by TensorBoard: its first one, so everything goes in one.
+    TensorBoard shows a run's last layout: a later one (with the test stage, once it runs)
+    replaces the earlier.
     """
-    layout = custom_scalars_layout(weights=weights, extra_charts=extra_charts)
+    layout = custom_scalars_layout(stages=stages, weights=weights, extra_charts=extra_charts)
     for logger in tensorboard_loggers(loggers):
         logger.experiment.add_custom_scalars(layout)
 

@@ -19,7 +19,12 @@ import torch
 import torch.nn.functional as F
 from conftest import DEMO_CONF, JOBS, REPO, run_python
 from lightning.pytorch.loggers import TensorBoardLogger
-from tensorboard.backend.event_processing.event_accumulator import SCALARS, EventAccumulator
+from tensorboard.backend.event_processing.event_accumulator import (
+    SCALARS,
+    TENSORS,
+    EventAccumulator,
+)
+from tensorboard.plugins.custom_scalar import layout_pb2
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, TensorDataset
 
@@ -131,6 +136,17 @@ def written_points(log_dir: Path) -> dict[str, list[tuple[int, float]]]:
     }
 
 
+def charted(log_dir: Path) -> list[str]:
+    """The titles of the charts in the run's custom-scalars layout."""
+    events = EventAccumulator(str(log_dir / "tb" / "version_0"), size_guidance={TENSORS: 0})
+    events.Reload()
+    layout = layout_pb2.Layout()
+    layout.ParseFromString(
+        events.Tensors("custom_scalars__config__")[-1].tensor_proto.string_val[0]
+    )
+    return [chart.title for category in layout.category for chart in category.chart]
+
+
 def logged(log_dir: Path) -> dict[str, dict[int, float]]:
     """{tag: {step: value}} of the diagnostics written to TensorBoard."""
     return {tag: dict(points) for tag, points in written_points(log_dir).items()}
@@ -213,6 +229,7 @@ def test_a_single_term_loss_logs_one_norm_and_no_cosine(tmp_path):
     fit(Regressor(MSELoss()), [snapshots, GradientDiagnostics(every_n_steps=1)], tmp_path)
     written = logged(tmp_path)
     assert set(written) == {"train/grad_norm/mse"}
+    assert "gradient norm per term" in charted(tmp_path)  # the callback's charts are laid out
     for step, (state, batch) in snapshots.steps.items():
         expected = reference_gradients(state, batch, {"mse": 1.0})["mse"].norm().item()
         assert written["train/grad_norm/mse"][step] == pytest.approx(expected, rel=1e-5)

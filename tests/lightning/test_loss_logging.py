@@ -81,7 +81,10 @@ def test_custom_scalars_layout_charts_every_component(composite_run):
     _, scalars, events = composite_run
     assert "custom_scalars__config__" in events.Tags()["tensors"]
     layout = layout_pb2.Layout()
-    layout.ParseFromString(events.Tensors("custom_scalars__config__")[0].tensor_proto.string_val[0])
+    # the last layout, which TensorBoard shows: written again when the test stage starts
+    layout.ParseFromString(
+        events.Tensors("custom_scalars__config__")[-1].tensor_proto.string_val[0]
+    )
     charts = {chart.title: chart.multiline.tag for chart in layout.category[0].chart}
     assert set(charts) == {f"{stage} loss and components" for stage in STAGE_CHARTS}
     for stage in STAGE_CHARTS:

@@ -135,8 +135,7 @@ def test_custom_scalars_show_one_set_of_charts_for_a_logdir_of_several_runs(swee
         "train_step loss and components",
         "train loss and components",
         "val loss and components",
-        "test loss and components",
-    ]  # no loss weights, no gradient diagnostics: neither run logs them
+    ]  # no test stage (test=false), loss weights or gradient diagnostics: no run logs them
     for chart in charts:
         patterns = chart["multiline"]["tag"]
         assert any(re.search(p, tag) for p in patterns for tag in served), chart["title"]
@@ -144,3 +143,24 @@ def test_custom_scalars_show_one_set_of_charts_for_a_logdir_of_several_runs(swee
     for tag in ("val/loss", "val/loss/cross_entropy", "val/loss/focal"):
         assert any(re.search(p, tag) for p in val["multiline"]["tag"]), tag
     assert not any(re.search(p, "val/acc") for p in val["multiline"]["tag"])
+
+
+@pytest.fixture(scope="module")
+def two_layouts_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A server over a run that wrote its layout twice, as a run that fits and then tests does."""
+    from torch.utils.tensorboard import SummaryWriter
+
+    from lossplug.tensorboard import custom_scalars_layout
+
+    logdir = tmp_path_factory.mktemp("two_layouts")
+    with SummaryWriter(logdir) as writer:
+        writer.add_custom_scalars(custom_scalars_layout(stages=("train", "val"), weights=False))
+        writer.add_scalar("val/loss", 1.0, 0)
+        writer.add_custom_scalars(custom_scalars_layout(stages=("val", "test"), weights=False))
+    yield from serve(logdir, tmp_path_factory)
+
+
+def test_tensorboard_shows_a_runs_last_layout(two_layouts_url):
+    layout = get_json(f"{two_layouts_url}/data/plugin/custom_scalars/layout")
+    titles = [chart["title"] for category in layout["category"] for chart in category["chart"]]
+    assert titles == ["val loss and components", "test loss and components"]
