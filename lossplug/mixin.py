@@ -46,7 +46,13 @@ from lossplug.nonfinite import NonFiniteGuard, NonFiniteLossError, drop_unless
 from lossplug.optim import OptimizerSpec, SchedulerSpec
 from lossplug.padding import PaddedEpoch, padded_epoch, take_rows
 from lossplug.registry import build_loss
-from lossplug.tensorboard import callback_charts, log_final_hparams, write_layout, write_scalars
+from lossplug.tensorboard import (
+    callback_charts,
+    log_final_hparams,
+    log_initial_hparams,
+    write_layout,
+    write_scalars,
+)
 
 STAGES = ("train", "val", "test")
 #: the root of the logged names of the mixin's criterion: ``{stage}/loss``.
@@ -636,6 +642,8 @@ class LossPlugMixin:
                 "self.manual_backward(loss); opt.step()`"
             )
         self._write_layout(("train_step", "train", "val"))
+        if self.trainer.is_global_zero:
+            log_initial_hparams(self.trainer.loggers, self.hparams)
 
     def _write_layout(self, stages: tuple[str, ...]) -> None:
         """The TensorBoard custom-scalars charts of ``stages`` and of what else the run logs."""
@@ -702,7 +710,8 @@ class LossPlugMixin:
         for args in collect_init_args(frame, [], classes=(HyperparametersMixin,)):
             init_args.update(args)
         built = [name for name, value in init_args.items() if not _is_config_value(value)]
-        self.save_hyperparameters(ignore=built, frame=frame)
+        # logged by the mixin itself (lossplug.tensorboard.log_final_hparams), once
+        self.save_hyperparameters(ignore=built, frame=frame, logger=False)
         for name, value in self.hparams.items():
             self.hparams[name] = to_plain(value)
 

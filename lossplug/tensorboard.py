@@ -85,8 +85,11 @@ def log_final_hparams(
 ) -> None:
     """Log hyperparameters with the run's final validation metrics as HPARAMS columns.
 
-    The metrics are written under ``hparams/{name}`` (``hparams/val/loss``,
-    ``hparams/val/acc``, ...) so they do not add a stray point to the training curves.
+    The one time they reach a TensorBoard logger: TensorBoard keeps the metric columns of the
+    first hyperparameters a run logs, so Lightning's own logging at the start (with
+    ``hp_metric = -1`` on its default logger) is turned off by the mixin. The metrics are
+    written under ``hparams/{name}`` (``hparams/val/loss``, ``hparams/val/acc``, ...) so they
+    do not add a stray point to the training curves; booleans as ``true``/``false``, not 1/0.
 
     Args:
         loggers: the trainer's loggers.
@@ -100,8 +103,29 @@ def log_final_hparams(
     }
     if not final:
         return
+    readable = {name: _readable(value) for name, value in hparams.items()}
     for logger in tensorboard_loggers(loggers):
-        logger.log_hyperparams(dict(hparams), final)
+        logger.log_hyperparams(readable, final)
+
+
+def log_initial_hparams(loggers: Sequence[Logger], hparams: Mapping[str, Any]) -> None:
+    """Give loggers other than TensorBoard the hyperparameters at the start, as Lightning would.
+
+    (CSV's ``hparams.yaml``, for instance; TensorBoard gets them at the end, with the final
+    metrics: :func:`log_final_hparams`.)
+    """
+    for logger in loggers:
+        if not isinstance(logger, TensorBoardLogger):
+            logger.log_hyperparams(dict(hparams))
+
+
+def _readable(value: Any) -> Any:
+    """``value`` with its booleans as ``"true"``/``"false"`` (TensorBoard shows bools as 1/0)."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, Mapping):
+        return {key: _readable(item) for key, item in value.items()}
+    return value
 
 
 def write_scalars(loggers: Sequence[Logger], scalars: Mapping[str, float], step: int) -> None:

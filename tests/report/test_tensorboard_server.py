@@ -164,3 +164,69 @@ def test_tensorboard_shows_a_runs_last_layout(two_layouts_url):
     layout = get_json(f"{two_layouts_url}/data/plugin/custom_scalars/layout")
     titles = [chart["title"] for category in layout["category"] for chart in category["chart"]]
     assert titles == ["val loss and components", "test loss and components"]
+
+
+def post_json(url: str, body: dict[str, Any]) -> Any:
+    request = urllib.request.Request(
+        url, data=json.dumps(body).encode(), headers={"Content-Type": "application/json"}
+    )
+    with LOCAL.open(request, timeout=REQUEST_TIMEOUT_S) as response:
+        return json.load(response)
+
+
+@pytest.fixture(scope="module")
+def default_logger_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, float]:
+    """A run with Lightning's default logger, as an own project has it; its final val/loss."""
+    import lightning as L
+    from exact_modules import Classifier, classes, loader
+
+    root = tmp_path_factory.mktemp("default_logger")
+    hinge = {"_target_": "lossplug.losses.HingeLoss", "mode": "multiclass", "squared": False}
+    trainer = L.Trainer(
+        max_epochs=2, default_root_dir=root, enable_progress_bar=False, enable_checkpointing=False
+    )
+    trainer.fit(Classifier(loss=hinge, lr=0.1), loader(classes(40), 10), loader(classes(20), 10))
+    return root / "lightning_logs", float(trainer.callback_metrics["val/loss"])
+
+
+@pytest.fixture(scope="module")
+def default_logger_url(default_logger_run, tmp_path_factory) -> Iterator[str]:
+    yield from serve(default_logger_run[0], tmp_path_factory)
+
+
+def test_hparams_show_the_final_metrics_once_and_readable_booleans(
+    default_logger_url, default_logger_run
+):
+    """With Lightning's default logger too: no hp_metric = -1, the final val/loss instead."""
+    body = {
+        "experimentName": "",
+        "allowedStatuses": ["STATUS_UNKNOWN", "STATUS_SUCCESS", "STATUS_FAILURE"],
+        "colParams": [],
+        "startIndex": 0,
+        "sliceSize": 10,
+    }
+    deadline = time.monotonic() + START_TIMEOUT_S
+    while time.monotonic() < deadline:
+        groups = post_json(f"{default_logger_url}/data/plugin/hparams/session_groups", body)
+        if groups.get("sessionGroups"):
+            break
+        time.sleep(0.5)
+    (group,) = groups["sessionGroups"]  # one run, one row
+    metrics = {value["name"]["tag"]: value["value"] for value in group["metricValues"]}
+    assert list(metrics) == ["hparams/val/loss"]
+    assert metrics["hparams/val/loss"] == pytest.approx(default_logger_run[1], rel=1e-6)
+    assert group["hparams"]["loss/squared"] == "false"
+    assert hparams_writes(default_logger_run[0]) == 1  # hyperparameters logged once
+    assert group["hparams"]["loss/_target_"] == "lossplug.losses.HingeLoss"
+
+
+def hparams_writes(logdir: Path) -> int:
+    """How many times the runs under ``logdir`` wrote their hyperparameters."""
+    from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
+
+    return sum(
+        value.tag == "_hparams_/session_start_info"
+        for path in logdir.rglob("events.out.tfevents.*")
+        for event in EventFileLoader(str(path)).Load()
+        for value in event.summary.value
+    )
