@@ -4,6 +4,8 @@
 
 :mod:`lossplug.report.runs` reads the runs and plots their curves, :mod:`lossplug.report.cli`
 is the command line and :mod:`lossplug.report.tables` writes Markdown and plain-text tables
-(the benchmarks use it too). ``import lossplug`` does not load this package; the plot needs
+(the benchmarks use it too); :mod:`lossplug.report.server` runs a TensorBoard server over the
+runs and :mod:`lossplug.report.screenshots` photographs its tabs with headless Chromium.
+``import lossplug`` does not load this package; the plot needs
 matplotlib (``pip install lossplug[report]``).
 """

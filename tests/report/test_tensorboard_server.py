@@ -4,62 +4,18 @@ from __future__ import annotations
 
 import json
 import re
-import subprocess
-import sys
 import time
 import urllib.parse
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 from tiny_runs import tiny_sweep
 
-TENSORBOARD = (sys.executable, "-m", "tensorboard.main")
+from lossplug.report.server import get_json, tensorboard_server
+
 START_TIMEOUT_S = 60.0
-REQUEST_TIMEOUT_S = 10.0
-#: TensorBoard prints "TensorBoard 2.x at http://127.0.0.1:PORT/ (Press CTRL+C to quit)".
-SERVING = re.compile(r"at (http://127\.0\.0\.1:\d+)/")
-#: requests to the local server never go through a proxy from the environment.
-LOCAL = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-
-
-def get_json(url: str) -> Any:
-    with LOCAL.open(url, timeout=REQUEST_TIMEOUT_S) as response:
-        return json.load(response)
-
-
-def wait_for_url(server: subprocess.Popen[bytes], log: Path, deadline: float) -> str:
-    """The server's address, once it has printed it; fails if it exits or the deadline passes."""
-    while time.monotonic() < deadline:
-        match = SERVING.search(log.read_text(errors="replace"))
-        if match:
-            return match.group(1)
-        if server.poll() is not None:
-            pytest.fail(f"tensorboard exited with {server.returncode}:\n{log.read_text()}")
-        time.sleep(0.2)
-    pytest.fail(f"tensorboard printed no address in {START_TIMEOUT_S} s:\n{log.read_text()}")
-
-
-def wait_for_tag(url: str, tag: str, deadline: float) -> dict[str, dict[str, Any]]:
-    """The served tags, once some run has ``tag`` (TensorBoard loads the logs in the background)."""
-    while time.monotonic() < deadline:
-        tags = get_json(f"{url}/data/plugin/scalars/tags")
-        if any(tag in run_tags for run_tags in tags.values()):
-            return tags
-        time.sleep(0.5)
-    pytest.fail(f"tensorboard served no {tag!r} in {START_TIMEOUT_S} s")
-
-
-def stop(server: subprocess.Popen[bytes]) -> None:
-    """Terminate the server, and kill it if it is still there after 10 s."""
-    server.terminate()
-    try:
-        server.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        server.kill()
-        server.wait(timeout=10)
 
 
 @pytest.fixture(scope="module")
@@ -71,31 +27,20 @@ def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def tensorboard_url(run_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """The address of ``tensorboard --logdir run_dir`` on 127.0.0.1 and a port the OS picks."""
-    yield from serve(run_dir, tmp_path_factory)
+    yield from serve(run_dir)
 
 
 @pytest.fixture(scope="module")
 def sweep_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A server over the whole sweep (two runs), as ``tensorboard --logdir logs/`` is."""
-    yield from serve(tiny_sweep(tmp_path_factory), tmp_path_factory)
+    with tensorboard_server(tiny_sweep(tmp_path_factory), "val/loss/focal", START_TIMEOUT_S) as url:
+        yield url  # once both runs are loaded
 
 
-def serve(logdir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """Start ``tensorboard --logdir logdir``, yield its address once it serves ``val/loss``."""
-    log = tmp_path_factory.mktemp("tensorboard") / "server.log"
-    with log.open("wb") as output:
-        server = subprocess.Popen(
-            [*TENSORBOARD, "--logdir", str(logdir), "--host", "127.0.0.1", "--port", "0"],
-            stdout=output,
-            stderr=subprocess.STDOUT,
-        )
-    try:
-        deadline = time.monotonic() + START_TIMEOUT_S
-        url = wait_for_url(server, log, deadline)
-        wait_for_tag(url, "val/loss", deadline)
+def serve(logdir: Path) -> Iterator[str]:
+    """The address of ``tensorboard --logdir logdir``, once it serves ``val/loss``."""
+    with tensorboard_server(logdir, timeout=START_TIMEOUT_S) as url:
         yield url
-    finally:
-        stop(server)
 
 
 def test_the_server_lists_the_total_and_every_component(tensorboard_url):
@@ -124,8 +69,7 @@ def test_the_server_returns_the_logged_values(tensorboard_url, run_dir):
 
 def test_custom_scalars_show_one_set_of_charts_for_a_logdir_of_several_runs(sweep_url):
     """A cross-entropy run and a focal run: one chart per stage, each with data, none twice."""
-    deadline = time.monotonic() + START_TIMEOUT_S
-    tags = wait_for_tag(sweep_url, "val/loss/focal", deadline)
+    tags = get_json(f"{sweep_url}/data/plugin/scalars/tags")
     assert len(tags) == 2
     served = {tag for run_tags in tags.values() for tag in run_tags}
     layout = get_json(f"{sweep_url}/data/plugin/custom_scalars/layout")
@@ -157,21 +101,13 @@ def two_layouts_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         writer.add_custom_scalars(custom_scalars_layout(stages=("train", "val"), weights=False))
         writer.add_scalar("val/loss", 1.0, 0)
         writer.add_custom_scalars(custom_scalars_layout(stages=("val", "test"), weights=False))
-    yield from serve(logdir, tmp_path_factory)
+    yield from serve(logdir)
 
 
 def test_tensorboard_shows_a_runs_last_layout(two_layouts_url):
     layout = get_json(f"{two_layouts_url}/data/plugin/custom_scalars/layout")
     titles = [chart["title"] for category in layout["category"] for chart in category["chart"]]
     assert titles == ["val loss and components", "test loss and components"]
-
-
-def post_json(url: str, body: dict[str, Any]) -> Any:
-    request = urllib.request.Request(
-        url, data=json.dumps(body).encode(), headers={"Content-Type": "application/json"}
-    )
-    with LOCAL.open(request, timeout=REQUEST_TIMEOUT_S) as response:
-        return json.load(response)
 
 
 @pytest.fixture(scope="module")
@@ -191,7 +127,7 @@ def default_logger_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, 
 
 @pytest.fixture(scope="module")
 def default_logger_url(default_logger_run, tmp_path_factory) -> Iterator[str]:
-    yield from serve(default_logger_run[0], tmp_path_factory)
+    yield from serve(default_logger_run[0])
 
 
 def test_hparams_show_the_final_metrics_once_and_readable_booleans(
@@ -207,7 +143,7 @@ def test_hparams_show_the_final_metrics_once_and_readable_booleans(
     }
     deadline = time.monotonic() + START_TIMEOUT_S
     while time.monotonic() < deadline:
-        groups = post_json(f"{default_logger_url}/data/plugin/hparams/session_groups", body)
+        groups = get_json(f"{default_logger_url}/data/plugin/hparams/session_groups", body)
         if groups.get("sessionGroups"):
             break
         time.sleep(0.5)
