@@ -184,6 +184,16 @@ def final_values_table(
     return ["run", *tags], rows
 
 
+def sole_component(run: Run, stage: str) -> str | None:
+    """``run``'s only loss component at ``stage`` where it equals the total; else ``None``."""
+    components = [tag for tag in run.scalars if tag.startswith(f"{stage}/loss/")]
+    total = [event.value for event in run.scalars.get(f"{stage}/loss", [])]
+    if len(components) != 1:
+        return None
+    (component,) = components
+    return component if [event.value for event in run.scalars[component]] == total else None
+
+
 def plot_curves(runs: Mapping[str, Run], tags: Sequence[str], out: Path) -> bool:
     """Plot every selected loss tag, one panel per stage, and save the figure as ``out``.
 
@@ -208,19 +218,28 @@ def plot_curves(runs: Mapping[str, Run], tags: Sequence[str], out: Path) -> bool
 
 
 def plot_stage(axes: Axes, runs: Mapping[str, Run], stage: str, tags: Sequence[str]) -> None:
-    """One line per labelled run (a colour each) and tag (a line style each) against the step."""
+    """One line per labelled run (a colour each) and tag (a line style each) against the step.
+
+    A run's only loss component, equal to its total, is not drawn under the total's line; the
+    total's label names it instead (``loss (= loss/focal)``).
+    """
     for colour, (label, run) in enumerate(runs.items()):
+        copy = sole_component(run, stage)
         for style, tag in enumerate(tags):
             events = run.scalars.get(tag, [])
-            if events:
-                axes.plot(
-                    [event.step for event in events],
-                    [event.value for event in events],
-                    color=f"C{colour % 10}",
-                    linestyle=LINE_STYLES[style % len(LINE_STYLES)],
-                    marker="o" if len(events) == 1 else None,
-                    label=f"{label}: {tag.removeprefix(stage + '/')}",
-                )
+            if not events or tag == copy:
+                continue
+            name = tag.removeprefix(stage + "/")
+            if copy is not None and tag == f"{stage}/loss":
+                name += f" (= {copy.removeprefix(stage + '/')})"
+            axes.plot(
+                [event.step for event in events],
+                [event.value for event in events],
+                color=f"C{colour % 10}",
+                linestyle=LINE_STYLES[style % len(LINE_STYLES)],
+                marker="o" if len(events) == 1 else None,
+                label=f"{label}: {name}",
+            )
     axes.set(title=stage, xlabel="step", ylabel="value")
     axes.grid(alpha=0.3)
     axes.legend(fontsize="small")

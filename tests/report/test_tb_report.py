@@ -13,6 +13,8 @@ from conftest import REPO, run_python
 from markdown_tables import markdown_rows
 from tiny_runs import SWEEP_LOSSES, TINY, last_scalars, tiny_sweep
 
+from lossplug.report.runs import Run
+
 REPORT = REPO / "scripts" / "tb_report.py"
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -108,3 +110,13 @@ def test_the_docs_sample_is_the_tools_output_for_the_same_sweep(sweep, tmp_path)
     assert ours[0] == theirs[0]  # the columns
     assert [row[0] for row in ours[1:]] == [row[0] for row in theirs[1:]]  # the runs
     assert [row.count("-") for row in ours] == [row.count("-") for row in theirs]
+
+
+def test_a_sole_component_equal_to_the_total_is_named_not_drawn_twice(sweep):
+    from lossplug.report.runs import read_scalars, sole_component
+
+    run = Run("0", (), read_scalars(sweep / "0" / "tensorboard" / "version_0"))
+    assert sole_component(run, "val") == "val/loss/cross_entropy"
+    assert sole_component(run, "train_step") == "train_step/loss/cross_entropy"
+    run.scalars["val/loss/extra"] = run.scalars["val/loss"]  # two components: both drawn
+    assert sole_component(run, "val") is None
