@@ -66,6 +66,15 @@ def test_the_wheel_holds_the_library_and_its_config_groups_only(installed):
     assert not any(file.startswith(outside) for file in files)
 
 
+def test_the_readmes_own_project_example_runs_as_printed(installed, tmp_path):
+    readme = (REPO / "README.md").read_text()
+    section = readme.split("### The mixin in your own Lightning project", 1)[1]
+    block = section.split("```python\n", 1)[1].split("```", 1)[0]
+    (tmp_path / "readme_example.py").write_text(block)
+    result = _run(installed, "readme_example.py", cwd=tmp_path)
+    assert "`Trainer.fit` stopped: `max_epochs=5` reached." in result.stdout + result.stderr
+
+
 def test_the_own_project_example_runs_in_the_fresh_environment(installed, tmp_path):
     shutil.copy(REPO / "examples" / "own_project.py", tmp_path)
     result = _run(installed, "own_project.py", cwd=tmp_path)
