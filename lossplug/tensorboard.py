@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
+from lightning.pytorch.core.saving import save_hparams_to_yaml
 from lightning.pytorch.loggers import Logger, TensorBoardLogger
 from tensorboard.compat.proto.summary_pb2 import Summary
 
@@ -85,6 +87,9 @@ def log_final_hparams(
 ) -> None:
     """Log hyperparameters with the run's final validation metrics as HPARAMS columns.
 
+    A run without validation gets its final training values instead (``hparams/train/loss``):
+    TensorBoard writes no hyperparameters without a metric.
+
     The one time they reach a TensorBoard logger: TensorBoard keeps the metric columns of the
     first hyperparameters a run logs, so Lightning's own logging at the start (with
     ``hp_metric = -1`` on its default logger) is turned off by the mixin. The metrics are
@@ -96,16 +101,23 @@ def log_final_hparams(
         hparams: the module's hyperparameters.
         metrics: the trainer's final ``callback_metrics``.
     """
-    final = {
-        f"hparams/{name}": float(value)
-        for name, value in metrics.items()
-        if name.startswith("val/") and "/loss/" not in name
-    }
+    final = _final_metrics(metrics, "val") or _final_metrics(metrics, "train")
     if not final:
         return
     readable = {name: _readable(value) for name, value in hparams.items()}
     for logger in tensorboard_loggers(loggers):
         logger.log_hyperparams(readable, final)
+        # Lightning wrote the logger's hparams.yaml at the start, while it still had none
+        save_hparams_to_yaml(Path(logger.log_dir) / logger.NAME_HPARAMS_FILE, dict(hparams))
+
+
+def _final_metrics(metrics: Mapping[str, Any], stage: str) -> dict[str, float]:
+    """``stage``'s totals and task metrics (not the loss components) as HPARAMS columns."""
+    return {
+        f"hparams/{name}": float(value)
+        for name, value in metrics.items()
+        if name.startswith(f"{stage}/") and "/loss/" not in name and "/loss_weight/" not in name
+    }
 
 
 def log_initial_hparams(loggers: Sequence[Logger], hparams: Mapping[str, Any]) -> None:

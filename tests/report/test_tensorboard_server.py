@@ -166,3 +166,16 @@ def hparams_writes(logdir: Path) -> int:
         for event in EventFileLoader(str(path)).Load()
         for value in event.summary.value
     )
+
+
+def test_a_run_without_validation_still_writes_its_hyperparameters_once(tmp_path):
+    import lightning as L
+    from exact_modules import Classifier, classes, loader
+
+    trainer = L.Trainer(
+        max_epochs=1, default_root_dir=tmp_path, enable_progress_bar=False, limit_val_batches=0
+    )
+    trainer.fit(Classifier(loss="cross_entropy"), loader(classes(20), 10))
+    logdir = tmp_path / "lightning_logs"
+    assert hparams_writes(logdir) == 1  # with the final training loss as its metric
+    assert "check_inputs: first" in (logdir / "version_0" / "hparams.yaml").read_text()
