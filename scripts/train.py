@@ -15,11 +15,13 @@ A bad override stops the script with one line saying what to fix (exit code 2 fo
 that cannot be parsed, 1 otherwise); ``HYDRA_FULL_ERROR=1`` shows the full trace instead.
 """
 
+import sys
 import warnings
 
 from omegaconf import DictConfig
 
 from lossplug.config import lossplug_main
+from lossplug.demo.launch import follower_overrides
 
 # a deprecation inside Lightning (its use of torch's LeafSpec), nothing a user of this script
 # can act on
@@ -34,4 +36,5 @@ def main(cfg: DictConfig) -> float | None:
 
 
 if __name__ == "__main__":
+    sys.argv += follower_overrides()  # under torchrun: one output folder, rank 0's
     main()

@@ -77,7 +77,7 @@ def test_the_documented_choices_exist():
     )
     assert options("optimizer") == ["adam", "adamw", "rmsprop", "sgd"]
     assert options("scheduler") == ["cosine", "none", "onecycle", "plateau", "step"]
-    assert options("trainer") == ["ddp", "ddp_sim", "default", "gpu"]
+    assert options("trainer") == ["ddp", "ddp_multinode", "ddp_sim", "default", "gpu"]
     assert options("experiment") == [
         "classification",
         "metric_learning",

@@ -1,0 +1,111 @@
+"""Two nodes under ``torchrun``, one process each, on this machine: the issue's command.
+
+Each node's ``torchrun`` starts its process on its own (node 1 a moment later, in another
+second), yet the job has one output folder and one TensorBoard run, rank 0's, and the logged
+``val/loss`` equals the loss recomputed in one process over the real validation split.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+from conftest import REPO
+from hydra.utils import instantiate
+from omegaconf import OmegaConf
+
+from lossplug.demo.launch import follower_overrides
+from lossplug.demo.models import Classifier
+
+pytestmark = pytest.mark.slow
+
+TORCHRUN = Path(sys.executable).parent / "torchrun"
+COMMAND = (
+    "trainer=ddp",
+    "trainer.accelerator=cpu",
+    "trainer.num_nodes=2",
+    "trainer.devices=1",
+    "trainer.max_epochs=2",
+    "test=false",
+)
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def two_nodes(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[str]]:
+    """The job's working directory and each node's output, once both have finished."""
+    workdir = tmp_path_factory.mktemp("torchrun")
+    port = free_port()
+    env = {key: value for key, value in os.environ.items() if key != "PYTHONPATH"}
+    nodes = []
+    for node_rank in (0, 1):
+        launcher = [str(TORCHRUN), "--nnodes", "2", "--node_rank", str(node_rank)]
+        rendezvous = ["--nproc_per_node", "1", "--master_addr", "127.0.0.1"]
+        script = [f"--master_port={port}", str(REPO / "scripts" / "train.py"), *COMMAND]
+        nodes.append(
+            subprocess.Popen(
+                [*launcher, *rendezvous, *script],
+                cwd=workdir,
+                env=env,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                text=True,
+            )
+        )
+        time.sleep(1.5)  # the second node starts in another second: another Hydra folder name
+    outputs = []
+    for node in nodes:
+        try:
+            outputs.append(node.communicate(timeout=300)[0])
+        finally:
+            node.kill()
+    for node, output in zip(nodes, outputs, strict=True):
+        assert node.returncode == 0, output[-3000:]
+    return workdir, outputs
+
+
+def test_the_job_has_one_output_folder_written_by_rank_0(two_nodes):
+    workdir, outputs = two_nodes
+    assert "GLOBAL_RANK: 1, MEMBER: 2/2" in outputs[1]
+    (run_dir,) = (workdir / "logs" / "runs").glob("*/*")
+    assert sorted(path.name for path in workdir.iterdir()) == ["logs"]  # rank 1 wrote nothing
+    assert len(list((run_dir / "tensorboard").glob("version_*"))) == 1
+    assert list((run_dir / "tensorboard" / "version_0").glob("events.out.tfevents.*"))
+    assert (run_dir / "checkpoints" / "last.ckpt").is_file()
+
+
+def test_the_logged_val_loss_is_the_single_process_loss(two_nodes):
+    workdir, _ = two_nodes
+    (run_dir,) = (workdir / "logs" / "runs").glob("*/*")
+    cfg = OmegaConf.load(run_dir / ".hydra" / "config.yaml")
+    datamodule = instantiate(cfg.data)
+    datamodule.setup()
+    x, y = datamodule.splits["val"].tensors
+    assert len(y) % 2  # an odd size: Lightning's sampler repeats a sample across the nodes
+    model = Classifier.load_from_checkpoint(run_dir / "checkpoints" / "last.ckpt").eval()
+    with torch.no_grad():
+        expected = F.cross_entropy(model(x).double(), y).item()
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["val/loss"] == pytest.approx(expected, rel=1e-5, abs=0)
+
+
+def test_only_torchruns_other_ranks_get_the_follower_overrides():
+    assert follower_overrides({}) == []
+    assert follower_overrides({"RANK": "1"}) == []  # not torchrun: Lightning's own launcher
+    assert follower_overrides({"TORCHELASTIC_RUN_ID": "none", "RANK": "0"}) == []
+    assert "hydra.output_subdir=null" in follower_overrides(
+        {"TORCHELASTIC_RUN_ID": "none", "RANK": "1"}
+    )
