@@ -47,6 +47,7 @@ from lossplug.optim import OptimizerSpec, SchedulerSpec
 from lossplug.padding import PaddedEpoch, padded_epoch, take_rows
 from lossplug.registry import build_loss
 from lossplug.tensorboard import (
+    CHART_STAGES,
     callback_charts,
     log_final_hparams,
     log_initial_hparams,
@@ -585,7 +586,7 @@ class LossPlugMixin:
     def on_test_epoch_start(self) -> None:
         """Start the epoch's bookkeeping; chart the test stage too."""
         self._start_epoch("test")
-        self._write_layout(("train_step", "train", "val", "test"))
+        self._write_layout(test=True)
 
     def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
         """Move scheduled loss weights to the current epoch and step; note the batch."""
@@ -627,7 +628,9 @@ class LossPlugMixin:
         warnings.filters[:] = [entry for entry in warnings.filters if not _is_sync_advice(entry)]
 
     def on_fit_start(self) -> None:
-        """Write the TensorBoard custom-scalars layout once (rank 0).
+        """Lay out TensorBoard's charts of the fit's stages; other loggers get the hyperparameters.
+
+        Both on rank 0; TensorBoard gets the hyperparameters at the end (:meth:`on_fit_end`).
 
         Raises:
             ValueError: for ``on_nonfinite="skip"`` with manual optimization (the step to
@@ -641,16 +644,16 @@ class LossPlugMixin:
                 "`loss = self.compute_loss(...)`, then `if torch.isfinite(loss): "
                 "self.manual_backward(loss); opt.step()`"
             )
-        self._write_layout(("train_step", "train", "val"))
+        self._write_layout(test=False)
         if self.trainer.is_global_zero:
             log_initial_hparams(self.trainer.loggers, self.hparams)
 
-    def _write_layout(self, stages: tuple[str, ...]) -> None:
-        """The TensorBoard custom-scalars charts of ``stages`` and of what else the run logs."""
+    def _write_layout(self, *, test: bool) -> None:
+        """The TensorBoard custom-scalars charts of the stages (the test stage's once it runs)."""
         if self.trainer.is_global_zero:
             write_layout(
                 self.trainer.loggers,
-                stages=stages,
+                stages=[stage for stage in CHART_STAGES if test or stage != "test"],
                 weights=bool(self.criterion.varying_weights()),
                 extra_charts=callback_charts(self.trainer.callbacks),
             )

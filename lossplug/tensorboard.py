@@ -87,14 +87,13 @@ def log_final_hparams(
 ) -> None:
     """Log hyperparameters with the run's final validation metrics as HPARAMS columns.
 
-    A run without validation gets its final training values instead (``hparams/train/loss``):
-    TensorBoard writes no hyperparameters without a metric.
-
     The one time they reach a TensorBoard logger: TensorBoard keeps the metric columns of the
     first hyperparameters a run logs, so Lightning's own logging at the start (with
     ``hp_metric = -1`` on its default logger) is turned off by the mixin. The metrics are
     written under ``hparams/{name}`` (``hparams/val/loss``, ``hparams/val/acc``, ...) so they
     do not add a stray point to the training curves; booleans as ``true``/``false``, not 1/0.
+    A run without validation gets its final training values instead (``hparams/train/loss``):
+    TensorBoard writes no hyperparameters without a metric.
 
     Args:
         loggers: the trainer's loggers.

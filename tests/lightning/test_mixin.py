@@ -285,3 +285,22 @@ def test_the_sync_advice_filter_lives_for_the_run_only():
     trainer(max_epochs=1, callbacks=[Look()]).fit(Lit(MSE, SGD), loader(), loader())
     assert len(seen) == 1 and len(seen[0]) == 1
     assert warnings.filters == before
+
+
+def test_a_csv_logger_gets_the_hyperparameters_at_the_start(tmp_path):
+    """TensorBoard gets them at the end, with the final metrics; other loggers as before."""
+    from lightning.pytorch.loggers import CSVLogger
+
+    seen = []
+
+    class Look(Callback):
+        def on_train_epoch_start(self, trainer, module):
+            seen.append(dict(trainer.logger.experiment.hparams))
+
+    logger = CSVLogger(tmp_path, name="csv", version=0)
+    trainer(max_epochs=1, logger=logger, callbacks=[Look()]).fit(Lit(MSE, SGD), loader())
+    assert seen[0]["optimizer"]["lr"] == 0.1  # logged before the first epoch
+    assert (
+        "_target_: lossplug.losses.MSELoss"
+        in (tmp_path / "csv" / "version_0" / "hparams.yaml").read_text()
+    )
