@@ -18,7 +18,7 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 	python3 -m venv $(VENV)
 	# torch first and pinned: the local CPU wheel, never the multi-GB CUDA build.
 	$(PIP) torch==2.13.0
-	$(PIP) --editable ".[examples,cli,dev,bench,docs]"
+	$(PIP) --editable ".[examples,cli,cluster,dev,bench,docs]"
 	touch $@
 
 train: install

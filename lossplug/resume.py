@@ -10,8 +10,9 @@ so each step shows once, without gaps or duplicates.
 
 The resumed job logs its first step at the checkpoint's ``global_step``, wherever the
 checkpoint was saved (mid-epoch every ``every_n_train_steps``, or at an epoch's end): that is
-the purge step. This holds for automatic optimization with one optimizer, what
-:class:`~lossplug.LossPlugMixin` does.
+the purge step. A Slurm job that Lightning requeued on Slurm's signal resumes the same way,
+from the checkpoint Lightning saved on the signal (:func:`requeue_checkpoint`). This holds
+for automatic optimization with one optimizer, what :class:`~lossplug.LossPlugMixin` does.
 """
 
 from __future__ import annotations
@@ -22,11 +23,14 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import torch
+from lightning.fabric.plugins.environments import SLURMEnvironment
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 
 #: the ``ckpt_path`` that means "the newest ``last.ckpt`` of the run's checkpoint folders".
 LAST = "last"
 _VERSION_DIR = re.compile(r"^version_(\d+)$")
+#: the checkpoints Lightning saves on Slurm's requeue signal: ``hpc_ckpt_N.ckpt``.
+_HPC_CHECKPOINT = re.compile(r"^hpc_ckpt_(\d+)\.ckpt$")
 
 
 def find_checkpoint(ckpt_path: str | None, callbacks: Sequence[Callback]) -> str | None:
@@ -68,6 +72,30 @@ def _last_checkpoints(callback: ModelCheckpoint) -> list[Path]:
         for path in folder.iterdir()
         if path.suffix == callback.FILE_EXTENSION and name.match(path.stem)
     ]
+
+
+def requeue_checkpoint(folder: str | Path) -> str | None:
+    """The checkpoint a requeued Slurm job resumes from: the newest ``hpc_ckpt_N.ckpt``.
+
+    On Slurm's requeue signal Lightning saves ``hpc_ckpt_N.ckpt`` in the trainer's
+    ``default_root_dir`` and requeues the job; the job starts again in the same folder and
+    resumes from the highest ``N``, as Lightning itself does for ``ckpt_path=None``.
+
+    Args:
+        folder: the trainer's ``default_root_dir``.
+
+    Returns:
+        The file, or ``None`` outside a Slurm job or when the folder holds none.
+    """
+    root = Path(folder)
+    if not (SLURMEnvironment.detect() and root.is_dir()):
+        return None
+    numbered = {
+        int(match.group(1)): path
+        for path in root.iterdir()
+        if (match := _HPC_CHECKPOINT.match(path.name))
+    }
+    return str(numbered[max(numbered)]) if numbered else None
 
 
 def is_checkpoint_file(ckpt_path: str | None) -> bool:

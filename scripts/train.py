@@ -23,13 +23,12 @@ from omegaconf import DictConfig
 from lossplug.config import lossplug_main
 from lossplug.demo.launch import follower_overrides
 
-# a deprecation inside Lightning (its use of torch's LeafSpec), nothing a user of this script
-# can act on
-warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated")
-
 
 @lossplug_main(version_base="1.3", config_path="../conf", config_name="train")
 def main(cfg: DictConfig) -> float | None:
+    # a deprecation inside Lightning (its use of torch's LeafSpec), nothing a user of this
+    # script can act on; set here, where a job submitit runs from a pickle of main sets it too
+    warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated")
     from lossplug.demo.training import train  # Lightning is loaded once the command line is good
 
     return train(cfg).get("val/loss")

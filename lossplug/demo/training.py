@@ -11,6 +11,7 @@ command that started a run continues it in place (see :mod:`lossplug.resume`).
 from __future__ import annotations
 
 import json
+import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,11 +24,13 @@ from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from lightning.pytorch.loggers import Logger, TensorBoardLogger
 from omegaconf import DictConfig, OmegaConf
 
+from lossplug.demo.launch import check_slurm_tasks
 from lossplug.resume import (
     checkpoint_step,
     find_checkpoint,
     is_checkpoint_file,
     latest_version,
+    requeue_checkpoint,
     resume_command,
 )
 
@@ -55,6 +58,7 @@ def build(cfg: DictConfig) -> Job:
     and so are checkpoint callbacks when ``trainer.enable_checkpointing`` is false. When
     resuming from a checkpoint file, the TensorBoard logger writes into the newest existing
     version (unless the config names one) and purges the steps logged after the checkpoint.
+    A Slurm job requeued on Slurm's signal resumes from the checkpoint Lightning saved then.
 
     Args:
         cfg: a config with ``seed``, ``data``, ``model``, ``loss``, ``optimizer``,
@@ -76,8 +80,11 @@ def build(cfg: DictConfig) -> Job:
         _recursive_=False,
     )
     callbacks = build_callbacks(cfg)
-    ckpt_path = find_checkpoint(cfg.get("ckpt_path"), callbacks)
+    ckpt_path = find_checkpoint(cfg.get("ckpt_path"), callbacks) or requeue_checkpoint(
+        cfg.trainer.get("default_root_dir") or "."
+    )
     logger = build_logger(cfg, ckpt_path)
+    check_slurm_tasks(cfg.trainer.get("devices", "auto"), cfg.trainer.get("num_nodes", 1))
     trainer = instantiate(cfg.trainer, logger=logger, callbacks=callbacks)
     return Job(datamodule, model, trainer, ckpt_path)
 
@@ -156,9 +163,12 @@ def _save_resolved_config(cfg: DictConfig, trainer: pl.Trainer) -> None:
 
 
 def _print_resume_command(trainer: pl.Trainer) -> None:
-    """Print how to resume this Hydra run from its last checkpoint, if it saves one."""
+    """Print how to resume this Hydra run from its last checkpoint, if it saves one.
+
+    Not for a job submitit started: Slurm requeues those, and they resume by themselves.
+    """
     saves_last = any(getattr(cb, "save_last", False) for cb in trainer.checkpoint_callbacks)
-    if not (saves_last and HydraConfig.initialized()):
+    if not (saves_last and HydraConfig.initialized()) or "SUBMITIT_EXECUTOR" in os.environ:
         return
     hydra = HydraConfig.get()
     command = resume_command(sys.argv[0], hydra.overrides.task, hydra.runtime.output_dir)

@@ -1,0 +1,281 @@
+"""scripts/train.py on a real Slurm cluster on this machine, through hydra-submitit-launcher.
+
+A one-node cluster with 2 CPUs (Debian's slurm-wlm and munge, started and stopped by
+scripts/slurm_cluster.sh) runs the sweeps; each job is 2 DDP processes, one per Slurm task,
+over gloo. Checked: the multirun folder holds one folder per job and nothing per rank, the
+logged values equal a recomputation in one process, a job sent Slurm's requeue signal
+mid-epoch is requeued and resumes from the checkpoint Lightning saved on the signal (every
+step once in TensorBoard, the learned loss weights restored), and a task count that does not
+match the trainer stops the job at once with both numbers.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+from conftest import HELPERS, TRAIN
+from hydra.utils import instantiate
+from omegaconf import OmegaConf
+from slurm_cluster import slurm  # noqa: F401 (the fixture)
+from tensorboard.backend.event_processing.event_accumulator import SCALARS, EventAccumulator
+
+from lossplug.demo.models import Classifier, Segmenter
+from lossplug.resume import checkpoint_step
+
+pytestmark = pytest.mark.slow
+
+ON_SLURM = ("-m", "hydra/launcher=slurm", "trainer=ddp", "trainer.accelerator=cpu")
+TWO_TASKS = (*ON_SLURM, "trainer.devices=2", "trainer.enable_progress_bar=false", "test=false")
+EPOCHS, BATCHES = 3, 8
+SIGNAL_AFTER_STEP = 11  # mid second epoch
+REQUEUED = (
+    "experiment=segmentation",
+    "loss=dice_ce_uncertainty",  # learned loss weights: they must come back from the checkpoint
+    "data.num_samples=200",
+    "data.batch_size=8",
+    "trainer.sync_batchnorm=false",  # PyTorch's SyncBatchNorm runs on GPUs only
+    f"trainer.max_epochs={EPOCHS}",
+    f"+trainer.limit_train_batches={BATCHES}",
+    "trainer.log_every_n_steps=1",
+    "+callbacks.slow._target_=slow_steps.SlowSteps",  # tests/helpers/slow_steps.py
+    "+callbacks.slow.seconds=0.3",
+)
+
+
+def environment(slurm_env: dict[str, str]) -> dict[str, str]:
+    return {
+        **slurm_env,
+        "PYTHONUNBUFFERED": "1",
+        "HYDRA_FULL_ERROR": "1",
+        "PYTHONPATH": str(HELPERS),
+    }
+
+
+def sweep(slurm_env: dict[str, str], folder: Path, *overrides: str) -> subprocess.Popen[str]:
+    """Start ``scripts/train.py -m ...`` with its sweep folder ``folder``."""
+    return subprocess.Popen(
+        [sys.executable, str(TRAIN), *overrides, f"hydra.sweep.dir={folder}"],
+        cwd=folder.parent,
+        env=environment(slurm_env),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+
+
+def finish(process: subprocess.Popen[str], timeout: float) -> str:
+    try:
+        output, _ = process.communicate(timeout=timeout)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
+    assert process.returncode == 0, output[-4000:]
+    return output
+
+
+def job_logs(folder: Path) -> str:
+    """Every task's stdout and stderr of every job of the sweep, concatenated."""
+    return "\n".join(path.read_text() for path in sorted(folder.glob(".submitit/*/*_log.*")))
+
+
+def scalars(run_dir: Path) -> dict[str, list[tuple[int, float]]]:
+    """{tag: [(step, value)]} as TensorBoard reads the job's run (purges applied)."""
+    (version,) = (run_dir / "tensorboard").iterdir()
+    accumulator = EventAccumulator(str(version), size_guidance={SCALARS: 0})
+    accumulator.Reload()
+    return {
+        tag: [(event.step, event.value) for event in accumulator.Scalars(tag)]
+        for tag in accumulator.Tags()[SCALARS]
+    }
+
+
+def validation_split(run_dir: Path) -> tuple[torch.Tensor, torch.Tensor]:
+    cfg = OmegaConf.load(run_dir / ".hydra" / "config.yaml")
+    datamodule = instantiate(cfg.data)
+    datamodule.setup()
+    return datamodule.splits["val"].tensors
+
+
+# -- a sweep of two jobs ------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def swept(slurm, tmp_path_factory):  # noqa: F811 (the fixture)
+    folder = tmp_path_factory.mktemp("sweep") / "multirun"
+    overrides = (*TWO_TASKS, "trainer.max_epochs=2", "optimizer.lr=0.003,0.01")
+    output = finish(sweep(slurm, folder, *overrides), timeout=400)
+    return folder, output
+
+
+def test_each_job_of_the_sweep_has_one_folder_and_one_tensorboard_run(swept):
+    folder, _ = swept
+    assert sorted(path.name for path in folder.iterdir()) == [
+        ".submitit",
+        "0",
+        "1",
+        "multirun.yaml",
+    ]
+    for job in ("0", "1"):
+        assert [path.name for path in (folder / job / "tensorboard").iterdir()] == ["version_0"]
+        assert (folder / job / "checkpoints" / "last.ckpt").is_file()
+
+
+def test_lightning_runs_each_job_as_two_slurm_tasks(swept):
+    folder, _ = swept
+    logs = job_logs(folder)
+    assert logs.count("SLURM auto-requeueing enabled") == 4  # 2 jobs x 2 tasks
+    assert logs.count("Initializing distributed: GLOBAL_RANK: 1, MEMBER: 2/2") == 2
+    assert logs.count("Processes: 2") == 2
+
+
+def test_each_job_logs_the_single_process_loss_over_the_validation_split(swept):
+    folder, _ = swept
+    for job in ("0", "1"):
+        run_dir = folder / job
+        x, y = validation_split(run_dir)
+        assert len(y) % 2  # odd: Lightning's sampler repeats a sample on one of the 2 tasks
+        model = Classifier.load_from_checkpoint(run_dir / "checkpoints" / "last.ckpt").eval()
+        with torch.no_grad():
+            expected = F.cross_entropy(model(x).double(), y).item()
+        metrics = json.loads((run_dir / "metrics.json").read_text())
+        assert metrics["val/loss"] == pytest.approx(expected, rel=1e-5, abs=0), job
+
+
+# -- a job requeued mid-epoch -------------------------------------------------------------
+
+
+def logged_steps(run_dir: Path) -> list[int]:
+    """The train_step/loss steps of the job's event files, as written."""
+    if not list(run_dir.glob("tensorboard/version_*/events.*")):
+        return []
+    return [step for step, _ in scalars(run_dir).get("train_step/loss", [])]
+
+
+@pytest.fixture(scope="module")
+def requeued(slurm, tmp_path_factory):  # noqa: F811 (the fixture)
+    """(job folder, scontrol's record of the job, the job's logs), once the job has finished."""
+    folder = tmp_path_factory.mktemp("requeue") / "multirun"
+    process = sweep(slurm, folder, *TWO_TASKS, *REQUEUED)
+    run_dir = folder / "0"
+    deadline = time.monotonic() + 240
+    while max(logged_steps(run_dir), default=-1) < SIGNAL_AFTER_STEP:
+        assert process.poll() is None, process.communicate()[0][-4000:]
+        assert time.monotonic() < deadline, "the job logged too few steps within 240 s"
+        time.sleep(0.2)
+    (job_id,) = [path.name for path in (folder / ".submitit").iterdir() if path.is_dir()]
+    subprocess.run(["scancel", "--signal=USR1", job_id], env=slurm, check=True)
+    finish(process, timeout=400)
+    return run_dir, finished_record(job_id, slurm), job_logs(folder)
+
+
+def finished_record(job_id: str, slurm_env: dict[str, str]) -> str:
+    """``scontrol show job``'s record once the job has left its completing state."""
+    deadline = time.monotonic() + 60
+    while True:
+        record = subprocess.run(
+            ["scontrol", "show", "job", job_id],
+            env=slurm_env,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+        if "JobState=COMPLETING" not in record or time.monotonic() > deadline:
+            return record
+        time.sleep(0.5)
+
+
+def test_the_signalled_job_was_requeued_and_resumed_from_its_signal_checkpoint(requeued):
+    run_dir, record, logs = requeued
+    assert re.search(r"\bRestarts=1\b", record), record
+    assert "JobState=COMPLETED" in record
+    (saved,) = run_dir.glob("hpc_ckpt_*.ckpt")
+    assert BATCHES < checkpoint_step(saved) < 2 * BATCHES  # mid second epoch
+    assert f"Restored all states from the checkpoint at {saved}" in logs
+
+
+def test_every_step_shows_once_after_the_requeue(requeued):
+    run_dir, _, _ = requeued
+    curves = scalars(run_dir)
+    assert [step for step, _ in curves["train_step/loss"]] == list(range(EPOCHS * BATCHES))
+    epoch_ends = [BATCHES * (epoch + 1) - 1 for epoch in range(EPOCHS)]
+    for tag in ("train/loss", "val/loss", "val/loss/ce"):
+        assert [step for step, _ in curves[tag]] == epoch_ends, tag
+
+
+def test_the_learned_loss_weights_continue_from_the_checkpoint(requeued):
+    run_dir, _, _ = requeued
+    (saved,) = run_dir.glob("hpc_ckpt_*.ckpt")
+    step = checkpoint_step(saved)
+    state = torch.load(saved, map_location="cpu", weights_only=False)["state_dict"]
+    log_variances = state["criterion.learned.log_variances"]  # one per term, in config order
+    curves = scalars(run_dir)
+    # Kendall et al.: weight_i = 0.5 * exp(-s_i); the first step after the requeue used the
+    # s_i the checkpoint saved, not fresh zeros (weight 0.5)
+    for term, log_variance in zip(("dice", "ce"), log_variances.tolist(), strict=True):
+        assert log_variance != 0.0
+        logged = dict(curves[f"train/loss_weight/{term}"])
+        assert logged[step] == pytest.approx(0.5 * math.exp(-log_variance), rel=1e-5), term
+
+
+def test_the_requeued_job_logs_the_single_process_cross_entropy(requeued):
+    run_dir, _, _ = requeued
+    x, y = validation_split(run_dir)
+    model = Segmenter.load_from_checkpoint(run_dir / "checkpoints" / "last.ckpt").eval()
+    with torch.no_grad():
+        expected = F.cross_entropy(model(x).double(), y).item()
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["val/loss/ce"] == pytest.approx(expected, rel=1e-5, abs=0)
+
+
+# -- task counts that do not match the trainer --------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("launch", "devices", "message"),
+    [
+        (["srun", "--nodes=1", "--ntasks-per-node=2", "--ntasks=1"], 2, "srun started 1 task"),
+        (["srun", "--nodes=1", "--ntasks=2"], 1, "srun started 2 task"),
+        (["sbatch", "--wait", "--nodes=1", "--ntasks-per-node=2"], 2, "runs 1 process"),
+    ],
+    ids=["srun-fewer", "srun-more", "batch-script-without-srun"],
+)
+def test_a_task_count_that_does_not_match_the_trainer_stops_at_once(
+    slurm,  # noqa: F811 (the fixture)
+    tmp_path,
+    launch,
+    devices,
+    message,
+):
+    train = [sys.executable, str(TRAIN), *TWO_TASKS[1:], f"trainer.devices={devices}"]
+    train += ["trainer.max_epochs=1", f"hydra.run.dir={tmp_path / 'run'}"]
+    if launch[0] == "sbatch":
+        output_file = tmp_path / "job.out"
+        launch = [*launch, f"--output={output_file}", "--wrap", subprocess.list2cmdline(train)]
+        train = []
+    started = time.monotonic()
+    result = subprocess.run(
+        [*launch, *train],
+        env=environment(slurm),
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    output = result.stdout + result.stderr
+    if launch[0] == "sbatch":
+        output += output_file.read_text()
+    assert result.returncode != 0, output[-3000:]
+    assert time.monotonic() - started < 60
+    assert message in output, output[-3000:]
+    processes = devices * 1
+    assert f"the trainer runs {processes} processes (trainer.devices={devices}" in output
