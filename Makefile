@@ -4,13 +4,14 @@
 #   make docs    build the documentation site into site/, every warning an error
 #   make bench   the loss and kernel benchmarks behind docs/performance.md (~10 min)
 #   make dist    build the sdist and the wheel into dist/ and check them with twine
+#   make cluster-docs  run docs/cluster.md's commands on a one-node Slurm cluster (root, ~5 min)
 VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip install --quiet --constraint constraints.txt
 # glibc's heap as in a long training loop: freed memory is reused, not faulted in afresh
 STEADY_HEAP := MALLOC_MMAP_THRESHOLD_=268435456 MALLOC_TRIM_THRESHOLD_=1073741824
 
-.PHONY: install train test test-fast lint format docs bench dist
+.PHONY: install train test test-fast lint format docs bench dist cluster-docs
 
 install: $(VENV)/.installed
 
@@ -42,6 +43,9 @@ dist: install
 	test -x $(VENV)-twine/bin/twine || (python3 -m venv $(VENV)-twine && \
 		$(VENV)-twine/bin/python -m pip install --quiet --constraint constraints.txt twine)
 	$(VENV)-twine/bin/twine check --strict dist/*
+
+cluster-docs: install
+	bash scripts/cluster_walkthrough.sh $(PY)
 
 docs: install
 	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict

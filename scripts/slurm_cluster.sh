@@ -38,6 +38,8 @@ wait_for() { # seconds, description, command...
   return 1
 }
 
+queue_empty() { [[ -z $(squeue -h 2>/dev/null) ]]; }
+
 node_idle() { [[ $(sinfo -h -n "$node" -o %t) == idle ]]; }
 
 write_config() {
@@ -101,12 +103,15 @@ start() {
   echo "export SLURM_CONF=$SLURM_CONF"
 }
 
+# whether a process runs (an exited one that its parent has not reaped yet does not)
+running() { [[ -n $(ps -o stat= -p "$1" 2>/dev/null | grep -v Z) ]]; }
+
 stop_daemon() { # pid file
   local pid
   [[ -f $1 ]] || return 0
   pid=$(cat "$1")
   kill "$pid" 2>/dev/null || true
-  for _ in $(seq 100); do kill -0 "$pid" 2>/dev/null || return 0; sleep 0.1; done
+  for _ in $(seq 100); do running "$pid" || return 0; sleep 0.1; done
   kill -9 "$pid" 2>/dev/null || true
 }
 
@@ -114,7 +119,7 @@ stop() {
   export SLURM_CONF=$dir/slurm.conf
   if [[ -f $dir/slurmctld.pid ]]; then
     scancel --full --quiet --partition local 2>/dev/null || true
-    wait_for 30 "the queue emptying" test -z "$(squeue -h 2>/dev/null)" || true
+    wait_for 30 "the queue emptying" queue_empty || true
   fi
   stop_daemon "$dir/slurmd.pid"
   stop_daemon "$dir/slurmctld.pid"

@@ -37,6 +37,8 @@ ON_SLURM = ("-m", "hydra/launcher=slurm", "trainer=ddp", "trainer.accelerator=cp
 TWO_TASKS = (*ON_SLURM, "trainer.devices=2", "trainer.enable_progress_bar=false", "test=false")
 EPOCHS, BATCHES = 3, 8
 SIGNAL_AFTER_STEP = 11  # mid second epoch
+#: Slurm's job states before a job has ended
+ACTIVE = {"PENDING", "CONFIGURING", "RUNNING", "COMPLETING", "REQUEUED", "SUSPENDED"}
 REQUEUED = (
     "experiment=segmentation",
     "loss=dice_ce_uncertainty",  # learned loss weights: they must come back from the checkpoint
@@ -48,6 +50,7 @@ REQUEUED = (
     "trainer.log_every_n_steps=1",
     "+callbacks.slow._target_=slow_steps.SlowSteps",  # tests/helpers/slow_steps.py
     "+callbacks.slow.seconds=0.3",
+    "+callbacks.agree._target_=weights_agree.LossWeightsAgree",  # tests/helpers/weights_agree.py
 )
 
 
@@ -179,7 +182,8 @@ def requeued(slurm, tmp_path_factory):  # noqa: F811 (the fixture)
 
 
 def finished_record(job_id: str, slurm_env: dict[str, str]) -> str:
-    """``scontrol show job``'s record once the job has left its completing state."""
+    """``scontrol show job``'s record once the job has ended (its result is written a moment
+    before its tasks exit)."""
     deadline = time.monotonic() + 60
     while True:
         record = subprocess.run(
@@ -189,7 +193,8 @@ def finished_record(job_id: str, slurm_env: dict[str, str]) -> str:
             text=True,
             check=True,
         ).stdout
-        if "JobState=COMPLETING" not in record or time.monotonic() > deadline:
+        state = re.search(r"JobState=(\S+)", record)
+        if (state and state.group(1) not in ACTIVE) or time.monotonic() > deadline:
             return record
         time.sleep(0.5)
 
@@ -197,7 +202,7 @@ def finished_record(job_id: str, slurm_env: dict[str, str]) -> str:
 def test_the_signalled_job_was_requeued_and_resumed_from_its_signal_checkpoint(requeued):
     run_dir, record, logs = requeued
     assert re.search(r"\bRestarts=1\b", record), record
-    assert "JobState=COMPLETED" in record
+    assert "JobState=COMPLETED" in record, re.findall(r"JobState=\S+|ExitCode=\S+", record)
     (saved,) = run_dir.glob("hpc_ckpt_*.ckpt")
     assert BATCHES < checkpoint_step(saved) < 2 * BATCHES  # mid second epoch
     assert f"Restored all states from the checkpoint at {saved}" in logs
@@ -225,6 +230,16 @@ def test_the_learned_loss_weights_continue_from_the_checkpoint(requeued):
         assert log_variance != 0.0
         logged = dict(curves[f"train/loss_weight/{term}"])
         assert logged[step] == pytest.approx(0.5 * math.exp(-log_variance), rel=1e-5), term
+
+
+def test_the_learned_loss_weights_are_the_same_on_both_tasks_after_every_step(requeued):
+    run_dir, _, _ = requeued
+    step = checkpoint_step(next(run_dir.glob("hpc_ckpt_*.ckpt")))
+    for rank in (0, 1):
+        report = json.loads((run_dir / f"loss_weights_agree_rank{rank}.json").read_text())
+        assert report["world_size"] == 2
+        assert "learned.log_variances" in report["names"]
+        assert report["checked"] == EPOCHS * BATCHES - step  # every step after the requeue
 
 
 def test_the_requeued_job_logs_the_single_process_cross_entropy(requeued):

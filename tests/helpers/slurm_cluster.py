@@ -41,11 +41,10 @@ def daemon_pids(folder: Path) -> dict[str, int]:
         path = folder / f"{name}.pid"
         if path.exists():
             pid = int(path.read_text())
-            try:
-                os.kill(pid, 0)
-            except ProcessLookupError:
-                continue
-            pids[name] = pid
+            stat = Path(f"/proc/{pid}/stat")
+            # running: not gone, and not a zombie (exited, waiting for its parent to reap it)
+            if stat.exists() and stat.read_text().rsplit(")", 1)[1].split()[0] != "Z":
+                pids[name] = pid
     return pids
 
 

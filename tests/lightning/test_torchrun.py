@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import REPO
+from conftest import HELPERS, REPO, dwa_by_hand
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
@@ -36,6 +36,16 @@ COMMAND = (
     "trainer.max_epochs=2",
     "test=false",
 )
+DWA_EPOCHS = 3  # DWA's weights move from the third epoch on
+DWA = (
+    "experiment=segmentation",
+    "loss=dice_ce_dwa",
+    "data.num_samples=120",
+    "trainer.sync_batchnorm=false",  # PyTorch's SyncBatchNorm runs on GPUs only
+    f"trainer.max_epochs={DWA_EPOCHS}",
+    "test=false",
+    "+callbacks.agree._target_=weights_agree.LossWeightsAgree",  # tests/helpers/weights_agree.py
+)
 
 
 def free_port() -> int:
@@ -44,17 +54,16 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
-@pytest.fixture(scope="module")
-def two_nodes(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[str]]:
-    """The job's working directory and each node's output, once both have finished."""
-    workdir = tmp_path_factory.mktemp("torchrun")
+def run_two_nodes(workdir: Path, *overrides: str) -> list[str]:
+    """Run ``scripts/train.py`` as two torchrun nodes in ``workdir``; each node's output."""
     port = free_port()
     env = {key: value for key, value in os.environ.items() if key != "PYTHONPATH"}
+    env["PYTHONPATH"] = str(HELPERS)
     nodes = []
     for node_rank in (0, 1):
         launcher = [str(TORCHRUN), "--nnodes", "2", "--node_rank", str(node_rank)]
         rendezvous = ["--nproc_per_node", "1", "--master_addr", "127.0.0.1"]
-        script = [f"--master_port={port}", str(REPO / "scripts" / "train.py"), *COMMAND]
+        script = [f"--master_port={port}", str(REPO / "scripts" / "train.py"), *overrides]
         nodes.append(
             subprocess.Popen(
                 [*launcher, *rendezvous, *script],
@@ -74,7 +83,24 @@ def two_nodes(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[str]
             node.kill()
     for node, output in zip(nodes, outputs, strict=True):
         assert node.returncode == 0, output[-3000:]
-    return workdir, outputs
+    return outputs
+
+
+@pytest.fixture(scope="module")
+def two_nodes(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[str]]:
+    """The job's working directory and each node's output, once both have finished."""
+    workdir = tmp_path_factory.mktemp("torchrun")
+    return workdir, run_two_nodes(workdir, *COMMAND)
+
+
+@pytest.fixture(scope="module")
+def two_nodes_dwa(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """The working directory and the run folder of a Dice + CE job weighted by DWA on two
+    torchrun nodes."""
+    workdir = tmp_path_factory.mktemp("torchrun_dwa")
+    run_two_nodes(workdir, *COMMAND[:-2], *DWA)
+    (run_dir,) = (workdir / "logs" / "runs").glob("*/*")
+    return workdir, run_dir
 
 
 def test_the_job_has_one_output_folder_written_by_rank_0(two_nodes):
@@ -109,3 +135,27 @@ def test_only_torchruns_other_ranks_get_the_follower_overrides():
     assert "hydra.output_subdir=null" in follower_overrides(
         {"TORCHELASTIC_RUN_ID": "none", "RANK": "1"}
     )
+
+
+def test_dwa_weights_are_the_same_on_both_nodes_after_every_step(two_nodes_dwa):
+    workdir, run_dir = two_nodes_dwa
+    checkpoint = torch.load(run_dir / "checkpoints" / "last.ckpt", map_location="cpu", mmap=True)
+    steps = checkpoint["global_step"]
+    for rank in (0, 1):
+        # each node writes into its trainer's folder: rank 0's run folder, rank 1's working one
+        (path,) = workdir.rglob(f"loss_weights_agree_rank{rank}.json")
+        report = json.loads(path.read_text())
+        assert report["world_size"] == 2
+        assert report["checked"] == steps
+        assert any("dwa" in name or "history" in name for name in report["names"]), report
+
+
+def test_dwa_weights_follow_the_formula_from_the_synced_epoch_means(two_nodes_dwa):
+    _, run_dir = two_nodes_dwa
+    checkpoint = torch.load(run_dir / "checkpoints" / "last.ckpt", map_location="cpu", mmap=True)
+    state = checkpoint["state_dict"]
+    before, previous = state["criterion.learned.history"].tolist()
+    assert int(state["criterion.learned.epochs_seen"]) == DWA_EPOCHS
+    expected = dwa_by_hand(previous, before, temperature=2.0)
+    assert state["criterion.learned.lambdas"].tolist() == pytest.approx(expected, rel=1e-6)
+    assert expected != pytest.approx([1.0, 1.0])
