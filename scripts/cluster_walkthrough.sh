@@ -62,8 +62,10 @@ cat >"$out/train.sbatch" <<EOF
 #SBATCH --nodes=1
 #SBATCH --ntasks-per-node=2
 #SBATCH --output=train-%j.out
+#SBATCH --open-mode=append
 srun python scripts/train.py trainer=ddp trainer.accelerator=cpu trainer.devices=2 \\
-    ${small[*]}
+    ${small[*]} \\
+    'hydra.run.dir=logs/slurm/\${oc.env:SLURM_JOB_ID}'
 EOF
 sed "s#srun python scripts/train.py#srun $python $repo/scripts/train.py#" "$out/train.sbatch" \
   >"$work/train.sbatch"

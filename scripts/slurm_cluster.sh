@@ -16,8 +16,8 @@ usage() { echo "usage: $0 start|stop DIR" >&2; exit 2; }
 [[ $# -eq 2 ]] || usage
 action=$1
 dir=$(realpath -m "$2")
-# the node's name is the machine's: Lightning reaches the job's first node by that name
-node=$(hostname -s)
+# Lightning reaches a job's first node by its name: localhost resolves on every machine
+node=localhost
 
 install_packages() {
   if command -v slurmctld >/dev/null && command -v munged >/dev/null; then return; fi
@@ -25,6 +25,7 @@ install_packages() {
     echo "slurm-wlm and munge are missing; run as root to install them (apt-get install slurm-wlm munge)" >&2
     exit 1
   fi
+  apt-get update -q >/dev/null
   DEBIAN_FRONTEND=noninteractive apt-get install -y -q slurm-wlm munge >/dev/null
 }
 
@@ -84,10 +85,6 @@ EOF
 
 start() {
   install_packages
-  if ! getent hosts "$node" >/dev/null; then
-    echo "slurm_cluster: this machine's name $node does not resolve (add it to /etc/hosts)" >&2
-    exit 1
-  fi
   mkdir -p "$dir/state" "$dir/spool"
   chmod 700 "$dir"
   write_config
@@ -98,7 +95,7 @@ start() {
     --pid-file "$dir/munged.pid" --log-file "$dir/munged.log" --seed-file "$dir/munge.seed"
   slurmctld -i
   wait_for 30 "slurmctld answering" scontrol ping
-  slurmd
+  slurmd -N "$node"
   wait_for 60 "node $node becoming idle" node_idle
   echo "export SLURM_CONF=$SLURM_CONF"
 }

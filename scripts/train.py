@@ -35,5 +35,5 @@ def main(cfg: DictConfig) -> float | None:
 
 
 if __name__ == "__main__":
-    sys.argv += follower_overrides()  # under torchrun: one output folder, rank 0's
+    sys.argv += follower_overrides(sys.argv[1:])  # torchrun, srun: one output folder, rank 0's
     main()

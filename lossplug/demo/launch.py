@@ -1,12 +1,12 @@
 """Jobs whose processes are started apart: ``torchrun`` on each node, or Slurm tasks.
 
 Lightning's own launcher starts the other processes of a one-node job itself and tells them the
-run's folder. ``torchrun`` starts every process on its own, so Hydra would give each one a
-folder of its own, named after the second it started in. The processes other than global rank
-0 write nothing there anyway (the logger, checkpoints and metrics are rank 0's; a checkpoint's
-folder is broadcast from rank 0), so :func:`follower_overrides` points their Hydra run at the
-working directory and turns off Hydra's own files and log file for them (their lines still
-reach the console).
+run's folder. ``torchrun`` and ``srun`` start every process on its own, so Hydra would give each
+one a folder of its own, named after the second it started in. The processes other than global
+rank 0 write nothing there anyway (the logger, checkpoints and metrics are rank 0's; a
+checkpoint's folder is broadcast from rank 0), so :func:`follower_overrides` turns off Hydra's
+own files and log file for them (their lines still reach the console) and, unless the command
+line names the run's folder, points their Hydra run at the working directory.
 
 Under Slurm each process is a task ``srun`` started; :func:`check_slurm_tasks` stops a job
 whose task count is not the trainer's process count, which would otherwise wait for ever.
@@ -15,23 +15,42 @@ whose task count is not the trainer's process count, which would otherwise wait 
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+
+#: what a process other than global rank 0 writes: no Hydra files, no log file.
+QUIET_FOLLOWER = ("hydra.output_subdir=null", "hydra/job_logging=stdout")
 
 
-def follower_overrides(environment: Mapping[str, str] = os.environ) -> list[str]:
-    """Hydra overrides for a process ``torchrun`` started that is not global rank 0.
+def follower_overrides(
+    arguments: Sequence[str], environment: Mapping[str, str] = os.environ
+) -> list[str]:
+    """Hydra overrides for a process that is not global rank 0 of a job started apart.
+
+    Such a process was started by ``torchrun``, or is a Slurm task ``srun`` started (not one
+    of a job that Hydra's submitit launcher submitted: that launcher sets up every task's
+    Hydra run itself). It writes no Hydra files and no log file. Its run folder is the
+    command line's ``hydra.run.dir`` where one is given (the same for every process, so that
+    ``ckpt_path=last`` and a requeued job's checkpoint are found by every process), and the
+    working directory otherwise.
 
     Args:
+        arguments: the command line's arguments after the script.
         environment: the process's environment (``torchrun`` sets ``TORCHELASTIC_RUN_ID`` and
-            ``RANK``).
+            ``RANK``; ``srun`` sets ``SLURM_STEP_ID`` and ``SLURM_PROCID``).
 
     Returns:
-        ``[]`` for global rank 0 and outside ``torchrun``; otherwise overrides that create no
-        folder and write no file.
+        ``[]`` for global rank 0 and for a process started otherwise; else the overrides.
     """
-    if "TORCHELASTIC_RUN_ID" not in environment or environment.get("RANK", "0") == "0":
+    if "TORCHELASTIC_RUN_ID" in environment:
+        rank = environment.get("RANK", "0")
+    elif "SLURM_STEP_ID" in environment and "SUBMITIT_EXECUTOR" not in environment:
+        rank = environment.get("SLURM_PROCID", "0")
+    else:
         return []
-    return ["hydra.run.dir=.", "hydra.output_subdir=null", "hydra/job_logging=stdout"]
+    if rank == "0":
+        return []
+    fixed_folder = any(argument.startswith("hydra.run.dir=") for argument in arguments)
+    return [*([] if fixed_folder else ["hydra.run.dir=."]), *QUIET_FOLLOWER]
 
 
 def check_slurm_tasks(

@@ -17,6 +17,7 @@ import re
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -170,21 +171,30 @@ def requeued(slurm, tmp_path_factory):  # noqa: F811 (the fixture)
     folder = tmp_path_factory.mktemp("requeue") / "multirun"
     process = sweep(slurm, folder, *TWO_TASKS, *REQUEUED)
     run_dir = folder / "0"
+    signal_mid_epoch(run_dir, lambda: process.poll() is None, slurm)
+    finish(process, timeout=400)
+    (job_id,) = [path.name for path in (folder / ".submitit").iterdir() if path.is_dir()]
+    return run_dir, finished_record(job_id, slurm, timeout=60), job_logs(folder)
+
+
+def signal_mid_epoch(run_dir: Path, running: Callable[[], bool], slurm_env: dict[str, str]) -> None:
+    """Once the job of ``run_dir`` has logged step SIGNAL_AFTER_STEP, send it Slurm's requeue
+    signal (``SIGUSR1``, to every task); ``running()`` tells whether it still runs."""
     deadline = time.monotonic() + 240
     while max(logged_steps(run_dir), default=-1) < SIGNAL_AFTER_STEP:
-        assert process.poll() is None, process.communicate()[0][-4000:]
+        assert running(), "the job ended before it was signalled"
         assert time.monotonic() < deadline, "the job logged too few steps within 240 s"
         time.sleep(0.2)
-    (job_id,) = [path.name for path in (folder / ".submitit").iterdir() if path.is_dir()]
-    subprocess.run(["scancel", "--signal=USR1", job_id], env=slurm, check=True)
-    finish(process, timeout=400)
-    return run_dir, finished_record(job_id, slurm), job_logs(folder)
+    job_id = subprocess.run(
+        ["squeue", "-h", "-o", "%i"], env=slurm_env, capture_output=True, text=True, check=True
+    ).stdout.split()[0]
+    subprocess.run(["scancel", "--signal=USR1", job_id], env=slurm_env, check=True)
 
 
-def finished_record(job_id: str, slurm_env: dict[str, str]) -> str:
-    """``scontrol show job``'s record once the job has ended (its result is written a moment
-    before its tasks exit)."""
-    deadline = time.monotonic() + 60
+def finished_record(job_id: str, slurm_env: dict[str, str], timeout: float) -> str:
+    """``scontrol show job``'s record once the job has ended (a submitit job writes its
+    result a moment before its tasks exit)."""
+    deadline = time.monotonic() + timeout
     while True:
         record = subprocess.run(
             ["scontrol", "show", "job", job_id],
@@ -250,6 +260,70 @@ def test_the_requeued_job_logs_the_single_process_cross_entropy(requeued):
         expected = F.cross_entropy(model(x).double(), y).item()
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert metrics["val/loss/ce"] == pytest.approx(expected, rel=1e-5, abs=0)
+
+
+# -- an sbatch script with srun, requeued mid-epoch ------------------------------------------
+
+SBATCH = """#!/bin/bash
+#SBATCH --nodes=1
+#SBATCH --ntasks-per-node=2
+#SBATCH --open-mode=append
+#SBATCH --output={output}
+srun {python} {train} trainer=ddp trainer.accelerator=cpu trainer.devices=2 test=false \\
+    trainer.enable_progress_bar=false trainer.max_epochs={epochs} \\
+    +trainer.limit_train_batches={batches} trainer.log_every_n_steps=1 \\
+    +callbacks.slow._target_=slow_steps.SlowSteps +callbacks.slow.seconds=0.3 \\
+    'hydra.run.dir=logs/slurm/${{oc.env:SLURM_JOB_ID}}'
+"""
+
+
+@pytest.fixture(scope="module")
+def requeued_batch_job(slurm, tmp_path_factory):  # noqa: F811 (the fixture)
+    """(the work folder, the job's run folder, scontrol's record, the job's output)."""
+    work = tmp_path_factory.mktemp("sbatch")
+    script = work / "train.sbatch"
+    output = work / "job.out"
+    script.write_text(
+        SBATCH.format(
+            output=output, python=sys.executable, train=TRAIN, epochs=EPOCHS, batches=BATCHES
+        )
+    )
+    submitted = subprocess.run(
+        ["sbatch", "--parsable", str(script)],
+        env=environment(slurm),
+        cwd=work,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    job_id = submitted.stdout.strip()
+    run_dir = work / "logs" / "slurm" / job_id
+
+    def running() -> bool:
+        state = re.search(r"JobState=(\S+)", finished_record(job_id, slurm, timeout=0))
+        return state is not None and state.group(1) in ACTIVE
+
+    signal_mid_epoch(run_dir, running, slurm)
+    record = finished_record(job_id, slurm, timeout=300)
+    return work, run_dir, record, output.read_text()
+
+
+def test_an_sbatch_job_requeued_mid_epoch_resumes_in_its_folder(requeued_batch_job):
+    work, run_dir, record, output = requeued_batch_job
+    assert re.search(r"\bRestarts=1\b", record) and "JobState=COMPLETED" in record, record
+    assert [path.name for path in (work / "logs" / "slurm").iterdir()] == [run_dir.name]
+    assert sorted(path.name for path in work.iterdir()) == ["job.out", "logs", "train.sbatch"]
+    (saved,) = run_dir.glob("hpc_ckpt_*.ckpt")
+    assert BATCHES < checkpoint_step(saved) < 2 * BATCHES
+    assert f"Restored all states from the checkpoint at {saved}" in output
+    curves = scalars(run_dir)
+    assert [step for step, _ in curves["train_step/loss"]] == list(range(EPOCHS * BATCHES))
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    x, y = validation_split(run_dir)
+    model = Classifier.load_from_checkpoint(run_dir / "checkpoints" / "last.ckpt").eval()
+    with torch.no_grad():
+        expected = F.cross_entropy(model(x).double(), y).item()
+    assert metrics["val/loss"] == pytest.approx(expected, rel=1e-5, abs=0)
 
 
 # -- task counts that do not match the trainer --------------------------------------------

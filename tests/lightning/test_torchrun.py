@@ -128,13 +128,25 @@ def test_the_logged_val_loss_is_the_single_process_loss(two_nodes):
     assert metrics["val/loss"] == pytest.approx(expected, rel=1e-5, abs=0)
 
 
-def test_only_torchruns_other_ranks_get_the_follower_overrides():
-    assert follower_overrides({}) == []
-    assert follower_overrides({"RANK": "1"}) == []  # not torchrun: Lightning's own launcher
-    assert follower_overrides({"TORCHELASTIC_RUN_ID": "none", "RANK": "0"}) == []
-    assert "hydra.output_subdir=null" in follower_overrides(
-        {"TORCHELASTIC_RUN_ID": "none", "RANK": "1"}
-    )
+def test_only_the_other_ranks_of_torchrun_and_srun_get_the_follower_overrides():
+    assert follower_overrides([], {}) == []
+    assert follower_overrides([], {"RANK": "1"}) == []  # not torchrun: Lightning's own launcher
+    assert follower_overrides([], {"TORCHELASTIC_RUN_ID": "none", "RANK": "0"}) == []
+    torchrun_rank_1 = {"TORCHELASTIC_RUN_ID": "none", "RANK": "1"}
+    assert follower_overrides([], torchrun_rank_1) == [
+        "hydra.run.dir=.",
+        "hydra.output_subdir=null",
+        "hydra/job_logging=stdout",
+    ]
+    srun_task_1 = {"SLURM_STEP_ID": "0", "SLURM_PROCID": "1", "SLURM_NTASKS": "2"}
+    assert "hydra.run.dir=." in follower_overrides([], srun_task_1)
+    assert follower_overrides([], {**srun_task_1, "SLURM_PROCID": "0"}) == []
+    # a batch script's own process, and a task of a job that submitit set up
+    assert follower_overrides([], {"SLURM_PROCID": "1", "SLURM_NTASKS": "2"}) == []
+    assert follower_overrides([], {**srun_task_1, "SUBMITIT_EXECUTOR": "slurm"}) == []
+    # a folder named on the command line is every process's, so that each finds checkpoints
+    fixed = follower_overrides(["loss=focal", "hydra.run.dir=logs/job"], torchrun_rank_1)
+    assert fixed == ["hydra.output_subdir=null", "hydra/job_logging=stdout"]
 
 
 def test_dwa_weights_are_the_same_on_both_nodes_after_every_step(two_nodes_dwa):
