@@ -65,7 +65,9 @@ anchor without a positive is left out of the mean, as in pytorch-metric-learning
 in which no anchor has both (all labels distinct, or all equal) gives 0 with zero gradients,
 never NaN, as pytorch-metric-learning's losses do when a batch has no positive or no negative
 pair; its count (:func:`infonce_pair_count`, :func:`supcon_anchor_count`) is 0, so an epoch
-mean skips it.
+mean skips it. One difference from ``SupConLoss``: its ``AvgNonZeroReducer`` also leaves out
+anchors whose loss rounds to exactly 0 (one positive, far more similar than every negative,
+at a small temperature), which makes its mean depend on rounding; lossplug keeps them.
 """
 
 from __future__ import annotations
@@ -341,7 +343,8 @@ def infonce(
 ) -> Tensor:
     r"""InfoNCE (NT-Xent) over the positive pairs of the batch, the sum of its two components.
 
-    Each positive pair :math:`(a, p)` is scored by
+    SimCLR's NT-Xent (Chen et al. 2020) with positives given by the labels, as
+    pytorch-metric-learning's ``NTXentLoss``: each positive pair :math:`(a, p)` is scored by
     :math:`-s_{ap} + \log\bigl(e^{s_{ap}} + \sum_{n \in N(a)} e^{s_{an}}\bigr)`, with
     :math:`s = \cos / \tau` (see the module's docstring and :func:`infonce_components`).
 
@@ -411,7 +414,8 @@ def supcon(
 ) -> Tensor:
     r"""Supervised contrastive loss (SupCon, :math:`\mathcal{L}^{sup}_{out}`) over the anchors.
 
-    Each anchor :math:`i` is scored by :math:`-\frac{1}{|P(i)|} \sum_{p \in P(i)}
+    Khosla et al. (2020), eq. 2, as pytorch-metric-learning's ``SupConLoss``: each anchor
+    :math:`i` is scored by :math:`-\frac{1}{|P(i)|} \sum_{p \in P(i)}
     \log\bigl(e^{s_{ip}} / \sum_{k \ne i} e^{s_{ik}}\bigr)` with :math:`s = \cos / \tau`, the
     sum of its two components (:func:`supcon_components`).
 

@@ -742,6 +742,16 @@ def test_supcon_per_anchor_matches_pml_at_the_anchors_with_a_positive():
     assert len(ours) == supcon_anchor_count(labels).item() == 10
 
 
+def test_supcon_keeps_the_anchors_whose_loss_rounds_to_zero_which_pml_leaves_out():
+    emb = torch.tensor([[1.0, 0.0], [1.0, 0.01], [0.0, 1.0], [0.01, 1.0], [0.0, 1.0]])
+    labels = torch.tensor([0, 0, 1, 1, 1])
+    per_anchor = supcon(emb, labels, temperature=0.05, reduction="none")
+    assert (per_anchor[:2] == 0).all() and (per_anchor[2:] > 0).all()  # float32 rounding
+    torch.testing.assert_close(supcon(emb, labels, temperature=0.05), per_anchor.mean())
+    pml = pml_losses.SupConLoss(temperature=0.05)(emb, labels)
+    torch.testing.assert_close(pml, per_anchor[2:].mean())  # AvgNonZeroReducer
+
+
 def test_infonce_on_two_views_is_simclr_cross_entropy():
     # SimCLR's NT-Xent: a cross-entropy over every other view, the partner view as the class
     emb, labels = embeddings(12, 5, seed=8), PML_LABELS["two_views"]
