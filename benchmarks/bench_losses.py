@@ -66,15 +66,25 @@ InputFactory = Callable[[torch.device], tuple[Tensor, ...]]
 
 @dataclass(frozen=True)
 class Sizes:
-    """The input sizes of a run: classification, segmentation and embeddings."""
+    """The input sizes of a run: classification, segmentation and embeddings.
+
+    InfoNCE and SupCon take batches of ``embeddings``' dimension: InfoNCE two views of each
+    sample (a label per sample), SupCon ``embeddings``' classes. PML's ``NTXentLoss`` holds a
+    (positive pairs x negative pairs) matrix, 1024 x 1046528 values for 1024 two-view
+    embeddings (4 GiB a copy, several alive): its largest batch here is 512.
+    """
 
     classification: tuple[int, int]
     segmentation: tuple[tuple[int, int, int, int], ...]
     embeddings: tuple[int, int, int]  # batch, dimension, classes
+    infonce_batches: tuple[int, ...]
+    supcon_batches: tuple[int, ...]
 
 
-FULL = Sizes((256, 1000), ((8, 4, 128, 128), (2, 21, 256, 256)), (256, 128, 16))
-QUICK = Sizes((8, 10), ((2, 3, 8, 8), (1, 4, 8, 8)), (16, 8, 4))
+FULL = Sizes(
+    (256, 1000), ((8, 4, 128, 128), (2, 21, 256, 256)), (256, 128, 16), (256, 512), (256, 1024)
+)
+QUICK = Sizes((8, 10), ((2, 3, 8, 8), (1, 4, 8, 8)), (16, 8, 4), (16,), (16,))
 
 
 @dataclass(frozen=True)
@@ -463,6 +473,38 @@ def metric_learning_rows(sizes: Sizes) -> list[Row]:
     ]
 
 
+def temperature_rows(sizes: Sizes) -> list[Row]:
+    """InfoNCE and SupCon against PML at each batch, with PML's default temperatures."""
+    _, dim, classes = sizes.embeddings
+    infonce = [
+        Row(
+            "infonce",
+            f"{batch}x{dim}, two views",
+            "PML NTXentLoss",
+            embedding_inputs(batch, dim, batch // 2),
+            lossplug.build_loss("infonce", temperature=0.07),
+            pml_losses.NTXentLoss(temperature=0.07),
+            PEER_TARGET,
+            "cosine similarity; mean over positive pairs",
+        )
+        for batch in sizes.infonce_batches
+    ]
+    supcon = [
+        Row(
+            "supcon",
+            f"{batch}x{dim}, {classes} classes",
+            "PML SupConLoss",
+            embedding_inputs(batch, dim, classes),
+            lossplug.build_loss("supcon", temperature=0.1),
+            pml_losses.SupConLoss(temperature=0.1),
+            PEER_TARGET,
+            "cosine similarity; mean over anchors (PML AvgNonZeroReducer)",
+        )
+        for batch in sizes.supcon_batches
+    ]
+    return infonce + supcon
+
+
 def all_rows(sizes: Sizes) -> list[Row]:
     """Every comparison, in table order."""
     return [
@@ -471,6 +513,7 @@ def all_rows(sizes: Sizes) -> list[Row]:
         *focal_rows(sizes),
         *overlap_rows(sizes),
         *metric_learning_rows(sizes),
+        *temperature_rows(sizes),
     ]
 
 

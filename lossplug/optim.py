@@ -16,9 +16,10 @@ may hold the parameter-group options of :class:`ParamGroupOptions` (as MMEngine'
 
 Every trainable parameter of the module joins the optimizer, the criterion's learnable
 parameters included; learned loss weights (:class:`~lossplug.weighting.LearnedWeighting`,
-e.g. uncertainty weighting's log-variances) get no weight decay. A scheduler config may hold
-Lightning's ``interval``, ``frequency``, ``monitor``, ``strict`` and ``name``; run-length
-options left ``null`` (``T_max``, ``total_steps``) are filled from the trainer, and
+e.g. uncertainty weighting's log-variances) and learned temperatures
+(:class:`~lossplug.losses.temperature.LearnedTemperature`) get no weight decay. A scheduler
+config may hold Lightning's ``interval``, ``frequency``, ``monitor``, ``strict`` and ``name``;
+run-length options left ``null`` (``T_max``, ``total_steps``) are filled from the trainer, and
 ``max_lr: null`` with each group's lr.
 """
 
@@ -46,6 +47,7 @@ from lossplug.config.options import (
     split_config,
     to_plain,
 )
+from lossplug.losses.temperature import LearnedTemperature
 from lossplug.weighting import LearnedWeighting
 
 #: scheduler options that, when ``null``, receive the run's length in ``interval`` units.
@@ -105,8 +107,8 @@ def param_groups(module: nn.Module, options: ParamGroupOptions) -> list[dict[str
     for name, parameter, owner in _named_trainable_parameters(module):
         prefix = _longest_prefix(name, options.lr_mult)
         used_prefixes.add(prefix)
-        if isinstance(owner, LearnedWeighting):
-            decay_mult = 0.0  # learned loss weights: decay would pull them to a fixed value
+        if isinstance(owner, (LearnedWeighting, LearnedTemperature)):
+            decay_mult = 0.0  # learned weights and temperatures: decay would pull them to a value
         elif isinstance(owner, _NORM_TYPES):
             decay_mult = options.norm_decay_mult
         elif name.rsplit(".", 1)[-1] == "bias":

@@ -9,7 +9,8 @@ Two distances are offered:
     d_{\text{cosine}}(a, b) = 1 - \frac{a \cdot b}{\lVert a \rVert_2 \lVert b \rVert_2}
 
 A loss computes :func:`pairwise_distances` once per batch and reads every pair or triplet it
-mines from that one matrix.
+mines from that one matrix. The temperature-scaled losses (InfoNCE, SupCon) read the cosine
+similarities :math:`1 - d_{\text{cosine}}` from :func:`cosine_similarities` instead.
 
 Half-precision embeddings (``float16``/``bfloat16``) are upcast to ``float32`` and autocast is
 switched off while the distances are computed, as torch's autocast does for ``cdist``: the
@@ -67,6 +68,24 @@ def pairwise_distances(
         squared_norms = embeddings.square().sum(dim=1)
         squared = torch.addmm(squared_norms, embeddings, embeddings.T, alpha=-2.0)
         return _safe_sqrt(squared.add_(squared_norms.unsqueeze(1)), keep=~on_diagonal)
+
+
+def cosine_similarities(embeddings: Tensor) -> Tensor:
+    r"""All cosine similarities :math:`\cos(e_i, e_j)` between the rows of ``embeddings``.
+
+    Computed in float32 at least, with autocast off, as :func:`pairwise_distances`; a zero
+    embedding has similarity 0 to every row, itself included.
+
+    Args:
+        embeddings: floating tensor of shape ``(B, D)``.
+
+    Returns:
+        A symmetric ``(B, B)`` tensor of values in :math:`[-1, 1]`.
+    """
+    embeddings = at_least_float32(embeddings)
+    with autocast_off(embeddings.device):
+        unit = F.normalize(embeddings, dim=1, eps=_NORMALIZE_EPS)
+        return unit @ unit.T
 
 
 def paired_distances(

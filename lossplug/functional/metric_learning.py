@@ -1,8 +1,9 @@
-r"""Metric-learning losses: contrastive (pairs) and triplet, mined inside the batch.
+r"""Metric-learning losses: contrastive (pairs), triplet, InfoNCE and SupCon, inside the batch.
 
-Both take ``(embeddings, labels)``: embeddings of shape ``(B, D)`` and integer labels of
+All take ``(embeddings, labels)``: embeddings of shape ``(B, D)`` and integer labels of
 shape ``(B,)``. Pairs and triplets are formed from the batch, and every distance is read from
-one ``(B, B)`` matrix (:func:`lossplug.functional._distance.pairwise_distances`).
+one ``(B, B)`` matrix (:func:`lossplug.functional._distance.pairwise_distances`); InfoNCE and
+SupCon read one matrix of cosine similarities.
 
 Contrastive loss (Hadsell, Chopra & LeCun 2006, "Dimensionality Reduction by Learning an
 Invariant Mapping", eq. 4 with a positive margin added), over the pairs :math:`i < j` with
@@ -30,10 +31,48 @@ Loss for Person Re-Identification"). Its mean is taken over the *active* triplet
 as FaceNet and pytorch-metric-learning's ``AvgNonZeroReducer`` do, so easy triplets do not
 dilute the gradient. A batch without a valid or an active pair or triplet gives a loss of 0
 with zero gradients, never NaN.
+
+InfoNCE and SupCon score the cosine similarities divided by a temperature :math:`\tau`,
+:math:`s_{ij} = \cos(e_i, e_j) / \tau`. A *positive* of an anchor :math:`a` is another sample
+with its label, :math:`p \in P(a)`; a *negative* is a sample with another label,
+:math:`n \in N(a)`. InfoNCE, as NT-Xent (Chen, Kornblith, Norouzi & Hinton 2020, "A Simple
+Framework for Contrastive Learning of Visual Representations", eq. 1) and
+pytorch-metric-learning's ``NTXentLoss``, scores each positive pair :math:`(a, p)` against the
+anchor's negatives:
+
+.. math::
+
+    \ell(a, p) = \underbrace{-s_{ap}}_{\text{pos}}
+    + \underbrace{\log\Bigl(e^{s_{ap}} + \sum_{n \in N(a)} e^{s_{an}}\Bigr)}_{\text{neg}}
+
+With two views of each image per label (SimCLR's batches) the denominator holds every
+:math:`k \ne a`; with more samples per label the anchor's other positives are left out of it,
+as in ``NTXentLoss``. The mean runs over the positive pairs. SupCon (Khosla et al. 2020,
+"Supervised Contrastive Learning", eq. 2, :math:`\mathcal{L}^{sup}_{out}`, as
+pytorch-metric-learning's ``SupConLoss``) scores each anchor :math:`i` against all others:
+
+.. math::
+
+    \ell_i = -\frac{1}{|P(i)|} \sum_{p \in P(i)} \log \frac{e^{s_{ip}}}{\sum_{k \ne i} e^{s_{ik}}}
+    = \underbrace{-\frac{1}{|P(i)|} \sum_{p \in P(i)} s_{ip}}_{\text{pos}}
+    + \underbrace{\log \sum_{k \ne i} e^{s_{ik}}}_{\text{neg}}
+
+and the mean runs over the anchors. For both, the ``pos`` term is the alignment of positives
+and the ``neg`` term the log-sum-exp that pushes the other samples apart (the uniformity
+term of Wang & Isola 2020); their sum is the loss, pair by pair or anchor by anchor and in
+every reduction. Only pairs and anchors that have both a positive and a negative count: an
+anchor without a positive is left out of the mean, as in pytorch-metric-learning. A batch
+in which no anchor has both (all labels distinct, or all equal) gives 0 with zero gradients,
+never NaN, as pytorch-metric-learning's losses do when a batch has no positive or no negative
+pair; its count (:func:`infonce_pair_count`, :func:`supcon_anchor_count`) is 0, so an epoch
+mean skips it. One difference from ``SupConLoss``: its ``AvgNonZeroReducer`` also leaves out
+anchors whose loss rounds to exactly 0 (one positive, far more similar than every negative,
+at a small temperature), which makes its mean depend on rounding; lossplug keeps them.
 """
 
 from __future__ import annotations
 
+import math
 from typing import Literal
 
 import torch
@@ -44,10 +83,12 @@ from lossplug._validation import (
     check_floating,
     check_number,
     check_reduction,
+    value_checks_apply,
 )
 from lossplug.functional._distance import (
     DISTANCES,
     Distance,
+    cosine_similarities,
     paired_distances,
     pairwise_distances,
 )
@@ -226,10 +267,14 @@ def _triplet_geometry(
 ) -> tuple[Tensor, Tensor, Tensor]:
     """Validate, then the one distance matrix and the positive / negative pair masks."""
     check_embeddings_and_labels("triplet", embeddings, labels)
-    distances = pairwise_distances(embeddings, distance, p)
+    return pairwise_distances(embeddings, distance, p), *_pair_masks(labels)
+
+
+def _pair_masks(labels: Tensor) -> tuple[Tensor, Tensor]:
+    """``(is_positive, is_negative)``, ``(B, B)``: same label but not itself; another label."""
     same_label = labels[:, None] == labels[None, :]
     is_positive = same_label & ~torch.eye(len(labels), dtype=torch.bool, device=labels.device)
-    return distances, is_positive, ~same_label
+    return is_positive, ~same_label
 
 
 def _batch_hard_losses(
@@ -287,6 +332,210 @@ def triplet_margin(
         + margin
     )
     return reduce_loss(torch.relu(violation), reduction)
+
+
+def infonce(
+    embeddings: Tensor,
+    labels: Tensor,
+    *,
+    temperature: float | Tensor = 0.07,
+    reduction: str = "mean",
+) -> Tensor:
+    r"""InfoNCE (NT-Xent) over the positive pairs of the batch, the sum of its two components.
+
+    SimCLR's NT-Xent (Chen et al. 2020) with positives given by the labels, as
+    pytorch-metric-learning's ``NTXentLoss``: each positive pair :math:`(a, p)` is scored by
+    :math:`-s_{ap} + \log\bigl(e^{s_{ap}} + \sum_{n \in N(a)} e^{s_{an}}\bigr)`, with
+    :math:`s = \cos / \tau` (see the module's docstring and :func:`infonce_components`).
+
+    Args:
+        embeddings: floating tensor of shape ``(B, D)``: every view of the batch, with the
+            same label for the views of one sample.
+        labels: integer tensor of shape ``(B,)``.
+        temperature: :math:`\tau > 0`, a number or a 0-d floating tensor (a learned one).
+        reduction: ``"mean"`` over the positive pairs whose anchor has a negative (0 if none),
+            ``"sum"``, or ``"none"``: one value per such pair ``(a, p)``, row-major.
+
+    Returns:
+        The loss: a scalar, or a 1-D tensor for ``"none"``.
+
+    Example:
+        >>> import torch
+        >>> from lossplug.functional import infonce
+        >>> views = torch.tensor([[1.0, 0.0], [1.0, 0.1], [0.0, 1.0], [0.1, 1.0]])
+        >>> infonce(views, torch.tensor([0, 0, 1, 1]), temperature=0.5)
+        tensor(0.2899)
+    """
+    parts = infonce_components(embeddings, labels, temperature=temperature, reduction=reduction)
+    return parts["pos"] + parts["neg"]
+
+
+def infonce_components(
+    embeddings: Tensor,
+    labels: Tensor,
+    *,
+    temperature: float | Tensor = 0.07,
+    reduction: str = "mean",
+) -> dict[str, Tensor]:
+    r"""InfoNCE's two terms per positive pair: ``pos`` :math:`= -s_{ap}`, ``neg`` the log-sum-exp.
+
+    ``neg`` :math:`= \log\bigl(e^{s_{ap}} + \sum_{n \in N(a)} e^{s_{an}}\bigr)` holds the
+    positive itself besides the negatives, so ``pos + neg`` :math:`\ge 0` is the pair's loss
+    although ``pos`` alone is negative where positives are similar. Both are reduced over the
+    same pairs (those whose anchor has a negative), so they add up to :func:`infonce` in every
+    reduction; with ``"none"`` both are 1-D, one value per pair, row-major.
+
+    Args:
+        embeddings: floating tensor of shape ``(B, D)``.
+        labels: integer tensor of shape ``(B,)``.
+        temperature: :math:`\tau > 0`, a number or a 0-d floating tensor.
+        reduction: ``"mean"``, ``"sum"`` or ``"none"``.
+
+    Returns:
+        ``{"pos": ..., "neg": ...}``; their sum is :func:`infonce`.
+    """
+    logits, is_positive, is_negative = _scaled_similarities(
+        "infonce", embeddings, labels, temperature, reduction
+    )
+    negatives = _masked_logsumexp(logits, is_negative)
+    pairs = _infonce_pairs(is_positive, is_negative)
+    return {
+        "pos": _reduce_kept(-logits, pairs, reduction),
+        "neg": _reduce_kept(torch.logaddexp(logits, negatives.unsqueeze(1)), pairs, reduction),
+    }
+
+
+def supcon(
+    embeddings: Tensor,
+    labels: Tensor,
+    *,
+    temperature: float | Tensor = 0.1,
+    reduction: str = "mean",
+) -> Tensor:
+    r"""Supervised contrastive loss (SupCon, :math:`\mathcal{L}^{sup}_{out}`) over the anchors.
+
+    Khosla et al. (2020), eq. 2, as pytorch-metric-learning's ``SupConLoss``: each anchor
+    :math:`i` is scored by :math:`-\frac{1}{|P(i)|} \sum_{p \in P(i)}
+    \log\bigl(e^{s_{ip}} / \sum_{k \ne i} e^{s_{ik}}\bigr)` with :math:`s = \cos / \tau`, the
+    sum of its two components (:func:`supcon_components`).
+
+    Args:
+        embeddings: floating tensor of shape ``(B, D)``.
+        labels: integer tensor of shape ``(B,)``.
+        temperature: :math:`\tau > 0`, a number or a 0-d floating tensor (a learned one).
+        reduction: ``"mean"`` over the anchors that have a positive and a negative (0 if none),
+            ``"sum"``, or ``"none"``: one value per such anchor, in batch order.
+
+    Returns:
+        The loss: a scalar, or a 1-D tensor for ``"none"``.
+
+    Example:
+        >>> import torch
+        >>> from lossplug.functional import supcon
+        >>> emb = torch.tensor([[1.0, 0.0], [1.0, 0.1], [0.9, 0.0], [0.0, 1.0]])
+        >>> supcon(emb, torch.tensor([0, 0, 0, 1]), temperature=0.5)
+        tensor(0.7637)
+    """
+    parts = supcon_components(embeddings, labels, temperature=temperature, reduction=reduction)
+    return parts["pos"] + parts["neg"]
+
+
+def supcon_components(
+    embeddings: Tensor,
+    labels: Tensor,
+    *,
+    temperature: float | Tensor = 0.1,
+    reduction: str = "mean",
+) -> dict[str, Tensor]:
+    r"""SupCon's two terms per anchor: ``pos``, minus the mean positive :math:`s_{ip}`, and ``neg``.
+
+    ``neg`` :math:`= \log \sum_{k \ne i} e^{s_{ik}}` runs over every other sample, positives
+    included, so ``pos + neg`` :math:`\ge \log |P(i)|` is the anchor's loss. Both are reduced
+    over the same anchors (those with a positive and a negative), so they add up to
+    :func:`supcon` in every reduction; with ``"none"`` both are 1-D, one value per anchor.
+
+    Args:
+        embeddings: floating tensor of shape ``(B, D)``.
+        labels: integer tensor of shape ``(B,)``.
+        temperature: :math:`\tau > 0`, a number or a 0-d floating tensor.
+        reduction: ``"mean"``, ``"sum"`` or ``"none"``.
+
+    Returns:
+        ``{"pos": ..., "neg": ...}``; their sum is :func:`supcon`.
+    """
+    logits, is_positive, is_negative = _scaled_similarities(
+        "supcon", embeddings, labels, temperature, reduction
+    )
+    positives = is_positive.sum(dim=1)
+    mean_positive = (logits * is_positive).sum(dim=1) / positives.clamp_min(1)
+    others = _masked_logsumexp(logits, is_positive | is_negative)
+    anchors = _supcon_anchors(is_positive, is_negative)
+    return {
+        "pos": _reduce_kept(-mean_positive, anchors, reduction),
+        "neg": _reduce_kept(others, anchors, reduction),
+    }
+
+
+def infonce_pair_count(labels: Tensor) -> Tensor:
+    """How many positive pairs :func:`infonce`'s mean runs over: its weight in an epoch mean.
+
+    Args:
+        labels: integer tensor of shape ``(B,)``.
+
+    Returns:
+        A 0-d integer tensor: the ordered pairs ``(a, p)`` of one label whose anchor has a
+        negative.
+    """
+    return _infonce_pairs(*_pair_masks(labels)).sum()
+
+
+def supcon_anchor_count(labels: Tensor) -> Tensor:
+    """How many anchors :func:`supcon`'s mean runs over: its weight in an epoch mean.
+
+    Args:
+        labels: integer tensor of shape ``(B,)``.
+
+    Returns:
+        A 0-d integer tensor: the anchors that have a positive and a negative.
+    """
+    return _supcon_anchors(*_pair_masks(labels)).sum()
+
+
+def _scaled_similarities(
+    loss: str, embeddings: Tensor, labels: Tensor, temperature: float | Tensor, reduction: str
+) -> tuple[Tensor, Tensor, Tensor]:
+    r"""Validate, then the ``(B, B)`` logits :math:`\cos / \tau` and the pair masks."""
+    check_temperature(loss, temperature)
+    check_reduction(loss, reduction)
+    check_embeddings_and_labels(loss, embeddings, labels)
+    return cosine_similarities(embeddings) / temperature, *_pair_masks(labels)
+
+
+def _infonce_pairs(is_positive: Tensor, is_negative: Tensor) -> Tensor:
+    """The positive pairs ``(a, p)`` whose anchor has a negative, ``(B, B)``."""
+    return is_positive & is_negative.any(dim=1, keepdim=True)
+
+
+def _supcon_anchors(is_positive: Tensor, is_negative: Tensor) -> Tensor:
+    """The anchors that have a positive and a negative, ``(B,)``."""
+    return is_positive.any(dim=1) & is_negative.any(dim=1)
+
+
+def _masked_logsumexp(logits: Tensor, keep: Tensor) -> Tensor:
+    """Each row's log-sum-exp over the kept entries.
+
+    The others are filled with the dtype's lowest finite value rather than ``-inf``: a row
+    that keeps nothing then gives a finite (hugely negative) value and finite gradients, and
+    it is left out of every reduction by its caller.
+    """
+    return logits.masked_fill(~keep, torch.finfo(logits.dtype).min).logsumexp(dim=1)
+
+
+def _reduce_kept(values: Tensor, keep: Tensor, reduction: str) -> Tensor:
+    """``values`` where ``keep`` holds: their mean (0 if none), their sum, or them (``"none"``)."""
+    if reduction == "none":
+        return values[keep]
+    return reduce_loss(values, reduction, weight=keep)
 
 
 def check_contrastive_options(
@@ -355,6 +604,32 @@ def _check_margin_and_distance(
         )
     check_reduction(loss, reduction)
     return margin, p
+
+
+def check_temperature(loss: str, temperature: float | Tensor) -> None:
+    """Require a temperature > 0: a finite number or a 0-d floating tensor.
+
+    A tensor's value is read on the host (a value check: skipped where value checks are off,
+    under ``torch.compile`` and ``torch.func``'s transforms).
+
+    Raises:
+        TypeError: for neither a number nor a floating tensor.
+        ValueError: for a number or a tensor value that is not finite and > 0, or a tensor
+            that is not 0-d.
+    """
+    if not isinstance(temperature, Tensor):
+        check_number(loss, "temperature", temperature, minimum=0.0, exclusive_minimum=True)
+        return
+    check_floating(loss, "temperature", temperature, "a temperature")
+    if temperature.ndim != 0:
+        raise ValueError(
+            f"{loss}: 'temperature' must be a number or a 0-d tensor, got shape "
+            f"{tuple(temperature.shape)}"
+        )
+    if value_checks_apply(temperature):
+        value = temperature.item()
+        if not 0.0 < value < math.inf:
+            raise ValueError(f"{loss}: 'temperature' must be finite and > 0, got {value!r}")
 
 
 def check_embeddings_and_labels(loss: str, embeddings: Tensor, labels: Tensor) -> None:

@@ -3,7 +3,12 @@
 from lossplug.losses.base import LossModule, MultiTermLoss
 from lossplug.losses.classification import BCELoss, CrossEntropyLoss, HingeLoss, KLDivLoss
 from lossplug.losses.focal import FocalLoss
-from lossplug.losses.metric_learning import ContrastiveLoss, TripletLoss
+from lossplug.losses.metric_learning import (
+    ContrastiveLoss,
+    InfoNCELoss,
+    SupConLoss,
+    TripletLoss,
+)
 from lossplug.losses.overlap import DiceCELoss, DiceLoss, TverskyLoss
 from lossplug.losses.regression import HuberLoss, L1Loss, MSELoss, SmoothL1Loss
 
@@ -16,12 +21,14 @@ __all__ = [
     "FocalLoss",
     "HingeLoss",
     "HuberLoss",
+    "InfoNCELoss",
     "KLDivLoss",
     "L1Loss",
     "LossModule",
     "MSELoss",
     "MultiTermLoss",
     "SmoothL1Loss",
+    "SupConLoss",
     "TripletLoss",
     "TverskyLoss",
 ]

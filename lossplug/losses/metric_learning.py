@@ -8,6 +8,7 @@ from lossplug.functional import metric_learning as F
 from lossplug.functional._distance import Distance
 from lossplug.functional.metric_learning import Mining
 from lossplug.losses.base import LossModule, MultiTermLoss
+from lossplug.losses.temperature import LearnedTemperature, check_temperature_options
 from lossplug.registry import register_loss
 
 
@@ -138,3 +139,131 @@ class TripletLoss(LossModule):
             "distance": self.distance,
             "p": self.p,
         }
+
+
+class _TemperatureScaledLoss(MultiTermLoss):
+    """The ``pos`` and ``neg`` terms over cosine similarities divided by a temperature.
+
+    Subclasses give :meth:`components` (their functional's) and :meth:`mean_count` (the pairs
+    or anchors its mean runs over).
+
+    Args:
+        temperature: > 0; with ``learn_temperature``, the initial value (>= 0.01).
+        learn_temperature: train the temperature with the model (:class:`LearnedTemperature`).
+        reduction: ``"mean"``, ``"sum"`` or ``"none"``.
+    """
+
+    input_space = "embeddings"
+    repr_options = ("temperature", "learn_temperature")
+
+    def __init__(self, temperature: float, learn_temperature: bool, reduction: str) -> None:
+        super().__init__(reduction)
+        self.temperature = check_temperature_options(self.name, temperature, learn_temperature)
+        self.learn_temperature = learn_temperature
+        self.learned_temperature = LearnedTemperature(temperature) if learn_temperature else None
+
+    def current_temperature(self) -> float | Tensor:
+        """The temperature the next call divides by: the option, or the learned tensor."""
+        if self.learned_temperature is None:
+            return self.temperature
+        return self.learned_temperature()
+
+    def component_names(self) -> tuple[str, ...]:
+        """``pos`` and ``neg``."""
+        return ("pos", "neg")
+
+    def mean_count(self, labels: Tensor) -> Tensor:
+        """How many pairs or anchors of the batch the mean runs over."""
+        raise NotImplementedError
+
+    def measured_components(
+        self, embeddings: Tensor, labels: Tensor
+    ) -> tuple[dict[str, Tensor], dict[str, Tensor | int]]:
+        """Both terms, counted over the pairs or anchors the mean runs over (0 when none)."""
+        count = self.mean_count(labels)
+        return self.components(embeddings, labels), {"pos": count, "neg": count}
+
+
+@register_loss("infonce")
+class InfoNCELoss(_TemperatureScaledLoss):
+    """InfoNCE / NT-Xent over the batch's positive pairs; see :func:`lossplug.functional.infonce`.
+
+    Called as ``loss(embeddings, labels)``, samples of one label being positives (the views of
+    one image in SimCLR); as pytorch-metric-learning's ``NTXentLoss``. Its components are
+    ``pos``, the positive pair's scaled similarity negated, and ``neg``, the log-sum-exp over
+    the positive and the anchor's negatives; per pair and in every reduction the loss is
+    ``pos + neg``. A learned temperature is clipped at 0.01 as in CLIP
+    (:class:`~lossplug.losses.temperature.LearnedTemperature`).
+
+    Args:
+        temperature: > 0 (SimCLR: 0.1 to 0.5; CLIP's initial value: 0.07).
+        learn_temperature: learn it, starting from ``temperature`` (>= 0.01).
+        reduction: ``"mean"`` over the positive pairs, ``"sum"`` or ``"none"`` (per pair).
+
+    Example:
+        >>> import torch
+        >>> from lossplug.losses import InfoNCELoss
+        >>> loss = InfoNCELoss(temperature=0.5)
+        >>> views = torch.tensor([[1.0, 0.0], [1.0, 0.1], [0.0, 1.0], [0.1, 1.0]])
+        >>> loss.components(views, torch.tensor([0, 0, 1, 1]))
+        {'pos': tensor(-1.9901), 'neg': tensor(2.2800)}
+    """
+
+    name = "infonce"
+
+    def __init__(
+        self, temperature: float = 0.07, learn_temperature: bool = False, reduction: str = "mean"
+    ) -> None:
+        super().__init__(temperature, learn_temperature, reduction)
+
+    def components(self, embeddings: Tensor, labels: Tensor) -> dict[str, Tensor]:
+        """The ``pos`` and ``neg`` terms; the loss is their sum."""
+        return F.infonce_components(
+            embeddings, labels, temperature=self.current_temperature(), reduction=self.reduction
+        )
+
+    def mean_count(self, labels: Tensor) -> Tensor:
+        """The positive pairs whose anchor has a negative."""
+        return F.infonce_pair_count(labels)
+
+
+@register_loss("supcon")
+class SupConLoss(_TemperatureScaledLoss):
+    """Supervised contrastive loss over the anchors; see :func:`lossplug.functional.supcon`.
+
+    Called as ``loss(embeddings, labels)``; the L_out form of Khosla et al. (2020), as
+    pytorch-metric-learning's ``SupConLoss``. Its components are ``pos``, an anchor's mean
+    scaled similarity to its positives negated, and ``neg``, the log-sum-exp over all other
+    samples; per anchor and in every reduction the loss is ``pos + neg``.
+
+    Args:
+        temperature: > 0 (the paper's: 0.1).
+        learn_temperature: learn it, starting from ``temperature`` (>= 0.01).
+        reduction: ``"mean"`` over the anchors with a positive and a negative, ``"sum"`` or
+            ``"none"`` (per anchor).
+
+    Example:
+        >>> import torch
+        >>> from lossplug.losses import SupConLoss
+        >>> loss = SupConLoss(temperature=0.5)
+        >>> emb = torch.tensor([[1.0, 0.0], [1.0, 0.1], [0.9, 0.0], [0.0, 1.0]])
+        >>> loss(emb, torch.tensor([0, 0, 0, 1]))
+        tensor(0.7637)
+    """
+
+    name = "supcon"
+
+    def __init__(
+        self, temperature: float = 0.1, learn_temperature: bool = False, reduction: str = "mean"
+    ) -> None:
+        super().__init__(temperature, learn_temperature, reduction)
+
+    def components(self, embeddings: Tensor, labels: Tensor) -> dict[str, Tensor]:
+        """The ``pos`` and ``neg`` terms; the loss is their sum."""
+        return F.supcon_components(
+            embeddings, labels, temperature=self.current_temperature(), reduction=self.reduction
+        )
+
+    def mean_count(self, labels: Tensor) -> Tensor:
+        """The anchors that have a positive and a negative."""
+        return F.supcon_anchor_count(labels)

@@ -51,6 +51,8 @@ LOSS_EXPERIMENTS = [
     ("bce", "segmentation"),
     ("triplet", "metric_learning"),
     ("contrastive", "metric_learning"),
+    ("infonce", "metric_learning"),
+    ("supcon", "metric_learning"),
     ("vae", "vae"),
 ]
 
@@ -70,7 +72,7 @@ def test_the_documented_choices_exist():
         [
             *("mse", "l1", "huber", "smooth_l1"),
             *("cross_entropy", "bce", "kl_div", "hinge", "focal"),
-            *("dice", "tversky", "dice_ce", "triplet", "contrastive"),
+            *("dice", "tversky", "dice_ce", "triplet", "contrastive", "infonce", "supcon"),
             *("dice_ce_terms", "dice_ce_ramp", "dice_ce_uncertainty", "dice_ce_dwa"),
             *("focal_dice", "vae"),
         ]
@@ -114,7 +116,7 @@ def test_every_loss_runs_with_a_matching_experiment(compose_train, loss, experim
     logged = {key.split("/")[-1] for key in metrics if key.startswith("val/loss/")}
     expected = {name: {"dice", "ce"} for name in (*COMPOSITES, "dice_ce")} | {
         "focal_dice": {"focal", "dice"},
-        "contrastive": {"pos", "neg"},
+        **{name: {"pos", "neg"} for name in ("contrastive", "infonce", "supcon")},
         "vae": {"recon", "kl"},
     }
     assert logged == expected.get(loss, {job.model.criterion.name})
@@ -142,6 +144,25 @@ def test_dice_ce_terms_weights_and_term_options_are_overridable(compose_train):
     assert criterion.weights == {"dice": 0.5, "ce": 1.0}
     assert criterion.terms["dice"].include_background is False
     assert criterion.terms["ce"].label_smoothing == 0.1
+
+
+@pytest.mark.parametrize("loss", ["infonce", "supcon"])
+def test_a_learned_temperature_trains_from_the_config_without_weight_decay(compose_train, loss):
+    cfg = compose_train(
+        "experiment=metric_learning",
+        f"loss={loss}",
+        "loss.learn_temperature=true",
+        "optimizer=adamw",
+        "+trainer.fast_dev_run=true",
+    )
+    job = build(cfg)
+    logit_scale = job.model.criterion.learned_temperature.logit_scale
+    start = logit_scale.item()
+    job.trainer.fit(job.model, datamodule=job.datamodule)
+    assert logit_scale.item() != start  # trained with the model
+    (optimizer,) = job.trainer.optimizers
+    (group,) = [g for g in optimizer.param_groups if any(p is logit_scale for p in g["params"])]
+    assert group["weight_decay"] == 0.0 < optimizer.defaults["weight_decay"]
 
 
 @pytest.mark.parametrize("optimizer", options("optimizer"))

@@ -57,6 +57,8 @@ def _loss_cases() -> dict[str, tuple[Callable[..., torch.Tensor], tuple[torch.Te
         "triplet": (LF.triplet, (emb, emb_labels)),
         "triplet_batch_hard": (partial(LF.triplet, mining="batch_hard"), (emb, emb_labels)),
         "triplet_margin": (LF.triplet_margin, (emb, emb.roll(1, 0), emb.flip(0))),
+        "infonce": (partial(LF.infonce, temperature=0.2), (emb, emb_labels)),
+        "supcon": (LF.supcon, (emb, emb_labels)),
     }
 
 

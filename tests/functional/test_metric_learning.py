@@ -1,4 +1,9 @@
-"""Contrastive and triplet losses: brute-force loops, torch and pytorch-metric-learning agree."""
+"""Metric-learning losses: brute-force loops, torch and pytorch-metric-learning agree.
+
+Contrastive, triplet, InfoNCE (NT-Xent) and SupCon; the temperature-scaled two against PML's
+``NTXentLoss`` and ``SupConLoss`` (cosine similarity, PML's default for both) and against the
+formulas written out anchor by anchor in float64.
+"""
 
 from __future__ import annotations
 
@@ -12,14 +17,27 @@ from pytorch_metric_learning import miners as pml_miners
 from pytorch_metric_learning import reducers as pml_reducers
 from pytorch_metric_learning.distances import LpDistance
 
-from lossplug.functional._distance import paired_distances, pairwise_distances
+from lossplug import value_checks
+from lossplug.functional._distance import (
+    cosine_similarities,
+    paired_distances,
+    pairwise_distances,
+)
 from lossplug.functional.metric_learning import (
     contrastive,
     contrastive_components,
+    infonce,
+    infonce_components,
+    infonce_pair_count,
+    supcon,
+    supcon_anchor_count,
+    supcon_components,
     triplet,
     triplet_margin,
 )
-from lossplug.losses.metric_learning import ContrastiveLoss, TripletLoss
+from lossplug.losses.metric_learning import ContrastiveLoss, InfoNCELoss, SupConLoss, TripletLoss
+from lossplug.losses.temperature import LearnedTemperature
+from lossplug.optim import ParamGroupOptions, param_groups
 from lossplug.registry import build_loss
 
 LABELS = torch.tensor([0, 0, 1, 1, 2, 2, 0, 1, 3])  # class 3 has no positive
@@ -100,6 +118,52 @@ def ref_reduce_active(losses, reduction):
         return sum(losses)
     active = [value for value in losses if value > 0]
     return sum(active) / len(active) if active else 0.0
+
+
+def ref_infonce_terms(emb, labels, temperature):
+    """Per positive pair (a, p), row-major, whose anchor has a negative: (pos, neg, loss)."""
+    emb, labels = emb.tolist(), labels.tolist()
+    terms = []
+    for a in range(len(emb)):
+
+        def s(k, a=a):
+            return (1.0 - ref_distance(emb[a], emb[k], "cosine")) / temperature
+
+        negatives = [n for n in range(len(emb)) if labels[n] != labels[a]]
+        for p in range(len(emb)):
+            if p == a or labels[p] != labels[a] or not negatives:
+                continue
+            denominator = math.exp(s(p)) + sum(math.exp(s(n)) for n in negatives)
+            loss = -math.log(math.exp(s(p)) / denominator)
+            terms.append((-s(p), math.log(denominator), loss))
+    return terms
+
+
+def ref_supcon_terms(emb, labels, temperature):
+    """Per anchor with a positive and a negative, in batch order: (pos, neg, loss)."""
+    emb, labels = emb.tolist(), labels.tolist()
+    terms = []
+    for i in range(len(emb)):
+
+        def s(k, i=i):
+            return (1.0 - ref_distance(emb[i], emb[k], "cosine")) / temperature
+
+        others = [k for k in range(len(emb)) if k != i]
+        positives = [k for k in others if labels[k] == labels[i]]
+        if not positives or len(positives) == len(others):
+            continue
+        denominator = sum(math.exp(s(k)) for k in others)
+        loss = -sum(math.log(math.exp(s(p)) / denominator) for p in positives) / len(positives)
+        terms.append((-sum(s(p) for p in positives) / len(positives), math.log(denominator), loss))
+    return terms
+
+
+def ref_reduce(values, reduction):
+    if reduction == "none":
+        return values
+    if reduction == "sum":
+        return sum(values)
+    return sum(values) / len(values) if values else 0.0
 
 
 # ---------------------------------------------------------------- distances
@@ -335,6 +399,7 @@ def test_all_zero_embeddings_give_finite_grads():
     emb = torch.zeros(4, 3, requires_grad=True)
     labels = torch.tensor([0, 0, 1, 1])
     loss = contrastive(emb, labels) + triplet(emb, labels) + triplet(emb, labels, distance="cosine")
+    loss = loss + infonce(emb, labels) + supcon(emb, labels)
     loss.backward()
     assert torch.isfinite(loss) and torch.isfinite(emb.grad).all()
 
@@ -428,7 +493,15 @@ def test_reduction_none_shapes():
 
 # ---------------------------------------------------------------- low precision
 @pytest.mark.parametrize(
-    "loss", [ContrastiveLoss(), TripletLoss(margin=0.5), TripletLoss(mining="batch_hard")]
+    "loss",
+    [
+        ContrastiveLoss(),
+        TripletLoss(margin=0.5),
+        TripletLoss(mining="batch_hard"),
+        InfoNCELoss(),
+        SupConLoss(),
+    ],
+    ids=repr,
 )
 def test_bf16_autocast_on_cpu_is_finite_and_close(loss):
     emb = embeddings(dtype=torch.float32).requires_grad_()
@@ -457,19 +530,30 @@ def _call_triplet(**kwargs):
     return triplet(**{"embeddings": embeddings(), "labels": LABELS, **kwargs})
 
 
-@pytest.mark.parametrize("call", [_call_contrastive, _call_triplet], ids=["contrastive", "triplet"])
+def _call_infonce(**kwargs):
+    return infonce(**{"embeddings": embeddings(), "labels": LABELS, **kwargs})
+
+
+def _call_supcon(**kwargs):
+    return supcon(**{"embeddings": embeddings(), "labels": LABELS, **kwargs})
+
+
+BAD_INPUTS = [
+    ({"labels": LABELS.float()}, TypeError, "'labels' must be an integer tensor"),
+    ({"labels": LABELS[:-1]}, ValueError, "'labels' must have shape \\(9,\\)"),
+    ({"labels": LABELS[None]}, ValueError, "'labels' must have shape"),
+    ({"embeddings": embeddings()[0]}, ValueError, "'embeddings' must have shape \\(B, D\\)"),
+    ({"embeddings": torch.ones(9, 2, dtype=torch.long)}, TypeError, "'embeddings'"),
+    ({"reduction": "mean_active"}, ValueError, "option 'reduction'"),
+]
+
+
 @pytest.mark.parametrize(
-    ("kwargs", "error", "match"),
-    [
-        ({"labels": LABELS.float()}, TypeError, "'labels' must be an integer tensor"),
-        ({"labels": LABELS[:-1]}, ValueError, "'labels' must have shape \\(9,\\)"),
-        ({"labels": LABELS[None]}, ValueError, "'labels' must have shape"),
-        ({"embeddings": embeddings()[0]}, ValueError, "'embeddings' must have shape \\(B, D\\)"),
-        ({"embeddings": torch.ones(9, 2, dtype=torch.long)}, TypeError, "'embeddings'"),
-        ({"distance": "manhattan"}, ValueError, "option 'distance'"),
-        ({"reduction": "mean_active"}, ValueError, "option 'reduction'"),
-    ],
+    "call",
+    [_call_contrastive, _call_triplet, _call_infonce, _call_supcon],
+    ids=["contrastive", "triplet", "infonce", "supcon"],
 )
+@pytest.mark.parametrize(("kwargs", "error", "match"), BAD_INPUTS)
 def test_bad_inputs_name_the_loss_and_argument(call, kwargs, error, match):
     loss_name = call.__name__.removeprefix("_call_")
     with pytest.raises(error, match=f"^{loss_name}: .*{match}"):
@@ -498,6 +582,21 @@ def test_bad_inputs_name_the_loss_and_argument(call, kwargs, error, match):
         (TripletLoss, {"p": 0.5}, ValueError, "option 'p'"),
         (TripletLoss, {"distance": "cosine", "p": 1.0}, ValueError, "option 'p'"),
         (TripletLoss, {"reduction": "avg"}, ValueError, "option 'reduction'"),
+        (InfoNCELoss, {"temperature": 0.0}, ValueError, "option 'temperature' must be .* > 0"),
+        (InfoNCELoss, {"temperature": -0.1}, ValueError, "option 'temperature'"),
+        (InfoNCELoss, {"temperature": float("inf")}, ValueError, "option 'temperature'"),
+        (InfoNCELoss, {"temperature": "0.1"}, TypeError, "option 'temperature'"),
+        (InfoNCELoss, {"learn_temperature": "yes"}, TypeError, "option 'learn_temperature'"),
+        (
+            InfoNCELoss,
+            {"temperature": 0.005, "learn_temperature": True},
+            ValueError,
+            "option 'temperature' must be >= 0.01 with learn_temperature=true",
+        ),
+        (InfoNCELoss, {"reduction": "batchmean"}, ValueError, "option 'reduction'"),
+        (SupConLoss, {"temperature": float("nan")}, ValueError, "option 'temperature'"),
+        (SupConLoss, {"learn_temperature": 1}, TypeError, "option 'learn_temperature'"),
+        (SupConLoss, {"reduction": "avg"}, ValueError, "option 'reduction'"),
     ],
 )
 def test_bad_options_fail_at_construction(factory, kwargs, error, match):
@@ -510,6 +609,7 @@ def test_bad_options_fail_at_construction(factory, kwargs, error, match):
     [
         ({"pos_margin": float("nan")}, ValueError, "option 'pos_margin'"),
         ({"neg_margin": -1.0}, ValueError, "option 'neg_margin'"),
+        ({"distance": "manhattan"}, ValueError, "option 'distance'"),
     ],
 )
 def test_functional_contrastive_checks_options(kwargs, error, match):
@@ -522,11 +622,34 @@ def test_functional_contrastive_checks_options(kwargs, error, match):
     [
         ({"margin": float("nan")}, ValueError, "option 'margin'"),
         ({"mining": "hard"}, ValueError, "option 'mining'"),
+        ({"distance": "manhattan"}, ValueError, "option 'distance'"),
     ],
 )
 def test_functional_triplet_checks_options(kwargs, error, match):
     with pytest.raises(error, match=f"^triplet: {match}"):
         _call_triplet(**kwargs)
+
+
+@pytest.mark.parametrize("call", [_call_infonce, _call_supcon], ids=["infonce", "supcon"])
+@pytest.mark.parametrize(
+    ("temperature", "error", "match"),
+    [
+        (0.0, ValueError, "option 'temperature' must be a finite number > 0.0, got 0.0"),
+        (torch.tensor(0.0), ValueError, "'temperature' must be finite and > 0, got 0.0"),
+        (torch.tensor(float("nan")), ValueError, "'temperature' must be finite and > 0"),
+        (torch.tensor([0.1, 0.2]), ValueError, "'temperature' must be a number or a 0-d tensor"),
+        (torch.tensor(1), TypeError, "'temperature' must be a floating-point tensor"),
+    ],
+)
+def test_functional_temperature_losses_check_the_temperature(call, temperature, error, match):
+    loss_name = call.__name__.removeprefix("_call_")
+    with pytest.raises(error, match=f"^{loss_name}: {match}"):
+        call(temperature=temperature)
+
+
+def test_a_temperature_tensor_is_read_only_where_value_checks_apply():
+    with value_checks(False):
+        assert torch.isnan(_call_infonce(temperature=torch.tensor(float("nan"))))
 
 
 def test_triplet_margin_checks_inputs():
@@ -551,3 +674,208 @@ def test_triplet_epoch_weight_is_the_number_of_active_triplets(mining):
     torch.testing.assert_close(components["triplet"], loss(embeddings, labels))
     _, none_active = loss.measured_components(embeddings, torch.arange(10))
     assert none_active["triplet"].item() == 0  # all labels distinct: no triplet at all
+
+
+# ---------------------------------------------------------------- InfoNCE and SupCon
+TEMPERATURE_LOSSES = {
+    "infonce": (infonce, infonce_components, ref_infonce_terms, pml_losses.NTXentLoss),
+    "supcon": (supcon, supcon_components, ref_supcon_terms, pml_losses.SupConLoss),
+}
+PML_LABELS = {
+    "classes": torch.tensor([0, 0, 0, 1, 1, 2, 2, 2, 3, 1, 0, 4]),  # 3 and 4 have no positive
+    "two_views": torch.tensor([0, 1, 2, 3, 4, 5, 0, 1, 2, 3, 4, 5]),  # SimCLR's batches
+}
+
+
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+@pytest.mark.parametrize("temperature", [0.07, 0.5, 2.0])
+@pytest.mark.parametrize("name", TEMPERATURE_LOSSES)
+def test_temperature_losses_match_loops(name, temperature, reduction):
+    loss, components, reference, _ = TEMPERATURE_LOSSES[name]
+    emb = embeddings()
+    pos, neg, total = zip(*reference(emb, LABELS, temperature), strict=True)
+    expected = {
+        key: torch.tensor(ref_reduce(list(values), reduction), dtype=torch.float64)
+        for key, values in (("pos", pos), ("neg", neg), ("loss", total))
+    }
+    parts = components(emb, LABELS, temperature=temperature, reduction=reduction)
+    assert list(parts) == ["pos", "neg"]
+    torch.testing.assert_close(parts["pos"], expected["pos"])
+    torch.testing.assert_close(parts["neg"], expected["neg"])
+    value = loss(emb, LABELS, temperature=temperature, reduction=reduction)
+    torch.testing.assert_close(value, expected["loss"])
+    torch.testing.assert_close(parts["pos"] + parts["neg"], value)
+
+
+@pytest.mark.parametrize("labels", PML_LABELS.values(), ids=PML_LABELS)
+@pytest.mark.parametrize("temperature", [0.05, 0.1, 0.5])
+@pytest.mark.parametrize("name", TEMPERATURE_LOSSES)
+def test_temperature_losses_match_pml_values_and_gradients(name, temperature, labels):
+    loss, _, _, pml_loss = TEMPERATURE_LOSSES[name]
+    emb = embeddings(12, 5, seed=4).requires_grad_()
+    ours = loss(emb, labels, temperature=temperature)
+    theirs = pml_loss(temperature=temperature)(emb, labels)  # cosine similarity by default
+    torch.testing.assert_close(ours, theirs)
+    (ours_grad,) = torch.autograd.grad(ours, emb)
+    (theirs_grad,) = torch.autograd.grad(theirs, emb)
+    torch.testing.assert_close(ours_grad, theirs_grad)
+
+
+@pytest.mark.parametrize("labels", PML_LABELS.values(), ids=PML_LABELS)
+def test_infonce_per_pair_matches_pml_in_its_order(labels):
+    emb = embeddings(12, 5, seed=6)
+    pml = pml_losses.NTXentLoss(temperature=0.2, reducer=pml_reducers.DoNothingReducer())
+    per_pair = pml(emb, labels)["loss"]["losses"]  # positive pairs (a, p), row-major
+    ours = infonce(emb, labels, temperature=0.2, reduction="none")
+    torch.testing.assert_close(ours, per_pair)
+    assert len(ours) == infonce_pair_count(labels).item()
+
+
+def test_supcon_per_anchor_matches_pml_at_the_anchors_with_a_positive():
+    emb, labels = embeddings(12, 5, seed=7), PML_LABELS["classes"]
+    pml = pml_losses.SupConLoss(temperature=0.2, reducer=pml_reducers.DoNothingReducer())
+    per_anchor = pml(emb, labels)["loss"]["losses"]  # 0 for anchors without a positive
+    has_positive = (labels[:, None] == labels[None, :]).sum(dim=1) > 1
+    ours = supcon(emb, labels, temperature=0.2, reduction="none")
+    torch.testing.assert_close(ours, per_anchor[has_positive])
+    assert (per_anchor[~has_positive] == 0).all()
+    assert len(ours) == supcon_anchor_count(labels).item() == 10
+
+
+def test_supcon_keeps_the_anchors_whose_loss_rounds_to_zero_which_pml_leaves_out():
+    emb = torch.tensor([[1.0, 0.0], [1.0, 0.01], [0.0, 1.0], [0.01, 1.0], [0.0, 1.0]])
+    labels = torch.tensor([0, 0, 1, 1, 1])
+    per_anchor = supcon(emb, labels, temperature=0.05, reduction="none")
+    assert (per_anchor[:2] == 0).all() and (per_anchor[2:] > 0).all()  # float32 rounding
+    torch.testing.assert_close(supcon(emb, labels, temperature=0.05), per_anchor.mean())
+    pml = pml_losses.SupConLoss(temperature=0.05)(emb, labels)
+    torch.testing.assert_close(pml, per_anchor[2:].mean())  # AvgNonZeroReducer
+
+
+def test_infonce_on_two_views_is_simclr_cross_entropy():
+    # SimCLR's NT-Xent: a cross-entropy over every other view, the partner view as the class
+    emb, labels = embeddings(12, 5, seed=8), PML_LABELS["two_views"]
+    logits = cosine_similarities(emb) / 0.5
+    logits = logits.masked_fill(torch.eye(12, dtype=torch.bool), -torch.inf)
+    partner = torch.arange(12).roll(6)
+    expected = TF.cross_entropy(logits, partner)
+    torch.testing.assert_close(infonce(emb, labels, temperature=0.5), expected)
+
+
+def test_supcon_with_one_positive_per_anchor_is_infonce_with_every_other_sample():
+    # one positive each: SupCon's denominator is InfoNCE's; they differ once |P(i)| > 1
+    emb, labels = embeddings(12, 5, seed=9), PML_LABELS["two_views"]
+    torch.testing.assert_close(supcon(emb, labels), infonce(emb, labels, temperature=0.1))
+    emb, labels = embeddings(), LABELS
+    assert not torch.isclose(supcon(emb, labels), infonce(emb, labels, temperature=0.1))
+
+
+@pytest.mark.parametrize("name", TEMPERATURE_LOSSES)
+@pytest.mark.parametrize(
+    "labels", [[0, 1, 2, 3], [7, 7, 7, 7], [0]], ids=["no_positive", "no_negative", "single"]
+)
+def test_a_batch_without_positive_and_negative_pairs_is_zero_as_in_pml(name, labels):
+    loss, components, _, pml_loss = TEMPERATURE_LOSSES[name]
+    emb = embeddings(len(labels), 3).requires_grad_()
+    labels = torch.tensor(labels)
+    for reduction in ("mean", "sum"):
+        parts = components(emb, labels, reduction=reduction)
+        for term in parts.values():
+            assert term.item() == 0.0
+            (grad,) = torch.autograd.grad(term, emb, retain_graph=True)
+            assert (grad == 0).all()
+    assert loss(emb, labels).item() == pml_loss()(emb, labels).item() == 0.0
+    assert loss(emb, labels, reduction="none").shape == (0,)
+    assert infonce_pair_count(labels).item() == supcon_anchor_count(labels).item() == 0
+
+
+@pytest.mark.parametrize("name", TEMPERATURE_LOSSES)
+def test_temperature_losses_gradcheck_in_embeddings_and_temperature(name):
+    loss = TEMPERATURE_LOSSES[name][0]
+    emb = embeddings(6, 3, seed=13).requires_grad_()
+    temperature = torch.tensor(0.3, dtype=torch.float64, requires_grad=True)
+    labels = torch.tensor([0, 0, 1, 1, 1, 2])
+    assert torch.autograd.gradcheck(lambda x, t: loss(x, labels, temperature=t), (emb, temperature))
+
+
+@pytest.mark.parametrize("module", [InfoNCELoss, SupConLoss])
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+def test_temperature_modules_equal_functionals_and_components_sum(module, reduction):
+    loss, components, _, _ = TEMPERATURE_LOSSES[module.name]
+    emb = embeddings()
+    built = module(temperature=0.2, reduction=reduction)
+    parts = built.components(emb, LABELS)
+    assert set(parts) == set(built.component_names()) == {"pos", "neg"}
+    expected = loss(emb, LABELS, temperature=0.2, reduction=reduction)
+    torch.testing.assert_close(built(emb, LABELS), expected)
+    torch.testing.assert_close(parts["pos"] + parts["neg"], expected)
+    expected_parts = components(emb, LABELS, temperature=0.2, reduction=reduction)
+    torch.testing.assert_close(parts, expected_parts)
+
+
+@pytest.mark.parametrize("module", [InfoNCELoss, SupConLoss])
+def test_temperature_losses_epoch_weight_is_their_pair_or_anchor_count(module):
+    built = module()
+    parts, counts = built.measured_components(embeddings(), LABELS)
+    per_item = module(reduction="none")(embeddings(), LABELS)
+    assert counts["pos"].item() == counts["neg"].item() == len(per_item)
+    torch.testing.assert_close(parts["pos"] + parts["neg"], per_item.mean())
+    _, none_counted = built.measured_components(embeddings(), torch.arange(9))
+    assert none_counted["pos"].item() == none_counted["neg"].item() == 0
+
+
+def test_temperature_losses_are_registered_with_their_options():
+    infonce_module = build_loss("infonce", temperature=0.2, learn_temperature=True)
+    supcon_module = build_loss("supcon", temperature=0.05)
+    assert isinstance(infonce_module, InfoNCELoss) and isinstance(supcon_module, SupConLoss)
+    assert infonce_module.input_space == supcon_module.input_space == "embeddings"
+    assert "temperature=0.2, learn_temperature=True" in repr(infonce_module)
+    assert "temperature=0.05, learn_temperature=False" in repr(supcon_module)
+    assert list(supcon_module.parameters()) == []
+
+
+# ---------------------------------------------------------------- learned temperature
+@pytest.mark.parametrize("module", [InfoNCELoss, SupConLoss])
+def test_a_learned_temperature_starts_at_the_option_and_gets_a_gradient(module):
+    emb = embeddings()
+    learned = module(temperature=0.2, learn_temperature=True)
+    (parameter,) = learned.parameters()
+    torch.testing.assert_close(learned(emb, LABELS), module(temperature=0.2)(emb, LABELS))
+    learned(emb, LABELS).backward()
+    # d loss / d logit_scale = d loss / d tau * d tau / d logit_scale = d loss / d tau * (-tau)
+    temperature = learned.current_temperature().detach().double().requires_grad_()
+    (grad_tau,) = torch.autograd.grad(
+        TEMPERATURE_LOSSES[module.name][0](emb, LABELS, temperature=temperature), temperature
+    )
+    assert parameter.grad != 0
+    torch.testing.assert_close(parameter.grad.double(), -grad_tau * temperature.detach())
+
+
+def test_a_learned_temperature_is_stored_as_clip_logit_scale_and_clipped_at_100():
+    learned = LearnedTemperature(0.07)
+    torch.testing.assert_close(learned.logit_scale, torch.tensor(math.log(1 / 0.07)))
+    torch.testing.assert_close(learned(), torch.tensor(0.07))
+    with torch.no_grad():
+        learned.logit_scale.fill_(math.log(100.0) + 1.0)
+    assert learned().item() == pytest.approx(0.01)
+    loss = InfoNCELoss(learn_temperature=True)
+    loss.learned_temperature = learned
+    loss(embeddings(), LABELS).backward()
+    assert learned.logit_scale.grad == 0  # past the clip: no gradient, the logits' scale is 100
+
+
+def test_a_learned_temperature_gets_no_weight_decay():
+    model = torch.nn.ModuleDict(
+        {"head": torch.nn.Linear(4, 2), "criterion": InfoNCELoss(learn_temperature=True)}
+    )
+    decay = {
+        name: group["decay_mult"]
+        for group in param_groups(model, ParamGroupOptions())
+        for name, parameter in model.named_parameters()
+        if any(parameter is member for member in group["params"])
+    }
+    assert decay == {
+        "head.weight": 1.0,
+        "head.bias": 0.0,
+        "criterion.learned_temperature.logit_scale": 0.0,
+    }

@@ -158,6 +158,8 @@ CASES = {
         _built("triplet", mining="batch_hard", distance="cosine"), _rows(32, 8)
     ),
     "contrastive": Case(_built("contrastive"), _rows(32, 8)),
+    "infonce": Case(_built("infonce"), _rows(32, 8)),
+    "supcon": Case(_built("supcon"), _rows(32, 8)),
 }
 
 #: the segmentation losses again at a realistic size, 2 x 21 x 256 x 256: long sums (a
@@ -179,7 +181,7 @@ RUNS = [
 #: the names users type (DESIGN.md); each must have a case here.
 CATALOGUE = (
     *("mse", "l1", "huber", "smooth_l1", "cross_entropy", "bce", "kl_div", "hinge", "focal"),
-    *("dice", "tversky", "triplet", "contrastive", "dice_ce"),
+    *("dice", "tversky", "triplet", "contrastive", "infonce", "supcon", "dice_ce"),
 )
 
 

@@ -11,6 +11,8 @@ Over drawn shapes, class counts, options and values, every loss is
   (one-hot probabilities for class indices); KL at ``pred = log_softmax(z)``,
   ``target = softmax(z)``; hinge when every score clears the margin; triplet and contrastive
   when each class sits on its own point, farther from the others than the margins.
+  InfoNCE and SupCon are never 0 at a finite temperature (SupCon's least value is
+  log |P(i)|), and are checked for the other properties only.
   Cross-entropy and focal loss are **not** zero at any finite logits; their value at the
   margin-``m`` logits ``m * one_hot(y)`` is checked against its closed form instead, positive
   and shrinking as ``m`` grows. The composite (Dice + cross-entropy) inherits that;
@@ -307,13 +309,17 @@ def _metric_loss(data: st.DataObject, name: str, distance: str) -> LossModule:
     )
 
 
+def _embeddings_and_labels(data: st.DataObject) -> tuple[Tensor, Tensor]:
+    b, d = _size(data, 2, 8, "batch"), _size(data, 1, 4, "dim")
+    embeddings = _floats(data, (b, d), -10, 10)  # duplicates and zero rows included
+    return embeddings, _labels(data, (b,), _size(data, 1, 3, "classes"))
+
+
 def _metric(name: str) -> Family:
     distances = st.sampled_from(["euclidean", "cosine"])
 
     def draw(data: st.DataObject) -> Drawn:
-        b, d = _size(data, 2, 8, "batch"), _size(data, 1, 4, "dim")
-        embeddings = _floats(data, (b, d), -10, 10)  # duplicates and zero rows included
-        labels = _labels(data, (b,), _size(data, 1, 3, "classes"))
+        embeddings, labels = _embeddings_and_labels(data)
         return _metric_loss(data, name, data.draw(distances, label="distance")), embeddings, labels
 
     def perfect(data: st.DataObject) -> Drawn:
@@ -324,6 +330,19 @@ def _metric(name: str) -> Family:
         return _metric_loss(data, name, data.draw(distances, label="distance")), embeddings, labels
 
     return Family(draw, perfect)
+
+
+def _temperature_scaled(name: str) -> Family:
+    def draw(data: st.DataObject) -> Drawn:
+        loss = build_loss(
+            name,
+            temperature=data.draw(st.floats(0.01, 2.0), label="temperature"),
+            learn_temperature=data.draw(st.booleans(), label="learn_temperature"),
+            reduction=_reduction(data),
+        )
+        return loss, *_embeddings_and_labels(data)
+
+    return Family(draw, None)
 
 
 # -- composite -----------------------------------------------------------------------------
@@ -365,6 +384,8 @@ FAMILIES = {
     "tversky": _overlap("tversky"),
     "triplet": _metric("triplet"),
     "contrastive": _metric("contrastive"),
+    "infonce": _temperature_scaled("infonce"),
+    "supcon": _temperature_scaled("supcon"),
     "composite": Family(_dice_ce, None),
     "dice_ce": Family(_dice_ce_loss, None),
 }
@@ -373,7 +394,7 @@ WITH_PERFECT = [name for name, family in FAMILIES.items() if family.perfect is n
 
 def test_every_loss_of_the_catalogue_has_properties():
     assert sorted(FAMILIES) == lossplug.available_losses()
-    without = ["composite", "cross_entropy", "dice_ce", "focal"]
+    without = ["composite", "cross_entropy", "dice_ce", "focal", "infonce", "supcon"]
     assert sorted(set(FAMILIES) - set(WITH_PERFECT)) == without
 
 
@@ -449,6 +470,8 @@ EMPTY_BATCHES = [
     *_empty_overlap_cases("tversky"),
     ("triplet", {}, torch.zeros(0, 4), torch.zeros(0, dtype=torch.long)),
     ("contrastive", {}, torch.zeros(0, 4), torch.zeros(0, dtype=torch.long)),
+    ("infonce", {}, torch.zeros(0, 4), torch.zeros(0, dtype=torch.long)),
+    ("supcon", {}, torch.zeros(0, 4), torch.zeros(0, dtype=torch.long)),
     ("composite", {}, *_empty_index_batch(4, 4)),
     ("dice_ce", {}, *_empty_index_batch(4, 4)),
 ]

@@ -9,8 +9,8 @@ import torch
 import lossplug
 
 CATALOGUE = [
-    "bce", "contrastive", "cross_entropy", "dice", "focal", "hinge", "huber", "kl_div", "l1",
-    "mse", "smooth_l1", "triplet", "tversky",
+    "bce", "contrastive", "cross_entropy", "dice", "focal", "hinge", "huber", "infonce", "kl_div",
+    "l1", "mse", "smooth_l1", "supcon", "triplet", "tversky",
 ]  # fmt: skip
 
 
@@ -79,6 +79,12 @@ CASES = {
         {"neg_margin": 3.0}, _randn(8, 4), lambda: torch.tensor([0, 0, 1, 1, 2, 2, 3, 3])
     ),
     "triplet": Case({"margin": 5.0}, _randn(8, 4), lambda: torch.tensor([0, 0, 1, 1, 2, 2, 3, 3])),
+    "infonce": Case(
+        {"temperature": 0.2}, _randn(8, 4), lambda: torch.tensor([0, 0, 1, 1, 2, 2, 3, 3])
+    ),
+    "supcon": Case(
+        {"temperature": 0.2}, _randn(8, 4), lambda: torch.tensor([0, 0, 0, 1, 1, 2, 2, 3])
+    ),
 }
 
 
