@@ -107,6 +107,17 @@ def check_choice(loss: str, option: str, value: object, allowed: tuple[object, .
         )
 
 
+def check_bool(loss: str, option: str, value: object) -> bool:
+    """Validate a switch: ``True`` or ``False`` (not ``0``, ``1`` or ``"true"``).
+
+    Raises:
+        TypeError: for any other value.
+    """
+    if not isinstance(value, bool):
+        raise TypeError(f"{loss}: option {option!r} must be a bool, got {value!r}")
+    return value
+
+
 def check_number(
     loss: str,
     option: str,

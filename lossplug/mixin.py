@@ -43,6 +43,7 @@ from lossplug.input_checks.schedule import InputChecks
 from lossplug.losses.base import LossModule, batch_count
 from lossplug.metrics import LossMetrics, reduce_together
 from lossplug.nonfinite import NonFiniteGuard, NonFiniteLossError, drop_unless
+from lossplug.normalize import GlobalNormalizer
 from lossplug.optim import OptimizerSpec, SchedulerSpec
 from lossplug.padding import PaddedEpoch, padded_epoch, take_rows
 from lossplug.registry import build_loss
@@ -90,6 +91,11 @@ class LossPlugMixin:
             of the epoch means, counting dropped steps as ``train/nonfinite_skipped``;
             ``"warn"`` warns and goes on. Only ``"skip"`` reads a value on the host every
             optimizer step; the others check at the trainer's logging steps.
+        normalize: ``"batch"`` (the default): each training micro-batch backpropagates its
+            own mean; ``"global"``: the gradient is that of the mean over every item of the
+            optimizer step, all micro-batches of all processes (see
+            :mod:`lossplug.normalize`; one scalar ``all_reduce`` per step). The criterion's
+            components must share one count.
 
     The default steps expect ``(inputs, target)`` batches. For another layout override
     :meth:`split_batch`; to adapt the model's output to the loss override :meth:`loss_inputs`;
@@ -107,12 +113,14 @@ class LossPlugMixin:
         scheduler: Any = None,
         check_inputs: str = "first",
         on_nonfinite: str = "raise",
+        normalize: str = "batch",
     ) -> None:
         super().__init__()
         self._save_config_hyperparameters(inspect.currentframe())
         self.criterion = build_criterion(loss)
         self.input_checks = InputChecks(check_inputs)
         self.nonfinite = NonFiniteGuard(on_nonfinite)
+        self.normalizer = GlobalNormalizer(normalize)
         #: the current training step's components, graph attached, for callbacks such as
         #: :class:`~lossplug.diagnostics.GradientDiagnostics`; ``None`` outside a step.
         self.step_components: dict[str, Tensor] | None = None
@@ -221,7 +229,9 @@ class LossPlugMixin:
             stage: ``"train"``, ``"val"`` or ``"test"``; default: the trainer's current one.
 
         Returns:
-            The total loss (weighted sum of the components and terms) to backpropagate.
+            The total loss (weighted sum of the components and terms) to backpropagate; for
+            the mixin's criterion in training with ``normalize="global"``, that times its
+            count (the batch's sum of item losses; the logged values stay means).
 
         Raises:
             ValueError: for a ``name`` no criterion is registered under.
@@ -253,6 +263,8 @@ class LossPlugMixin:
         metric.update(logged, logged_counts, batches=int(rows != 0))
         if stage == "train":
             self._log_step(name, criterion, total, components, counts)
+            if name == LOSS and self.normalizer.on:
+                return self.normalizer.batch_sum(criterion.name, total, counts)
         return total
 
     def register_criterion(self, name: str, loss: Any = None) -> LossModule:
@@ -633,9 +645,14 @@ class LossPlugMixin:
         Both on rank 0; TensorBoard gets the hyperparameters at the end (:meth:`on_fit_end`).
 
         Raises:
-            ValueError: for ``on_nonfinite="skip"`` with manual optimization (the step to
-                skip is then the module's own).
+            ValueError: for ``on_nonfinite="skip"`` or ``normalize="global"`` with manual
+                optimization (the step is then the module's own).
         """
+        if self.normalizer.on and not self.automatic_optimization:
+            raise ValueError(
+                "LossPlugMixin: normalize='global' rescales the gradients of the optimizer "
+                "steps Lightning takes; with manual optimization use normalize='batch'"
+            )
         if self.nonfinite.skips and not self.automatic_optimization:
             raise ValueError(
                 "LossPlugMixin: on_nonfinite='skip' drops the optimizer steps Lightning takes; "
@@ -694,6 +711,14 @@ class LossPlugMixin:
         if self.nonfinite.end_step():
             return
         super().optimizer_step(epoch, batch_idx, optimizer, lambda: loss)
+
+    def on_before_optimizer_step(self, optimizer: Any) -> None:
+        """With ``normalize="global"``: the gradient of the step's mean (before clipping)."""
+        self.normalizer.rescale(
+            (p for group in optimizer.param_groups for p in group["params"]),
+            self.trainer.accumulate_grad_batches,
+            self.trainer.world_size,
+        )
 
     def configure_optimizers(self) -> Any:
         """The optimizer over every trainable parameter (the criterion's too) and its scheduler."""

@@ -6,6 +6,7 @@ import dataclasses
 import math
 import os
 import signal
+import socket
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
@@ -92,6 +93,13 @@ def run_python(
                 f"{(stdout + stderr)[-3000:]}"
             ) from None
     return subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr)
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that is free now (for a job's rendezvous)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
 
 
 def quiet_trainer(**options: object) -> pl.Trainer:

@@ -35,7 +35,7 @@ from lossplug.resume import (
 )
 
 #: top-level config keys handed to the model as :class:`~lossplug.LossPlugMixin` options.
-MIXIN_OPTIONS = ("check_inputs", "on_nonfinite")
+MIXIN_OPTIONS = ("check_inputs", "on_nonfinite", "normalize")
 
 
 @dataclass(frozen=True)
@@ -53,9 +53,10 @@ def build(cfg: DictConfig) -> Job:
     """Seed everything, then build data, model, logger, callbacks and trainer from ``cfg``.
 
     The model's loss, optimizer and scheduler configs are checked as it is built, and the
-    top-level ``check_inputs`` and ``on_nonfinite`` are handed to it (where present, and
-    unless the model config sets them itself). A ``null`` callback entry is switched off,
-    and so are checkpoint callbacks when ``trainer.enable_checkpointing`` is false. When
+    top-level ``check_inputs``, ``on_nonfinite`` and ``normalize`` are handed to it (where
+    present, and unless the model config sets them itself). A ``null`` callback entry is
+    switched off, and so are checkpoint callbacks when ``trainer.enable_checkpointing`` is
+    false. When
     resuming from a checkpoint file, the TensorBoard logger writes into the newest existing
     version (unless the config names one) and purges the steps logged after the checkpoint.
     A Slurm job requeued on Slurm's signal resumes from the checkpoint Lightning saved then.
@@ -63,7 +64,7 @@ def build(cfg: DictConfig) -> Job:
     Args:
         cfg: a config with ``seed``, ``data``, ``model``, ``loss``, ``optimizer``,
             ``scheduler``, ``trainer``, and optionally ``logger``, ``callbacks``,
-            ``ckpt_path``, ``check_inputs`` and ``on_nonfinite``.
+            ``ckpt_path``, ``check_inputs``, ``on_nonfinite`` and ``normalize``.
 
     Returns:
         The job, ready to ``fit``.

@@ -79,6 +79,7 @@ import torch
 from torch import Tensor
 
 from lossplug._validation import (
+    check_bool,
     check_choice,
     check_floating,
     check_number,
@@ -564,8 +565,7 @@ def check_contrastive_options(
             f"{neg_margin!r}; otherwise pairs between the margins cost nothing either way"
         )
     check_choice(name, "distance", distance, DISTANCES)
-    if not isinstance(squared, bool):
-        raise TypeError(f"{name}: option 'squared' must be a bool, got {squared!r}")
+    check_bool(name, "squared", squared)
     check_reduction(name, reduction)
     return pos_margin, neg_margin
 

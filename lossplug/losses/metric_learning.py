@@ -4,16 +4,36 @@ from __future__ import annotations
 
 from torch import Tensor
 
+from lossplug._validation import check_bool
 from lossplug.functional import metric_learning as F
 from lossplug.functional._distance import Distance
+from lossplug.functional._gather import gather_batch
 from lossplug.functional.metric_learning import Mining
 from lossplug.losses.base import LossModule, MultiTermLoss
 from lossplug.losses.temperature import LearnedTemperature, check_temperature_options
 from lossplug.registry import register_loss
 
 
+class _GlobalBatch:
+    """``gather``: score the whole batch of every process (:mod:`lossplug.functional._gather`).
+
+    The public entry points (``forward``, ``components``, ``measured_components``) gather
+    once; what they call works on the batch they are given.
+    """
+
+    name: str
+    gather: bool
+
+    def _set_gather(self, gather: bool) -> None:
+        self.gather = check_bool(self.name, "gather", gather)
+
+    def _global_batch(self, embeddings: Tensor, labels: Tensor) -> tuple[Tensor, Tensor]:
+        """Every process's embeddings and labels with ``gather``; these ones otherwise."""
+        return gather_batch(embeddings, labels) if self.gather else (embeddings, labels)
+
+
 @register_loss("contrastive")
-class ContrastiveLoss(MultiTermLoss):
+class ContrastiveLoss(_GlobalBatch, MultiTermLoss):
     """Contrastive loss over the pairs in the batch; see :func:`lossplug.functional.contrastive`.
 
     Called as ``loss(embeddings, labels)``; its components are ``pos`` (same-label pairs
@@ -25,6 +45,9 @@ class ContrastiveLoss(MultiTermLoss):
         distance: ``"euclidean"`` or ``"cosine"``.
         squared: halved squared hinges (Hadsell et al. 2006) or plain hinges (PML).
         reduction: ``"mean"`` (per-set means, added), ``"sum"`` or ``"none"`` (per pair).
+        gather: under data parallelism, pair every sample with the samples of every process
+            (their embeddings and labels gathered, with gradient): the loss and gradient of
+            the global batch.
 
     Example:
         >>> import torch
@@ -36,7 +59,7 @@ class ContrastiveLoss(MultiTermLoss):
 
     name = "contrastive"
     input_space = "embeddings"
-    repr_options = ("pos_margin", "neg_margin", "distance", "squared")
+    repr_options = ("pos_margin", "neg_margin", "distance", "squared", "gather")
 
     def __init__(
         self,
@@ -45,8 +68,10 @@ class ContrastiveLoss(MultiTermLoss):
         distance: Distance = "euclidean",
         squared: bool = True,
         reduction: str = "mean",
+        gather: bool = False,
     ) -> None:
         super().__init__(reduction)
+        self._set_gather(gather)
         self.pos_margin, self.neg_margin = F.check_contrastive_options(
             pos_margin, neg_margin, distance, squared, reduction
         )
@@ -61,7 +86,8 @@ class ContrastiveLoss(MultiTermLoss):
         self, embeddings: Tensor, labels: Tensor
     ) -> tuple[dict[str, Tensor], dict[str, Tensor | int]]:
         """``pos`` counted over the positive pairs of the batch, ``neg`` over the negative ones."""
-        components = self.components(embeddings, labels)
+        embeddings, labels = self._global_batch(embeddings, labels)
+        components = self._components(embeddings, labels)
         pairs = labels.numel() * (labels.numel() - 1) // 2
         same = (labels[:, None] == labels[None, :]).sum()
         positive_pairs = (same - labels.numel()) // 2
@@ -69,6 +95,9 @@ class ContrastiveLoss(MultiTermLoss):
 
     def components(self, embeddings: Tensor, labels: Tensor) -> dict[str, Tensor]:
         """The ``pos`` and ``neg`` terms; the loss is their sum."""
+        return self._components(*self._global_batch(embeddings, labels))
+
+    def _components(self, embeddings: Tensor, labels: Tensor) -> dict[str, Tensor]:
         return F.contrastive_components(
             embeddings,
             labels,
@@ -81,7 +110,7 @@ class ContrastiveLoss(MultiTermLoss):
 
 
 @register_loss("triplet")
-class TripletLoss(LossModule):
+class TripletLoss(_GlobalBatch, LossModule):
     """Triplet loss over triplets mined in the batch; see :func:`lossplug.functional.triplet`.
 
     Called as ``loss(embeddings, labels)``.
@@ -92,6 +121,9 @@ class TripletLoss(LossModule):
         distance: ``"euclidean"`` or ``"cosine"``.
         p: the norm's order for ``"euclidean"``, >= 1.
         reduction: ``"mean"`` (over active triplets), ``"sum"`` or ``"none"``.
+        gather: under data parallelism, pair every sample with the samples of every process
+            (their embeddings and labels gathered, with gradient): the loss and gradient of
+            the global batch.
 
     Example:
         >>> import torch
@@ -103,7 +135,7 @@ class TripletLoss(LossModule):
 
     name = "triplet"
     input_space = "embeddings"
-    repr_options = ("margin", "mining", "distance", "p")
+    repr_options = ("margin", "mining", "distance", "p", "gather")
 
     def __init__(
         self,
@@ -112,8 +144,10 @@ class TripletLoss(LossModule):
         distance: Distance = "euclidean",
         p: float = 2.0,
         reduction: str = "mean",
+        gather: bool = False,
     ) -> None:
         super().__init__(reduction)
+        self._set_gather(gather)
         self.margin, self.p = F.check_triplet_options(margin, mining, distance, p, reduction)
         self.mining = mining
         self.distance = distance
@@ -122,13 +156,18 @@ class TripletLoss(LossModule):
         self, embeddings: Tensor, labels: Tensor
     ) -> tuple[dict[str, Tensor], dict[str, Tensor | int]]:
         """The loss, counted over the batch's active triplets (0 when none is active)."""
+        embeddings, labels = self._global_batch(embeddings, labels)
         if self.reduction != "mean":
-            return super().measured_components(embeddings, labels)
+            loss = self._triplet(embeddings, labels)
+            return {self.name: loss}, {self.name: len(labels)}
         total, active = F.triplet_total_and_count(embeddings, labels, **self._mining_options())
         return {self.name: total / active.clamp_min(1).to(total.dtype)}, {self.name: active}
 
     def forward(self, embeddings: Tensor, labels: Tensor) -> Tensor:
         """The loss of the batch's triplets."""
+        return self._triplet(*self._global_batch(embeddings, labels))
+
+    def _triplet(self, embeddings: Tensor, labels: Tensor) -> Tensor:
         return F.triplet(embeddings, labels, reduction=self.reduction, **self._mining_options())
 
     def _mining_options(self) -> dict[str, object]:
@@ -141,23 +180,29 @@ class TripletLoss(LossModule):
         }
 
 
-class _TemperatureScaledLoss(MultiTermLoss):
+class _TemperatureScaledLoss(_GlobalBatch, MultiTermLoss):
     """The ``pos`` and ``neg`` terms over cosine similarities divided by a temperature.
 
-    Subclasses give :meth:`components` (their functional's) and :meth:`mean_count` (the pairs
-    or anchors its mean runs over).
+    Subclasses give :meth:`_components` (their functional's) and :meth:`mean_count` (the
+    pairs or anchors its mean runs over).
 
     Args:
         temperature: > 0; with ``learn_temperature``, the initial value (>= 0.01).
         learn_temperature: train the temperature with the model (:class:`LearnedTemperature`).
         reduction: ``"mean"``, ``"sum"`` or ``"none"``.
+        gather: under data parallelism, pair every sample with the samples of every process
+            (their embeddings and labels gathered, with gradient): the loss and gradient of
+            the global batch.
     """
 
     input_space = "embeddings"
-    repr_options = ("temperature", "learn_temperature")
+    repr_options = ("temperature", "learn_temperature", "gather")
 
-    def __init__(self, temperature: float, learn_temperature: bool, reduction: str) -> None:
+    def __init__(
+        self, temperature: float, learn_temperature: bool, reduction: str, gather: bool
+    ) -> None:
         super().__init__(reduction)
+        self._set_gather(gather)
         self.temperature = check_temperature_options(self.name, temperature, learn_temperature)
         self.learn_temperature = learn_temperature
         self.learned_temperature = LearnedTemperature(temperature) if learn_temperature else None
@@ -180,8 +225,17 @@ class _TemperatureScaledLoss(MultiTermLoss):
         self, embeddings: Tensor, labels: Tensor
     ) -> tuple[dict[str, Tensor], dict[str, Tensor | int]]:
         """Both terms, counted over the pairs or anchors the mean runs over (0 when none)."""
+        embeddings, labels = self._global_batch(embeddings, labels)
         count = self.mean_count(labels)
-        return self.components(embeddings, labels), {"pos": count, "neg": count}
+        return self._components(embeddings, labels), {"pos": count, "neg": count}
+
+    def components(self, embeddings: Tensor, labels: Tensor) -> dict[str, Tensor]:
+        """The ``pos`` and ``neg`` terms; the loss is their sum."""
+        return self._components(*self._global_batch(embeddings, labels))
+
+    def _components(self, embeddings: Tensor, labels: Tensor) -> dict[str, Tensor]:
+        """The terms of the batch given (gathered already where ``gather`` is on)."""
+        raise NotImplementedError
 
 
 @register_loss("infonce")
@@ -199,6 +253,9 @@ class InfoNCELoss(_TemperatureScaledLoss):
         temperature: > 0 (SimCLR: 0.1 to 0.5; CLIP's initial value: 0.07).
         learn_temperature: learn it, starting from ``temperature`` (>= 0.01).
         reduction: ``"mean"`` over the positive pairs, ``"sum"`` or ``"none"`` (per pair).
+        gather: under data parallelism, pair every sample with the samples of every process
+            (their embeddings and labels gathered, with gradient): the loss and gradient of
+            the global batch.
 
     Example:
         >>> import torch
@@ -212,12 +269,15 @@ class InfoNCELoss(_TemperatureScaledLoss):
     name = "infonce"
 
     def __init__(
-        self, temperature: float = 0.07, learn_temperature: bool = False, reduction: str = "mean"
+        self,
+        temperature: float = 0.07,
+        learn_temperature: bool = False,
+        reduction: str = "mean",
+        gather: bool = False,
     ) -> None:
-        super().__init__(temperature, learn_temperature, reduction)
+        super().__init__(temperature, learn_temperature, reduction, gather)
 
-    def components(self, embeddings: Tensor, labels: Tensor) -> dict[str, Tensor]:
-        """The ``pos`` and ``neg`` terms; the loss is their sum."""
+    def _components(self, embeddings: Tensor, labels: Tensor) -> dict[str, Tensor]:
         return F.infonce_components(
             embeddings, labels, temperature=self.current_temperature(), reduction=self.reduction
         )
@@ -241,6 +301,9 @@ class SupConLoss(_TemperatureScaledLoss):
         learn_temperature: learn it, starting from ``temperature`` (>= 0.01).
         reduction: ``"mean"`` over the anchors with a positive and a negative, ``"sum"`` or
             ``"none"`` (per anchor).
+        gather: under data parallelism, pair every sample with the samples of every process
+            (their embeddings and labels gathered, with gradient): the loss and gradient of
+            the global batch.
 
     Example:
         >>> import torch
@@ -254,12 +317,15 @@ class SupConLoss(_TemperatureScaledLoss):
     name = "supcon"
 
     def __init__(
-        self, temperature: float = 0.1, learn_temperature: bool = False, reduction: str = "mean"
+        self,
+        temperature: float = 0.1,
+        learn_temperature: bool = False,
+        reduction: str = "mean",
+        gather: bool = False,
     ) -> None:
-        super().__init__(temperature, learn_temperature, reduction)
+        super().__init__(temperature, learn_temperature, reduction, gather)
 
-    def components(self, embeddings: Tensor, labels: Tensor) -> dict[str, Tensor]:
-        """The ``pos`` and ``neg`` terms; the loss is their sum."""
+    def _components(self, embeddings: Tensor, labels: Tensor) -> dict[str, Tensor]:
         return F.supcon_components(
             embeddings, labels, temperature=self.current_temperature(), reduction=self.reduction
         )

@@ -13,7 +13,7 @@ import math
 import torch
 from torch import Tensor, nn
 
-from lossplug._validation import check_number
+from lossplug._validation import check_bool, check_number
 
 #: CLIP's clip: the logits are scaled by at most 100, so a learned temperature stays >= 0.01.
 MAX_LOGIT_SCALE = 100.0
@@ -53,11 +53,7 @@ def check_temperature_options(loss: str, temperature: float, learn_temperature: 
         ValueError: for a temperature that is not finite and > 0, or below
             ``1 / MAX_LOGIT_SCALE`` when it is learned (it would start clipped).
     """
-    if not isinstance(learn_temperature, bool):
-        raise TypeError(
-            f"{loss}: option 'learn_temperature' must be a bool, got {learn_temperature!r}"
-        )
-    if not learn_temperature:
+    if not check_bool(loss, "learn_temperature", learn_temperature):
         return check_number(loss, "temperature", temperature, minimum=0.0, exclusive_minimum=True)
     lowest = 1.0 / MAX_LOGIT_SCALE
     temperature = check_number(loss, "temperature", temperature, minimum=0.0)

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -18,7 +17,7 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import HELPERS, REPO, dwa_by_hand
+from conftest import HELPERS, REPO, dwa_by_hand, free_port
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
@@ -46,12 +45,6 @@ DWA = (
     "test=false",
     "+callbacks.agree._target_=weights_agree.LossWeightsAgree",  # tests/helpers/weights_agree.py
 )
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def run_two_nodes(workdir: Path, *overrides: str) -> list[str]:

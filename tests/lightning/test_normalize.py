@@ -1,0 +1,80 @@
+"""``normalize="global"``: the gradient of the mean over the whole optimizer step.
+
+Two real processes over gloo, ``accumulate_grad_batches=3``, micro-batches of uneven sizes
+with uneven numbers of ignored targets, float64 (tests/jobs/normalize_job.py): one SGD step
+must land where one process's step on the mean over every kept target of the 6 micro-batches
+lands (written out in tests/helpers/normalize_cases.py), to 1e-6. The default,
+``normalize="batch"``, lands where the mean of the micro-batches' means does.
+"""
+
+from __future__ import annotations
+
+import json
+
+import lightning as L
+import pytest
+import torch
+from conftest import JOBS, quiet_trainer, run_python
+from normalize_cases import Model, naive_update, reference_update
+from torch.utils.data import DataLoader, TensorDataset
+
+from lossplug import LossPlugMixin
+from lossplug.losses import ContrastiveLoss
+
+
+def two_processes(tmp_path, normalize: str) -> dict[str, list[float]]:
+    result = run_python(JOBS / "normalize_job.py", tmp_path, normalize, cwd=tmp_path, timeout=180)
+    assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
+    return json.loads((tmp_path / "params.json").read_text())
+
+
+def assert_params(got: dict[str, list[float]], expected: dict[str, list[float]]) -> None:
+    assert got.keys() == expected.keys() == {"weight", "bias"}
+    for name, values in got.items():
+        assert values == pytest.approx(expected[name], abs=1e-6), name
+
+
+@pytest.mark.slow
+def test_global_gives_the_step_of_the_mean_over_every_process_and_micro_batch(tmp_path):
+    assert_params(two_processes(tmp_path, "global"), reference_update())
+
+
+@pytest.mark.slow
+def test_batch_gives_the_mean_of_the_micro_batch_means(tmp_path):
+    got = two_processes(tmp_path, "batch")
+    assert_params(got, naive_update())
+    reference = reference_update()  # the two differ here, so the test above can fail
+    assert got["weight"] != pytest.approx(reference["weight"], abs=1e-4)
+
+
+def test_one_process_without_accumulation_is_unchanged():
+    model = Model("global")
+    trainer = quiet_trainer(max_steps=1, precision="64-true", accumulate_grad_batches=1)
+    loader = model.train_dataloader()
+    x, y = next(iter(loader))
+    expected = Model("batch")
+    expected_trainer = quiet_trainer(max_steps=1, precision="64-true")
+    trainer.fit(model, DataLoader(TensorDataset(x, y), batch_size=len(y)))
+    expected_trainer.fit(expected, DataLoader(TensorDataset(x, y), batch_size=len(y)))
+    torch.testing.assert_close(model.net.weight, expected.net.weight, rtol=1e-12, atol=1e-12)
+
+
+class Pairs(LossPlugMixin, L.LightningModule):
+    def __init__(self) -> None:
+        optimizer = lambda params: torch.optim.SGD(params, lr=0.1)  # noqa: E731
+        super().__init__(loss=ContrastiveLoss(), optimizer=optimizer, normalize="global")
+        self.net = torch.nn.Linear(2, 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+
+def test_components_counted_over_different_items_are_refused():
+    data = TensorDataset(torch.randn(6, 2), torch.tensor([0, 0, 1, 1, 2, 2]))
+    with pytest.raises(ValueError, match=r"normalize='global'.*contrastive's.*pos: 3, neg: 12"):
+        quiet_trainer(max_steps=1).fit(Pairs(), DataLoader(data, batch_size=6))
+
+
+def test_a_bad_normalize_names_the_option():
+    with pytest.raises(ValueError, match=r"LossPlugMixin: option 'normalize' must be one of"):
+        Model("everywhere")
