@@ -91,7 +91,7 @@ class LossPlugMixin:
             of the epoch means, counting dropped steps as ``train/nonfinite_skipped``;
             ``"warn"`` warns and goes on. Only ``"skip"`` reads a value on the host every
             optimizer step; the others check at the trainer's logging steps.
-        normalize: ``"batch"`` (the default): each training micro-batch backpropagates its
+        normalize_loss: ``"batch"`` (the default): each training micro-batch backpropagates its
             own mean; ``"global"``: the gradient is that of the mean over every item of the
             optimizer step, all micro-batches of all processes (see
             :mod:`lossplug.normalize`; one scalar ``all_reduce`` per step). The criterion's
@@ -113,14 +113,14 @@ class LossPlugMixin:
         scheduler: Any = None,
         check_inputs: str = "first",
         on_nonfinite: str = "raise",
-        normalize: str = "batch",
+        normalize_loss: str = "batch",
     ) -> None:
         super().__init__()
         self._save_config_hyperparameters(inspect.currentframe())
         self.criterion = build_criterion(loss)
         self.input_checks = InputChecks(check_inputs)
         self.nonfinite = NonFiniteGuard(on_nonfinite)
-        self.normalizer = GlobalNormalizer(normalize)
+        self.normalizer = GlobalNormalizer(normalize_loss)
         #: the current training step's components, graph attached, for callbacks such as
         #: :class:`~lossplug.diagnostics.GradientDiagnostics`; ``None`` outside a step.
         self.step_components: dict[str, Tensor] | None = None
@@ -217,7 +217,9 @@ class LossPlugMixin:
         optimization included) in place of calling the criterion: it checks the inputs
         (``check_inputs``), watches for a non-finite loss (``on_nonfinite``), counts each
         component for the exact epoch means (the samples a distributed sampler repeats left
-        out), logs it and hands the training components to gradient diagnostics.
+        out), logs it and hands the training components to gradient diagnostics. A criterion
+        with ``gather=True`` scores every process's real samples: the repeats are left out of
+        its batch before it gathers.
 
         Args:
             pred: the criterion's prediction (a tensor, or a dict/tuple for routed terms).
@@ -230,7 +232,7 @@ class LossPlugMixin:
 
         Returns:
             The total loss (weighted sum of the components and terms) to backpropagate; for
-            the mixin's criterion in training with ``normalize="global"``, that times its
+            the mixin's criterion in training with ``normalize_loss="global"``, that times its
             count (the batch's sum of item losses; the logged values stay means).
 
         Raises:
@@ -238,10 +240,16 @@ class LossPlugMixin:
         """
         stage = stage or self._current_stage()
         criterion = self._criterion_for(name)
+        terms = dict(terms or {})
+        rows = self._real_rows(pred)
+        if rows is not None and getattr(criterion, "gather", False):
+            # every process gathers its real samples only, and each takes part in the gather
+            pred, target = take_rows(pred, rows), take_rows(target, rows)
+            terms = {term: take_rows(value, rows) for term, value in terms.items()}
+            rows = None
         checks = stage if name == LOSS else f"{stage}/{name}"  # each criterion's first batch
         with self.input_checks.batch(stage, criterion, pred, target, key=checks):
             components, counts = criterion.measured_components(pred, target)
-        terms = dict(terms or {})
         if terms or criterion.model_term_names():
             check_model_terms(criterion, terms)
             samples = batch_count(pred)
@@ -251,7 +259,6 @@ class LossPlugMixin:
         if stage == "train" and name == LOSS:
             self.step_components = components
         keep = self.nonfinite.observe(stage, self.current_epoch, self._batch_idx, total, components)
-        rows = self._real_rows(pred)
         logged, logged_counts = components, counts
         if rows == 0:  # repeats alone: weight 0, which still sizes a lazily named state
             logged_counts = dict.fromkeys(components, 0)
@@ -645,13 +652,13 @@ class LossPlugMixin:
         Both on rank 0; TensorBoard gets the hyperparameters at the end (:meth:`on_fit_end`).
 
         Raises:
-            ValueError: for ``on_nonfinite="skip"`` or ``normalize="global"`` with manual
+            ValueError: for ``on_nonfinite="skip"`` or ``normalize_loss="global"`` with manual
                 optimization (the step is then the module's own).
         """
         if self.normalizer.on and not self.automatic_optimization:
             raise ValueError(
-                "LossPlugMixin: normalize='global' rescales the gradients of the optimizer "
-                "steps Lightning takes; with manual optimization use normalize='batch'"
+                "LossPlugMixin: normalize_loss='global' rescales the gradients of the optimizer "
+                "steps Lightning takes; with manual optimization use normalize_loss='batch'"
             )
         if self.nonfinite.skips and not self.automatic_optimization:
             raise ValueError(
@@ -713,7 +720,7 @@ class LossPlugMixin:
         super().optimizer_step(epoch, batch_idx, optimizer, lambda: loss)
 
     def on_before_optimizer_step(self, optimizer: Any) -> None:
-        """With ``normalize="global"``: the gradient of the step's mean (before clipping)."""
+        """With ``normalize_loss="global"``: the gradient of the step's mean (before clipping)."""
         self.normalizer.rescale(
             (p for group in optimizer.param_groups for p in group["params"]),
             self.trainer.accumulate_grad_batches,

@@ -14,7 +14,7 @@ micro-batches and :math:`W` data-parallel processes the summed gradient is then
 with :math:`S_{r,m}` the sum of the item losses of micro-batch :math:`m` on process :math:`r`
 and :math:`N_{r,m}` their count: the two differ as soon as the counts differ.
 
-With ``normalize="global"`` each micro-batch backpropagates its sum :math:`S_{r,m}` (the
+With ``normalize_loss="global"`` each micro-batch backpropagates its sum :math:`S_{r,m}` (the
 mean times its count), and :class:`GlobalNormalizer` adds up the counts. Before the optimizer
 steps, one ``all_reduce`` of that one number gives :math:`N = \sum_{r,m} N_{r,m}`, and every
 gradient is multiplied by :math:`A W / N`, undoing Lightning's division by :math:`A` and DDP's
@@ -41,18 +41,18 @@ class GlobalNormalizer:
     """Counts the items of an optimizer step's micro-batches and rescales the gradients.
 
     Args:
-        normalize: ``"batch"`` (do nothing) or ``"global"``.
+        normalize_loss: ``"batch"`` (do nothing) or ``"global"``.
     """
 
-    def __init__(self, normalize: str = "batch") -> None:
-        check_choice("LossPlugMixin", "normalize", normalize, NORMALIZE)
-        self.normalize = normalize
+    def __init__(self, normalize_loss: str = "batch") -> None:
+        check_choice("LossPlugMixin", "normalize_loss", normalize_loss, NORMALIZE)
+        self.normalize_loss = normalize_loss
         self._count: Tensor | None = None
 
     @property
     def on(self) -> bool:
         """Whether the step's mean is global."""
-        return self.normalize == "global"
+        return self.normalize_loss == "global"
 
     def batch_sum(self, loss: str, total: Tensor, counts: Mapping[str, Tensor | int]) -> Tensor:
         """The micro-batch's sum of item losses, its count added to the step's.
@@ -73,10 +73,10 @@ class GlobalNormalizer:
         count = values[0]
         if any(not torch.equal(other, count) for other in values[1:]):
             raise ValueError(
-                f"LossPlugMixin: normalize='global' needs the loss's components counted over "
+                f"LossPlugMixin: normalize_loss='global' needs the loss's components counted over "
                 f"the same items, but {loss}'s are counted over different ones "
                 f"({', '.join(f'{name}: {int(n)}' for name, n in counts.items())}); use "
-                f"normalize='batch' for it"
+                f"normalize_loss='batch' for it"
             )
         self._count = count if self._count is None else self._count + count
         return total * count.to(total.dtype)

@@ -35,7 +35,7 @@ from lossplug.resume import (
 )
 
 #: top-level config keys handed to the model as :class:`~lossplug.LossPlugMixin` options.
-MIXIN_OPTIONS = ("check_inputs", "on_nonfinite", "normalize")
+MIXIN_OPTIONS = ("check_inputs", "on_nonfinite", "normalize_loss")
 
 
 @dataclass(frozen=True)
@@ -53,7 +53,7 @@ def build(cfg: DictConfig) -> Job:
     """Seed everything, then build data, model, logger, callbacks and trainer from ``cfg``.
 
     The model's loss, optimizer and scheduler configs are checked as it is built, and the
-    top-level ``check_inputs``, ``on_nonfinite`` and ``normalize`` are handed to it (where
+    top-level ``check_inputs``, ``on_nonfinite`` and ``normalize_loss`` are handed to it (where
     present, and unless the model config sets them itself). A ``null`` callback entry is
     switched off, and so are checkpoint callbacks when ``trainer.enable_checkpointing`` is
     false. When
@@ -64,7 +64,7 @@ def build(cfg: DictConfig) -> Job:
     Args:
         cfg: a config with ``seed``, ``data``, ``model``, ``loss``, ``optimizer``,
             ``scheduler``, ``trainer``, and optionally ``logger``, ``callbacks``,
-            ``ckpt_path``, ``check_inputs``, ``on_nonfinite`` and ``normalize``.
+            ``ckpt_path``, ``check_inputs``, ``on_nonfinite`` and ``normalize_loss``.
 
     Returns:
         The job, ready to ``fit``.

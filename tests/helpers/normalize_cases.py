@@ -1,4 +1,4 @@
-"""The data and model of the ``normalize="global"`` test (tests/lightning/test_normalize.py),
+"""The data and model of the ``normalize_loss="global"`` test (tests/lightning/test_normalize.py),
 shared by the 2-process job (tests/jobs/normalize_job.py) and the reference in one process.
 
 Each of the 2 ranks trains one optimizer step of 3 micro-batches (``accumulate_grad_batches=3``)
@@ -53,11 +53,11 @@ def initial_net() -> nn.Module:
 
 
 class Model(LossPlugMixin, L.LightningModule):
-    def __init__(self, normalize: str) -> None:
+    def __init__(self, normalize_loss: str) -> None:
         super().__init__(
             loss=CrossEntropyLoss(ignore_index=IGNORE),
             optimizer=lambda params: torch.optim.SGD(params, lr=LR),
-            normalize=normalize,
+            normalize_loss=normalize_loss,
         )
         self.net = initial_net()
 

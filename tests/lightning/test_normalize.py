@@ -1,10 +1,10 @@
-"""``normalize="global"``: the gradient of the mean over the whole optimizer step.
+"""``normalize_loss="global"``: the gradient of the mean over the whole optimizer step.
 
 Two real processes over gloo, ``accumulate_grad_batches=3``, micro-batches of uneven sizes
 with uneven numbers of ignored targets, float64 (tests/jobs/normalize_job.py): one SGD step
 must land where one process's step on the mean over every kept target of the 6 micro-batches
 lands (written out in tests/helpers/normalize_cases.py), to 1e-6. The default,
-``normalize="batch"``, lands where the mean of the micro-batches' means does.
+``normalize_loss="batch"``, lands where the mean of the micro-batches' means does.
 """
 
 from __future__ import annotations
@@ -62,7 +62,7 @@ def test_one_process_without_accumulation_is_unchanged():
 class Pairs(LossPlugMixin, L.LightningModule):
     def __init__(self) -> None:
         optimizer = lambda params: torch.optim.SGD(params, lr=0.1)  # noqa: E731
-        super().__init__(loss=ContrastiveLoss(), optimizer=optimizer, normalize="global")
+        super().__init__(loss=ContrastiveLoss(), optimizer=optimizer, normalize_loss="global")
         self.net = torch.nn.Linear(2, 2)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -71,10 +71,11 @@ class Pairs(LossPlugMixin, L.LightningModule):
 
 def test_components_counted_over_different_items_are_refused():
     data = TensorDataset(torch.randn(6, 2), torch.tensor([0, 0, 1, 1, 2, 2]))
-    with pytest.raises(ValueError, match=r"normalize='global'.*contrastive's.*pos: 3, neg: 12"):
+    message = r"normalize_loss='global'.*contrastive's.*pos: 3, neg: 12"
+    with pytest.raises(ValueError, match=message):
         quiet_trainer(max_steps=1).fit(Pairs(), DataLoader(data, batch_size=6))
 
 
-def test_a_bad_normalize_names_the_option():
-    with pytest.raises(ValueError, match=r"LossPlugMixin: option 'normalize' must be one of"):
+def test_a_bad_normalize_loss_names_the_option():
+    with pytest.raises(ValueError, match=r"LossPlugMixin: option 'normalize_loss' must be one of"):
         Model("everywhere")

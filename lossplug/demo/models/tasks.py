@@ -3,7 +3,7 @@
 They give every loss of the catalogue something to learn: digit classification, shape
 segmentation, diabetes regression and digit embeddings. Each logs one quality metric for
 validation and test as ``{stage}/{metric_name}``. Every task takes the mixin's own options,
-``check_inputs`` and ``on_nonfinite``, as keywords and hands them on unchanged.
+``check_inputs``, ``on_nonfinite`` and ``normalize_loss``, as keywords and hands them on unchanged.
 """
 
 from __future__ import annotations
@@ -68,6 +68,7 @@ class _ClassScoreTask(_DemoTask):
         target_format: str,
         check_inputs: str,
         on_nonfinite: str,
+        normalize_loss: str,
     ) -> None:
         super().__init__(
             loss=loss,
@@ -75,6 +76,7 @@ class _ClassScoreTask(_DemoTask):
             scheduler=scheduler,
             check_inputs=check_inputs,
             on_nonfinite=on_nonfinite,
+            normalize_loss=normalize_loss,
         )
         check_choice(type(self).__name__, "target_format", target_format, TARGET_FORMATS)
         self.target_format = target_format
@@ -101,6 +103,8 @@ class Classifier(_ClassScoreTask):
         target_format: ``"index"`` or ``"one_hot"`` targets for the loss.
         check_inputs: when input values are checked, see :class:`~lossplug.LossPlugMixin`.
         on_nonfinite: what a NaN or infinite loss does, see :class:`~lossplug.LossPlugMixin`.
+        normalize_loss: the mean each micro-batch backpropagates, see
+            :class:`~lossplug.LossPlugMixin`.
     """
 
     metric_name = "acc"
@@ -117,8 +121,11 @@ class Classifier(_ClassScoreTask):
         target_format: str = "index",
         check_inputs: str = "first",
         on_nonfinite: str = "raise",
+        normalize_loss: str = "batch",
     ) -> None:
-        super().__init__(loss, optimizer, scheduler, target_format, check_inputs, on_nonfinite)
+        super().__init__(
+            loss, optimizer, scheduler, target_format, check_inputs, on_nonfinite, normalize_loss
+        )
         self.backbone = MLP(in_features, hidden, dropout)
         self.head = nn.Linear(self.backbone.out_features, num_classes)
         self.track(lambda: MulticlassAccuracy(num_classes))
@@ -141,6 +148,8 @@ class Segmenter(_ClassScoreTask):
         target_format: ``"index"`` or ``"one_hot"`` targets for the loss.
         check_inputs: when input values are checked, see :class:`~lossplug.LossPlugMixin`.
         on_nonfinite: what a NaN or infinite loss does, see :class:`~lossplug.LossPlugMixin`.
+        normalize_loss: the mean each micro-batch backpropagates, see
+            :class:`~lossplug.LossPlugMixin`.
     """
 
     metric_name = "miou"
@@ -156,8 +165,11 @@ class Segmenter(_ClassScoreTask):
         target_format: str = "index",
         check_inputs: str = "first",
         on_nonfinite: str = "raise",
+        normalize_loss: str = "batch",
     ) -> None:
-        super().__init__(loss, optimizer, scheduler, target_format, check_inputs, on_nonfinite)
+        super().__init__(
+            loss, optimizer, scheduler, target_format, check_inputs, on_nonfinite, normalize_loss
+        )
         self.net = TinyUNet(in_channels, num_classes, width)
         self.track(lambda: MulticlassJaccardIndex(num_classes))
 
@@ -178,6 +190,8 @@ class Regressor(_DemoTask):
         dropout: dropout probability.
         check_inputs: when input values are checked, see :class:`~lossplug.LossPlugMixin`.
         on_nonfinite: what a NaN or infinite loss does, see :class:`~lossplug.LossPlugMixin`.
+        normalize_loss: the mean each micro-batch backpropagates, see
+            :class:`~lossplug.LossPlugMixin`.
     """
 
     metric_name = "r2"
@@ -192,6 +206,7 @@ class Regressor(_DemoTask):
         dropout: float = 0.0,
         check_inputs: str = "first",
         on_nonfinite: str = "raise",
+        normalize_loss: str = "batch",
     ) -> None:
         super().__init__(
             loss=loss,
@@ -199,6 +214,7 @@ class Regressor(_DemoTask):
             scheduler=scheduler,
             check_inputs=check_inputs,
             on_nonfinite=on_nonfinite,
+            normalize_loss=normalize_loss,
         )
         self.backbone = MLP(in_features, hidden, dropout)
         self.head = nn.Linear(self.backbone.out_features, 1)
@@ -222,6 +238,8 @@ class Embedder(_DemoTask):
         normalize: whether embeddings are scaled to unit length.
         check_inputs: when input values are checked, see :class:`~lossplug.LossPlugMixin`.
         on_nonfinite: what a NaN or infinite loss does, see :class:`~lossplug.LossPlugMixin`.
+        normalize_loss: the mean each micro-batch backpropagates, see
+            :class:`~lossplug.LossPlugMixin`.
     """
 
     metric_name = "knn_acc"
@@ -237,6 +255,7 @@ class Embedder(_DemoTask):
         normalize: bool = True,
         check_inputs: str = "first",
         on_nonfinite: str = "raise",
+        normalize_loss: str = "batch",
     ) -> None:
         super().__init__(
             loss=loss,
@@ -244,6 +263,7 @@ class Embedder(_DemoTask):
             scheduler=scheduler,
             check_inputs=check_inputs,
             on_nonfinite=on_nonfinite,
+            normalize_loss=normalize_loss,
         )
         self.backbone = MLP(in_features, hidden)
         self.head = nn.Linear(self.backbone.out_features, embedding_dim)

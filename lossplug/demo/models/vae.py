@@ -64,6 +64,8 @@ class VAE(LossPlugMixin, pl.LightningModule):
         latent_dim: size of the latent code.
         check_inputs: when input values are checked, see :class:`~lossplug.LossPlugMixin`.
         on_nonfinite: what a NaN or infinite loss does, see :class:`~lossplug.LossPlugMixin`.
+        normalize_loss: the mean each micro-batch backpropagates, see
+            :class:`~lossplug.LossPlugMixin`.
     """
 
     def __init__(
@@ -76,6 +78,7 @@ class VAE(LossPlugMixin, pl.LightningModule):
         latent_dim: int = 8,
         check_inputs: str = "first",
         on_nonfinite: str = "raise",
+        normalize_loss: str = "batch",
     ) -> None:
         super().__init__(
             loss=loss,
@@ -83,6 +86,7 @@ class VAE(LossPlugMixin, pl.LightningModule):
             scheduler=scheduler,
             check_inputs=check_inputs,
             on_nonfinite=on_nonfinite,
+            normalize_loss=normalize_loss,
         )
         self.encoder = MLP(in_features, hidden)
         self.posterior = nn.Linear(self.encoder.out_features, 2 * latent_dim)

@@ -1,0 +1,125 @@
+"""What ``normalize_loss="global"`` costs per optimizer step, on 2 processes over gloo.
+
+The default experiment's model (the digits MLP: 64 -> 256 -> 10) trains with cross-entropy,
+micro-batches of 64 with a quarter of the targets ignored, 4 micro-batches per optimizer step,
+SGD, wrapped in ``DistributedDataParallel`` on 2 CPU processes: once as every trainer does
+(each micro-batch backpropagates its mean), once as
+:class:`~lossplug.normalize.GlobalNormalizer` does it (each micro-batch backpropagates its
+sum; before the step one scalar ``all_reduce`` of the count and one multiply per gradient).
+The two alternate (ABAB) on the same data; a ratio is global / batch, the median over rounds
+of the two modes' median step times.
+
+    python -m benchmarks.bench_normalize          # bench_results/, docs/performance/normalize.md
+    python -m benchmarks.bench_normalize --quick    # a smoke run
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import socket
+import statistics
+import time
+from contextlib import nullcontext
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+import torch.nn.functional as F
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+
+from benchmarks.benchkit import machine_info, write_results
+from benchmarks.performance_page import DOCS
+from lossplug.normalize import GlobalNormalizer
+from lossplug.report.tables import markdown_table
+
+ACCUMULATE, BATCH, IGNORE = 4, 64, -100
+
+
+def timed_steps(net: DistributedDataParallel, mode: str, steps: int) -> list[float]:
+    """Seconds per optimizer step of ``steps`` steps in ``mode`` (``batch`` or ``global``)."""
+    optimizer = torch.optim.SGD(net.parameters(), lr=0.01)
+    normalizer = GlobalNormalizer(mode)
+    generator = torch.Generator().manual_seed(dist.get_rank())
+    times = []
+    for _ in range(steps):
+        batches = []
+        for _ in range(ACCUMULATE):
+            x = torch.randn(BATCH, 64, generator=generator)
+            y = torch.randint(0, 10, (BATCH,), generator=generator)
+            y[: BATCH // 4] = IGNORE
+            batches.append((x, y))
+        start = time.perf_counter()
+        for index, (x, y) in enumerate(batches):
+            last = index == ACCUMULATE - 1
+            with nullcontext() if last else net.no_sync():
+                loss = F.cross_entropy(net(x), y, ignore_index=IGNORE)
+                if normalizer.on:
+                    loss = normalizer.batch_sum("cross_entropy", loss, {"ce": (y != IGNORE).sum()})
+                (loss / ACCUMULATE).backward()
+        normalizer.rescale(net.parameters(), ACCUMULATE, dist.get_world_size())
+        optimizer.step()
+        optimizer.zero_grad()
+        times.append(time.perf_counter() - start)
+    return times
+
+
+def worker(rank: int, port: int, rounds: int, steps: int, results: dict) -> None:
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", rank=rank, world_size=2)
+    torch.manual_seed(0)
+    net = DistributedDataParallel(nn.Sequential(nn.Linear(64, 256), nn.ReLU(), nn.Linear(256, 10)))
+    timed_steps(net, "batch", steps)  # warm-up
+    medians: dict[str, list[float]] = {"batch": [], "global": []}
+    for _ in range(rounds):
+        for mode in ("batch", "global"):
+            medians[mode].append(statistics.median(timed_steps(net, mode, steps)))
+    if rank == 0:
+        results.update(medians)
+    dist.destroy_process_group()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--out", type=Path, default=Path("bench_results"), help="output folder")
+    parser.add_argument("--quick", action="store_true", help="a smoke run")
+    args = parser.parse_args()
+    rounds, steps = (1, 5) if args.quick else (7, 100)
+    with mp.Manager() as manager:
+        results = manager.dict()
+        mp.spawn(worker, args=(free_port(), rounds, steps, results), nprocs=2)
+        medians = dict(results)
+    ratios = [g / b for g, b in zip(medians["global"], medians["batch"], strict=True)]
+    header = ["batch ms / step", "global ms / step", "global / batch"]
+    row = [
+        round(1e3 * statistics.median(medians["batch"]), 3),
+        round(1e3 * statistics.median(medians["global"]), 3),
+        round(statistics.median(ratios), 3),
+    ]
+    payload = {
+        "machine": machine_info(torch.device("cpu")),
+        "settings": {"rounds": rounds, "steps": steps, "accumulate": ACCUMULATE, "batch": BATCH},
+        "rows": [dict(zip(header, row, strict=True))],
+    }
+    title = (
+        "normalize_loss: global against batch, per optimizer step of 4 micro-batches of 64, "
+        "2 processes over gloo, 1 torch thread each"
+    )
+    write_results(args.out, "bench_normalize", payload, title, header, [row])
+    if not args.quick:
+        machine = payload["machine"]
+        page = f"{title}; {machine['cpu']}, torch {machine['torch']}.\n\n"
+        (DOCS / "normalize.md").write_text(page + markdown_table(header, [row]) + "\n")
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+if __name__ == "__main__":
+    main()
