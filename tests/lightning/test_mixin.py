@@ -112,6 +112,7 @@ def test_built_objects_work_and_are_not_saved_as_hyperparameters():
         "scheduler": None,
         "check_inputs": "first",
         "on_nonfinite": "raise",
+        "normalize_loss": "batch",
     }
     run = trainer(limit_train_batches=2, limit_val_batches=1)
     run.fit(model, loader(), loader())
