@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import re
 import subprocess
 import sys
@@ -324,6 +325,26 @@ def test_an_sbatch_job_requeued_mid_epoch_resumes_in_its_folder(requeued_batch_j
     with torch.no_grad():
         expected = F.cross_entropy(model(x).double(), y).item()
     assert metrics["val/loss"] == pytest.approx(expected, rel=1e-5, abs=0)
+
+
+# -- the same sweep as local processes -------------------------------------------------------
+
+
+def test_the_local_launcher_runs_a_sweep_as_submitit_processes(tmp_path):
+    folder = tmp_path / "multirun"
+    overrides = ("-m", "hydra/launcher=local", "trainer.max_epochs=1", "optimizer.lr=0.003,0.01")
+    quiet = ("trainer.enable_progress_bar=false", "test=false")
+    output = finish(sweep(dict(os.environ), folder, *overrides, *quiet), timeout=300)
+    assert "Submitit 'local' sweep output dir" in output
+    assert sorted(path.name for path in folder.iterdir()) == [
+        ".submitit",
+        "0",
+        "1",
+        "multirun.yaml",
+    ]
+    for job in ("0", "1"):
+        metrics = json.loads((folder / job / "metrics.json").read_text())
+        assert metrics["val/acc"] > 0.5
 
 
 # -- task counts that do not match the trainer --------------------------------------------

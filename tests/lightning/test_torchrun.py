@@ -21,7 +21,7 @@ from conftest import HELPERS, REPO, dwa_by_hand, free_port
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
-from lossplug.demo.launch import follower_overrides
+from lossplug.demo.launch import check_slurm_tasks, follower_overrides
 from lossplug.demo.models import Classifier
 
 pytestmark = pytest.mark.slow
@@ -164,3 +164,13 @@ def test_dwa_weights_follow_the_formula_from_the_synced_epoch_means(two_nodes_dw
     expected = dwa_by_hand(previous, before, temperature=2.0)
     assert state["criterion.learned.lambdas"].tolist() == pytest.approx(expected, rel=1e-6)
     assert expected != pytest.approx([1.0, 1.0])
+
+
+def test_the_slurm_task_check_leaves_other_jobs_alone():
+    two_tasks = {"SLURM_NTASKS": "2", "SLURM_STEP_NUM_TASKS": "2", "SLURM_JOB_NAME": "train"}
+    check_slurm_tasks(2, 1, two_tasks)  # matches
+    check_slurm_tasks(4, 1, {})  # not under Slurm
+    check_slurm_tasks("auto", 1, two_tasks)  # Lightning decides the count
+    check_slurm_tasks(4, 1, {**two_tasks, "SLURM_JOB_NAME": "interactive"})  # a salloc shell
+    with pytest.raises(ValueError, match=r"srun started 2 task\(s\).*runs 4 processes"):
+        check_slurm_tasks(2, 2, two_tasks)
