@@ -37,6 +37,8 @@ pytestmark = pytest.mark.slow
 
 ON_SLURM = ("-m", "hydra/launcher=slurm", "trainer=ddp", "trainer.accelerator=cpu")
 TWO_TASKS = (*ON_SLURM, "trainer.devices=2", "trainer.enable_progress_bar=false", "test=false")
+#: a sweep folder of two jobs: one folder per job, nothing per rank
+TWO_JOB_SWEEP = [".submitit", "0", "1", "multirun.yaml"]
 EPOCHS, BATCHES = 3, 8
 SIGNAL_AFTER_STEP = 11  # mid second epoch
 #: Slurm's job states before a job has ended
@@ -124,12 +126,7 @@ def swept(slurm, tmp_path_factory):  # noqa: F811 (the fixture)
 
 def test_each_job_of_the_sweep_has_one_folder_and_one_tensorboard_run(swept):
     folder, _ = swept
-    assert sorted(path.name for path in folder.iterdir()) == [
-        ".submitit",
-        "0",
-        "1",
-        "multirun.yaml",
-    ]
+    assert sorted(path.name for path in folder.iterdir()) == TWO_JOB_SWEEP
     for job in ("0", "1"):
         assert [path.name for path in (folder / job / "tensorboard").iterdir()] == ["version_0"]
         assert (folder / job / "checkpoints" / "last.ckpt").is_file()
@@ -336,12 +333,7 @@ def test_the_local_launcher_runs_a_sweep_as_submitit_processes(tmp_path):
     quiet = ("trainer.enable_progress_bar=false", "test=false")
     output = finish(sweep(dict(os.environ), folder, *overrides, *quiet), timeout=300)
     assert "Submitit 'local' sweep output dir" in output
-    assert sorted(path.name for path in folder.iterdir()) == [
-        ".submitit",
-        "0",
-        "1",
-        "multirun.yaml",
-    ]
+    assert sorted(path.name for path in folder.iterdir()) == TWO_JOB_SWEEP
     for job in ("0", "1"):
         metrics = json.loads((folder / job / "metrics.json").read_text())
         assert metrics["val/acc"] > 0.5
