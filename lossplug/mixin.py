@@ -716,6 +716,7 @@ class LossPlugMixin:
             return
         loss = optimizer_closure() if optimizer_closure is not None else None
         if self.nonfinite.end_step():
+            self.normalizer.discard()
             return
         super().optimizer_step(epoch, batch_idx, optimizer, lambda: loss)
 

@@ -81,6 +81,10 @@ class GlobalNormalizer:
         self._count = count if self._count is None else self._count + count
         return total * count.to(total.dtype)
 
+    def discard(self) -> None:
+        """Forget the step's count: its optimizer step was dropped (``on_nonfinite="skip"``)."""
+        self._count = None
+
     def rescale(self, parameters: Iterable[Tensor], accumulated: int, world_size: int) -> None:
         """Turn the step's summed gradients into the gradient of its global mean; reset.
 

@@ -20,6 +20,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from lossplug import LossPlugMixin
 from lossplug.losses import ContrastiveLoss
+from lossplug.normalize import GlobalNormalizer
 
 
 def two_processes(tmp_path, normalize: str) -> dict[str, list[float]]:
@@ -79,3 +80,14 @@ def test_components_counted_over_different_items_are_refused():
 def test_a_bad_normalize_loss_names_the_option():
     with pytest.raises(ValueError, match=r"LossPlugMixin: option 'normalize_loss' must be one of"):
         Model("everywhere")
+
+
+def test_a_dropped_step_leaves_no_count_behind():
+    normalizer = GlobalNormalizer("global")
+    parameter = torch.nn.Parameter(torch.ones(2))
+    normalizer.batch_sum("ce", torch.tensor(1.0), {"ce": 5})
+    normalizer.discard()  # on_nonfinite="skip" dropped that step
+    normalizer.batch_sum("ce", torch.tensor(1.0), {"ce": 4})
+    parameter.grad = torch.full((2,), 8.0)
+    normalizer.rescale([parameter], accumulated=1, world_size=1)
+    assert parameter.grad.tolist() == [2.0, 2.0]  # 8 / 4, not 8 / 9
