@@ -329,14 +329,12 @@ def test_an_sbatch_job_requeued_mid_epoch_resumes_in_its_folder(requeued_batch_j
 
 def test_the_local_launcher_runs_a_sweep_as_submitit_processes(tmp_path):
     folder = tmp_path / "multirun"
-    overrides = ("-m", "hydra/launcher=local", "trainer.max_epochs=1", "optimizer.lr=0.003,0.01")
+    overrides = ("-m", "hydra/launcher=local", "trainer.max_epochs=1", "optimizer.lr=0.003")
     quiet = ("trainer.enable_progress_bar=false", "test=false")
     output = finish(sweep(dict(os.environ), folder, *overrides, *quiet), timeout=300)
     assert "Submitit 'local' sweep output dir" in output
-    assert sorted(path.name for path in folder.iterdir()) == TWO_JOB_SWEEP
-    for job in ("0", "1"):
-        metrics = json.loads((folder / job / "metrics.json").read_text())
-        assert metrics["val/acc"] > 0.5
+    assert sorted(path.name for path in folder.iterdir()) == [".submitit", "0", "multirun.yaml"]
+    assert json.loads((folder / "0" / "metrics.json").read_text())["val/acc"] > 0.5
 
 
 # -- task counts that do not match the trainer --------------------------------------------
