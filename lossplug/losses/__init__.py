@@ -2,7 +2,7 @@
 
 from lossplug.losses.base import LossModule, MultiTermLoss
 from lossplug.losses.classification import BCELoss, CrossEntropyLoss, HingeLoss, KLDivLoss
-from lossplug.losses.focal import FocalLoss
+from lossplug.losses.focal import FocalLoss, Poly1Loss
 from lossplug.losses.metric_learning import (
     ContrastiveLoss,
     InfoNCELoss,
@@ -10,10 +10,17 @@ from lossplug.losses.metric_learning import (
     TripletLoss,
 )
 from lossplug.losses.overlap import DiceCELoss, DiceLoss, TverskyLoss
-from lossplug.losses.regression import HuberLoss, L1Loss, MSELoss, SmoothL1Loss
+from lossplug.losses.regression import (
+    CharbonnierLoss,
+    HuberLoss,
+    L1Loss,
+    MSELoss,
+    SmoothL1Loss,
+)
 
 __all__ = [
     "BCELoss",
+    "CharbonnierLoss",
     "ContrastiveLoss",
     "CrossEntropyLoss",
     "DiceCELoss",
@@ -27,6 +34,7 @@ __all__ = [
     "LossModule",
     "MSELoss",
     "MultiTermLoss",
+    "Poly1Loss",
     "SmoothL1Loss",
     "SupConLoss",
     "TripletLoss",

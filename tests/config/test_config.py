@@ -33,11 +33,13 @@ LOSS_EXPERIMENTS = [
     ("l1", "regression"),
     ("huber", "regression"),
     ("smooth_l1", "regression"),
+    ("charbonnier", "regression"),
     ("cross_entropy", "classification"),
     ("bce", "classification"),
     ("kl_div", "classification"),
     ("hinge", "classification"),
     ("focal", "classification"),
+    ("poly1", "classification"),
     ("dice", "segmentation"),
     ("tversky", "segmentation"),
     ("dice_ce", "segmentation"),
@@ -70,8 +72,8 @@ def fit(cfg):
 def test_the_documented_choices_exist():
     assert options("loss") == sorted(
         [
-            *("mse", "l1", "huber", "smooth_l1"),
-            *("cross_entropy", "bce", "kl_div", "hinge", "focal"),
+            *("mse", "l1", "huber", "smooth_l1", "charbonnier"),
+            *("cross_entropy", "bce", "kl_div", "hinge", "focal", "poly1"),
             *("dice", "tversky", "dice_ce", "triplet", "contrastive", "infonce", "supcon"),
             *("dice_ce_terms", "dice_ce_ramp", "dice_ce_uncertainty", "dice_ce_dwa"),
             *("focal_dice", "vae"),
@@ -116,6 +118,7 @@ def test_every_loss_runs_with_a_matching_experiment(compose_train, loss, experim
     logged = {key.split("/")[-1] for key in metrics if key.startswith("val/loss/")}
     expected = {name: {"dice", "ce"} for name in (*COMPOSITES, "dice_ce")} | {
         "focal_dice": {"focal", "dice"},
+        "poly1": {"ce", "poly"},
         **{name: {"pos", "neg"} for name in ("contrastive", "infonce", "supcon")},
         "vae": {"recon", "kl"},
     }

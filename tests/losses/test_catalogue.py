@@ -9,8 +9,8 @@ import torch
 import lossplug
 
 CATALOGUE = [
-    "bce", "contrastive", "cross_entropy", "dice", "focal", "hinge", "huber", "infonce", "kl_div",
-    "l1", "mse", "smooth_l1", "supcon", "triplet", "tversky",
+    "bce", "charbonnier", "contrastive", "cross_entropy", "dice", "focal", "hinge", "huber",
+    "infonce", "kl_div", "l1", "mse", "poly1", "smooth_l1", "supcon", "triplet", "tversky",
 ]  # fmt: skip
 
 
@@ -43,6 +43,7 @@ CASES = {
     "l1": Case({}, _randn(4, 3), _ramp(-1, 1, 4, 3)),
     "huber": Case({"delta": 0.7}, _randn(4, 3), _ramp(-2, 2, 4, 3)),
     "smooth_l1": Case({"beta": 0.5}, _randn(4, 3), _ramp(-2, 2, 4, 3)),
+    "charbonnier": Case({"eps": 0.1}, _randn(4, 3), _ramp(-2, 2, 4, 3)),
     "cross_entropy": Case(
         {"label_smoothing": 0.1}, _randn(6, 5), lambda: _classes(6, 5), takes_logits=True
     ),
@@ -62,6 +63,12 @@ CASES = {
     "hinge": Case({"mode": "multiclass"}, _randn(6, 4), lambda: _classes(6, 4), takes_logits=True),
     "focal": Case(
         {"mode": "multiclass", "gamma": 2.0},
+        _randn(6, 4),
+        lambda: _classes(6, 4),
+        takes_logits=True,
+    ),
+    "poly1": Case(
+        {"mode": "multiclass", "epsilon": 2.0, "gamma": 0.5},
         _randn(6, 4),
         lambda: _classes(6, 4),
         takes_logits=True,
