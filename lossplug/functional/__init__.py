@@ -1,5 +1,6 @@
 """Functional losses: tensors in, tensor out; pure, typed, ``torch.compile``-friendly."""
 
+from lossplug.functional.asymmetric import asymmetric, asymmetric_components
 from lossplug.functional.classification import bce, cross_entropy, hinge, kl_div
 from lossplug.functional.focal import focal
 from lossplug.functional.metric_learning import (
@@ -17,6 +18,8 @@ from lossplug.functional.poly import poly1, poly1_components
 from lossplug.functional.regression import charbonnier, huber, l1, mse, smooth_l1
 
 __all__ = [
+    "asymmetric",
+    "asymmetric_components",
     "bce",
     "charbonnier",
     "contrastive",

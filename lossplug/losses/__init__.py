@@ -1,5 +1,6 @@
 """Loss modules: ``nn.Module`` wrappers with options, buffers, input checks and ``components()``."""
 
+from lossplug.losses.asymmetric import AsymmetricLoss
 from lossplug.losses.base import LossModule, MultiTermLoss
 from lossplug.losses.classification import BCELoss, CrossEntropyLoss, HingeLoss, KLDivLoss
 from lossplug.losses.focal import FocalLoss, Poly1Loss
@@ -19,6 +20,7 @@ from lossplug.losses.regression import (
 )
 
 __all__ = [
+    "AsymmetricLoss",
     "BCELoss",
     "CharbonnierLoss",
     "ContrastiveLoss",

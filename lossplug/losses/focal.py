@@ -7,7 +7,7 @@ from torch import Tensor
 from lossplug._validation import check_choice, check_number, check_weight_tensor
 from lossplug.functional.focal import FOCAL_MODES, focal
 from lossplug.functional.poly import poly1_base_name, poly1_components
-from lossplug.losses.base import LossModule
+from lossplug.losses.base import LossModule, kept_count
 from lossplug.losses.mode import AUTO, Mode
 from lossplug.registry import register_loss
 
@@ -89,9 +89,7 @@ class FocalLoss(LossModule):
     ) -> tuple[dict[str, Tensor], dict[str, Tensor | int]]:
         """Each term, counted over the non-ignored elements (positions in multiclass mode)."""
         components = self.components(pred, target)
-        if self.ignore_index is None:
-            return components, dict.fromkeys(components, target.numel())
-        return components, dict.fromkeys(components, (target != self.ignore_index).sum())
+        return components, dict.fromkeys(components, kept_count(target, self.ignore_index))
 
 
 @register_loss("poly1")

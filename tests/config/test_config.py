@@ -40,6 +40,7 @@ LOSS_EXPERIMENTS = [
     ("hinge", "classification"),
     ("focal", "classification"),
     ("poly1", "classification"),
+    ("asymmetric", "classification"),
     ("dice", "segmentation"),
     ("tversky", "segmentation"),
     ("dice_ce", "segmentation"),
@@ -73,7 +74,7 @@ def test_the_documented_choices_exist():
     assert options("loss") == sorted(
         [
             *("mse", "l1", "huber", "smooth_l1", "charbonnier"),
-            *("cross_entropy", "bce", "kl_div", "hinge", "focal", "poly1"),
+            *("cross_entropy", "bce", "kl_div", "hinge", "focal", "poly1", "asymmetric"),
             *("dice", "tversky", "dice_ce", "triplet", "contrastive", "infonce", "supcon"),
             *("dice_ce_terms", "dice_ce_ramp", "dice_ce_uncertainty", "dice_ce_dwa"),
             *("focal_dice", "vae"),
@@ -119,7 +120,7 @@ def test_every_loss_runs_with_a_matching_experiment(compose_train, loss, experim
     expected = {name: {"dice", "ce"} for name in (*COMPOSITES, "dice_ce")} | {
         "focal_dice": {"focal", "dice"},
         "poly1": {"ce", "poly"},
-        **{name: {"pos", "neg"} for name in ("contrastive", "infonce", "supcon")},
+        **{name: {"pos", "neg"} for name in ("contrastive", "infonce", "supcon", "asymmetric")},
         "vae": {"recon", "kl"},
     }
     assert logged == expected.get(loss, {job.model.criterion.name})

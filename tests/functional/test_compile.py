@@ -50,6 +50,7 @@ def _loss_cases() -> dict[str, tuple[Callable[..., torch.Tensor], tuple[torch.Te
         ),
         "poly1_multiclass": (partial(LF.poly1, gamma=0.5, ignore_index=255), (logits, _IGNORED)),
         "poly1_binary": (partial(LF.poly1, mode="binary", gamma=2.0, alpha=0.25), (logits, binary)),
+        "asymmetric": (partial(LF.asymmetric, gamma_pos=0.5, clip=0.1), (logits, binary)),
         "dice": (partial(LF.dice, ignore_index=255), (logits, _IGNORED)),
         "dice_multilabel": (partial(LF.dice, mode="multilabel"), (logits, binary)),
         "tversky": (partial(LF.tversky, alpha=0.3, beta=0.7, gamma=0.75), (logits, labels)),

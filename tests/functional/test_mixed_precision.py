@@ -158,6 +158,7 @@ CASES = {
     "poly1_multilabel": Case(
         _built("poly1", mode="multilabel", epsilon=-1.0, gamma=2.0), MULTILABEL
     ),
+    "asymmetric": Case(_built("asymmetric", gamma_pos=1.0), MULTILABEL),
     "triplet": Case(_built("triplet"), _rows(32, 8)),
     "triplet_batch_hard_cosine": Case(
         _built("triplet", mining="batch_hard", distance="cosine"), _rows(32, 8)
@@ -186,7 +187,7 @@ RUNS = [
 #: the names users type (DESIGN.md); each must have a case here.
 CATALOGUE = (
     *("mse", "l1", "huber", "smooth_l1", "charbonnier", "cross_entropy", "bce", "kl_div"),
-    *("hinge", "focal", "poly1"),
+    *("hinge", "focal", "poly1", "asymmetric"),
     *("dice", "tversky", "triplet", "contrastive", "infonce", "supcon", "dice_ce"),
 )
 

@@ -248,6 +248,19 @@ def _poly1(data: st.DataObject) -> Drawn:
     return loss, pred, _floats(data, pred.shape, 0.0, 1.0)
 
 
+def _asymmetric(data: st.DataObject) -> Drawn:
+    n, c, spatial = _class_shape(data)
+    loss = build_loss(
+        "asymmetric",
+        gamma_pos=data.draw(st.floats(0.0, 5.0), label="gamma_pos"),
+        gamma_neg=data.draw(st.floats(0.0, 5.0), label="gamma_neg"),
+        clip=data.draw(st.floats(0.0, 1.0), label="clip"),
+        reduction=_reduction(data),
+    )
+    pred = _floats(data, (n, c, *spatial), -100, 100)
+    return loss, pred, _floats(data, pred.shape, 0.0, 1.0)
+
+
 # -- overlap -------------------------------------------------------------------------------
 
 
@@ -400,6 +413,7 @@ FAMILIES = {
     "hinge": Family(_hinge, _hinge_perfect),
     "focal": Family(_focal, None),
     "poly1": Family(_poly1, None),
+    "asymmetric": Family(_asymmetric, None),
     "dice": _overlap("dice"),
     "tversky": _overlap("tversky"),
     "triplet": _metric("triplet"),
@@ -414,7 +428,8 @@ WITH_PERFECT = [name for name, family in FAMILIES.items() if family.perfect is n
 
 def test_every_loss_of_the_catalogue_has_properties():
     assert sorted(FAMILIES) == lossplug.available_losses()
-    without = ["composite", "cross_entropy", "dice_ce", "focal", "infonce", "poly1", "supcon"]
+    without = ["asymmetric", "composite", "cross_entropy", "dice_ce", "focal", "infonce"]
+    without += ["poly1", "supcon"]
     assert sorted(set(FAMILIES) - set(WITH_PERFECT)) == without
 
 
@@ -488,6 +503,7 @@ EMPTY_BATCHES = [
     ("focal", {"mode": "multiclass"}, *_empty_index_batch(2)),
     ("poly1", {"mode": "multiclass", "gamma": 2.0}, *_empty_index_batch(2)),
     ("charbonnier", {"subtract_eps": True}, torch.zeros(0, 3), torch.zeros(0, 3)),
+    ("asymmetric", {"ignore_index": -1}, torch.zeros(0, 3), torch.zeros(0, 3)),
     *_empty_overlap_cases("dice"),
     *_empty_overlap_cases("tversky"),
     ("triplet", {}, torch.zeros(0, 4), torch.zeros(0, dtype=torch.long)),

@@ -9,8 +9,9 @@ import torch
 import lossplug
 
 CATALOGUE = [
-    "bce", "charbonnier", "contrastive", "cross_entropy", "dice", "focal", "hinge", "huber",
-    "infonce", "kl_div", "l1", "mse", "poly1", "smooth_l1", "supcon", "triplet", "tversky",
+    "asymmetric", "bce", "charbonnier", "contrastive", "cross_entropy", "dice", "focal", "hinge",
+    "huber", "infonce", "kl_div", "l1", "mse", "poly1", "smooth_l1", "supcon", "triplet",
+    "tversky",
 ]  # fmt: skip
 
 
@@ -49,6 +50,12 @@ CASES = {
     ),
     "bce": Case(
         {},
+        _randn(4, 3),
+        lambda: (torch.arange(12).remainder(2)).double().view(4, 3),
+        takes_logits=True,
+    ),
+    "asymmetric": Case(
+        {"gamma_pos": 1.0, "gamma_neg": 3.0, "clip": 0.05},
         _randn(4, 3),
         lambda: (torch.arange(12).remainder(2)).double().view(4, 3),
         takes_logits=True,

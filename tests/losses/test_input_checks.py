@@ -105,6 +105,7 @@ CORRECT_USES = {
     "focal binary": (build_loss("focal"), _logits(8, 4), (_logits(8, 4, seed=3) > 0).float()),
     "poly1 multiclass": (build_loss("poly1"), _logits(8, 5), _labels(8, 5)),
     "bce": (build_loss("bce"), _logits(8, 4), (_logits(8, 4, seed=3) > 0).float()),
+    "asymmetric": (build_loss("asymmetric"), _logits(8, 4), (_logits(8, 4, seed=3) > 0).float()),
     "bce on probabilities": (
         build_loss("bce", input="probs"),
         _logits(8, 4).sigmoid(),
@@ -422,6 +423,7 @@ DEMO_RUNS = [
     ("classification", "cross_entropy"),
     ("classification", "focal"),
     ("classification", "poly1"),
+    ("classification", "asymmetric"),
     ("classification", "bce"),
     ("classification", "kl_div"),
     ("segmentation", "dice_ce"),
