@@ -267,6 +267,7 @@ def _modulating_factor(cross_entropy: Tensor, gamma: float) -> Tensor:
     just below 0: a probability that rounds to 1 gives a tiny factor with a finite gradient.
     """
     if gamma >= 1.0:
-        return (-torch.expm1(-cross_entropy)) ** gamma
+        not_pt = -torch.expm1(-cross_entropy)
+        return not_pt if gamma == 1.0 else not_pt**gamma
     clamped = cross_entropy.clamp(min=torch.finfo(cross_entropy.dtype).tiny)
     return torch.exp(gamma * torch.log(-torch.expm1(-clamped)))
