@@ -127,11 +127,11 @@ def asymmetric_components(
     log_p = F.logsigmoid(logits).clamp_min(log_floor)
     positive = -target * _focused(log_p, torch.sigmoid(-logits), gamma_pos)
     if clip == 0.0:
-        shifted, log_not_shifted = torch.sigmoid(logits), F.logsigmoid(-logits)
-    else:  # p_m = max(p - m, 0), 1 - p_m = min(1 - p + m, 1)
+        shifted = torch.sigmoid(logits)
+        log_not_shifted = F.logsigmoid(-logits).clamp_min(log_floor)
+    else:  # p_m = max(p - m, 0), 1 - p_m = min(1 - p + m, 1), clamped before the log
         shifted = torch.relu(torch.sigmoid(logits) - clip)
-        log_not_shifted = torch.log((torch.sigmoid(-logits) + clip).clamp_max(1.0))
-    log_not_shifted = log_not_shifted.clamp_min(log_floor)
+        log_not_shifted = torch.log((torch.sigmoid(-logits) + clip).clamp(eps, 1.0))
     negative = -(1.0 - target) * _focused(log_not_shifted, shifted, gamma_neg)
     return {
         "pos": reduce_loss(positive, reduction, kept),

@@ -83,6 +83,13 @@ def test_a_negative_below_the_margin_costs_nothing_with_finite_gradients():
     assert torch.isfinite(loss).all() and torch.isfinite(logits.grad).all()
 
 
+def test_a_margin_below_float32s_range_keeps_the_gradient_finite():
+    logits = torch.tensor([89.0, 100.0], requires_grad=True)  # sigmoid(-z) + clip rounds to 0
+    loss = F.asymmetric(logits, torch.zeros(2), gamma_neg=0.0, clip=1e-56)
+    loss.backward()
+    assert torch.isfinite(loss) and torch.isfinite(logits.grad).all()
+
+
 def test_ignore_index_equals_loss_on_kept_elements_and_counts_them():
     logits, target = torch.randn(5, 4, dtype=torch.float64), torch.randint(0, 2, (5, 4)).double()
     target[0, 1] = target[3, 2] = -1
