@@ -1,8 +1,9 @@
 """Benchmark lossplug's losses against the libraries people use, at the same options.
 
-For every row — a loss, an input size and a peer (torch's built-in, MONAI, kornia or
-pytorch-metric-learning) — the two implementations are first checked to agree (value and
-input gradients, to a tolerance) on the very inputs that are then timed; a row that disagrees
+For every row — a loss, an input size and a peer (torch's built-in, MONAI, kornia,
+pytorch-metric-learning, or the paper's formula written in torch where no library has the loss)
+— the two implementations are first checked to agree (value and input gradients, to a
+tolerance) on the very inputs that are then timed; a row that disagrees
 is reported and not timed, and the script exits with status 1. Then both are timed, forward +
 backward, in turn (median of repeated samples after warm-up; see :mod:`benchmarks.benchkit`),
 and their peak memory measured. Ratios are lossplug / peer: below 1 lossplug is faster or leaner.
@@ -200,7 +201,7 @@ def regression_rows(sizes: Sizes) -> list[Row]:
         ("huber", {"delta": 1.5}, nn.HuberLoss(delta=1.5)),
         ("smooth_l1", {"beta": 0.5}, nn.SmoothL1Loss(beta=0.5)),
     ]
-    return [
+    rows = [
         Row(
             name,
             _size(shape),
@@ -212,6 +213,44 @@ def regression_rows(sizes: Sizes) -> list[Row]:
         )
         for name, options, peer in pairs
     ]
+    rows.append(
+        Row(
+            "charbonnier",
+            _size(shape),
+            "torch sqrt(r² + eps²)",
+            regression_inputs(shape),
+            lossplug.build_loss("charbonnier", eps=1e-3),
+            _charbonnier_formula,
+            PEER_TARGET,
+            "eps=1e-3",
+        )
+    )
+    return rows
+
+
+def _charbonnier_formula(pred: Tensor, target: Tensor, eps: float = 1e-3) -> Tensor:
+    """Charbonnier's loss as image-restoration code writes it."""
+    return torch.sqrt((pred - target) ** 2 + eps**2).mean()
+
+
+def _poly1_formula(logits: Tensor, labels: Tensor, epsilon: float = 1.0) -> Tensor:
+    """Poly-1 cross-entropy as Leng et al. write it: torch's cross-entropy + eps (1 - p_t)."""
+    cross_entropy = F.cross_entropy(logits, labels, reduction="none")
+    return (cross_entropy + epsilon * (1 - torch.exp(-cross_entropy))).mean()
+
+
+def _timm_asymmetric(
+    logits: Tensor, target: Tensor, gamma_neg: float = 4.0, clip: float = 0.05, eps: float = 1e-8
+) -> Tensor:
+    """The forward of timm's ``AsymmetricLossMultiLabel`` (gamma_pos=0) over the element count."""
+    xs_pos = torch.sigmoid(logits)
+    xs_neg = (1 - xs_pos + clip).clamp(max=1)
+    loss = target * torch.log(xs_pos.clamp(min=eps)) + (1 - target) * torch.log(
+        xs_neg.clamp(min=eps)
+    )
+    pt = xs_pos * target + xs_neg * (1 - target)
+    loss = loss * torch.pow(1 - pt, gamma_neg * (1 - target))
+    return -loss.sum() / logits.numel()
 
 
 def classification_rows(sizes: Sizes) -> list[Row]:
@@ -269,6 +308,28 @@ def classification_rows(sizes: Sizes) -> list[Row]:
                 WRAPPER_TARGET,
             )
         )
+    rows += [
+        Row(
+            "poly1",
+            _size(shape),
+            "torch cross_entropy + eps (1 - p_t)",
+            class_inputs(shape),
+            lossplug.build_loss("poly1", mode="multiclass", epsilon=1.0),
+            _poly1_formula,
+            PEER_TARGET,
+            "Poly-1 cross-entropy, epsilon=1",
+        ),
+        Row(
+            "asymmetric",
+            _size(shape),
+            "timm AsymmetricLossMultiLabel (formula)",
+            binary_inputs(shape),
+            lossplug.build_loss("asymmetric"),
+            _timm_asymmetric,
+            PEER_TARGET,
+            "gamma_pos=0, gamma_neg=4, clip=0.05; timm's sum / elements",
+        ),
+    ]
     batch, dim, _ = sizes.embeddings
     rows.append(
         Row(

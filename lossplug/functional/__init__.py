@@ -1,5 +1,6 @@
 """Functional losses: tensors in, tensor out; pure, typed, ``torch.compile``-friendly."""
 
+from lossplug.functional.asymmetric import asymmetric, asymmetric_components
 from lossplug.functional.classification import bce, cross_entropy, hinge, kl_div
 from lossplug.functional.focal import focal
 from lossplug.functional.metric_learning import (
@@ -13,10 +14,14 @@ from lossplug.functional.metric_learning import (
     triplet_margin,
 )
 from lossplug.functional.overlap import dice, dice_ce, dice_ce_components, tversky
-from lossplug.functional.regression import huber, l1, mse, smooth_l1
+from lossplug.functional.poly import poly1, poly1_components
+from lossplug.functional.regression import charbonnier, huber, l1, mse, smooth_l1
 
 __all__ = [
+    "asymmetric",
+    "asymmetric_components",
     "bce",
+    "charbonnier",
     "contrastive",
     "contrastive_components",
     "cross_entropy",
@@ -31,6 +36,8 @@ __all__ = [
     "kl_div",
     "l1",
     "mse",
+    "poly1",
+    "poly1_components",
     "smooth_l1",
     "supcon",
     "supcon_components",

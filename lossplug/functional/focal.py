@@ -87,42 +87,81 @@ def focal(
     Returns:
         The loss.
     """
-    name = "focal"
+    loss, kept, _ = focal_elements(
+        "focal", pred, target, mode, gamma, alpha, ignore_index, reduction
+    )
+    return reduce_loss(loss, reduction, kept)
+
+
+def focal_elements(
+    name: str,
+    pred: Tensor,
+    target: Tensor,
+    mode: str,
+    gamma: float,
+    alpha: float | Tensor | list[float] | None,
+    ignore_index: int | None,
+    reduction: str = "mean",
+    *,
+    poly: bool = False,
+) -> tuple[Tensor, Tensor | None, Tensor | None]:
+    r"""Check the inputs and options of a focal loss; its unreduced terms.
+
+    Args:
+        name: the loss's name, for the messages.
+        pred: logits, as :func:`focal` takes them.
+        target: labels or class indices, as :func:`focal` takes them.
+        mode: ``"binary"``, ``"multiclass"`` or ``"multilabel"``.
+        gamma: :math:`\gamma \ge 0`.
+        alpha: class balancing, as :func:`focal` takes it.
+        ignore_index: target value left out.
+        reduction: checked only; the caller reduces.
+        poly: also return :math:`(1 - p_t)^{\gamma + 1}`, Poly-1's term.
+
+    Returns:
+        The element-wise focal loss (0 at ignored elements once masked), the mask of kept
+        elements (``None`` without ``ignore_index``), and the Poly-1 term (``None`` unless
+        ``poly``).
+    """
     check_reduction(name, reduction)
     check_choice(name, "mode", mode, FOCAL_MODES)
     gamma = check_number(name, "gamma", gamma, minimum=0.0)
     check_floating(name, "pred", pred, "logits")
     pred = at_least_float32(pred)
-    if mode == "multiclass":
-        check_class_target(name, pred, target, ignore_index, indexed_by_torch=True)
-        with explain_class_target_errors(name, pred, target, ignore_index):
-            loss, kept = _multiclass_focal(pred, target, gamma, alpha, ignore_index)
-    else:
-        loss, kept = _sigmoid_focal(pred, target, mode, gamma, alpha, ignore_index)
-    return reduce_loss(loss, reduction, kept)
+    if mode != "multiclass":
+        return _sigmoid_focal(name, pred, target, mode, gamma, alpha, ignore_index, poly)
+    check_class_target(name, pred, target, ignore_index, indexed_by_torch=True)
+    with explain_class_target_errors(name, pred, target, ignore_index):
+        return _multiclass_focal(name, pred, target, gamma, alpha, ignore_index, poly)
 
 
 def _sigmoid_focal(
+    name: str,
     logits: Tensor,
     target: Tensor,
     mode: str,
     gamma: float,
     alpha: float | Tensor | list[float] | None,
     ignore_index: int | None,
-) -> tuple[Tensor, Tensor | None]:
-    """Element-wise binary focal loss and the mask of kept elements."""
-    check_same_shape("focal", logits, target, mode)
+    poly: bool,
+) -> tuple[Tensor, Tensor | None, Tensor | None]:
+    """Element-wise binary focal loss, the mask of kept elements and the Poly-1 term."""
+    check_same_shape(name, logits, target, mode)
     target = target.to(logits.dtype)
     kept = None
     if ignore_index is not None:
         kept = target != ignore_index
         target = torch.where(kept, target, 0.0)
-    check_unit_interval("focal", "target", target, f"{mode} labels")
-    alpha_t = _sigmoid_alpha(alpha, mode, logits, target)
+    check_unit_interval(name, "target", target, f"{mode} labels")
+    alpha_t = _sigmoid_alpha(name, alpha, mode, logits, target)
+    poly_term = None
+    if poly:  # 1 - p_t = y (1 - p) + (1 - y) p, without cancellation
+        not_pt = target * torch.sigmoid(-logits) + (1.0 - target) * torch.sigmoid(logits)
+        poly_term = not_pt ** (gamma + 1.0)
     if not target.requires_grad and applies("sigmoid_focal", logits):
-        return sigmoid_focal_kernel(logits, target, gamma, alpha_t), kept
+        return sigmoid_focal_kernel(logits, target, gamma, alpha_t), kept, poly_term
     loss = sigmoid_focal_terms(logits, target, gamma)
-    return (loss if alpha_t is None else loss * alpha_t), kept
+    return (loss if alpha_t is None else loss * alpha_t), kept, poly_term
 
 
 def sigmoid_focal_terms(logits: Tensor, target: Tensor, gamma: float) -> Tensor:
@@ -138,48 +177,56 @@ def sigmoid_focal_terms(logits: Tensor, target: Tensor, gamma: float) -> Tensor:
 
 
 def _sigmoid_alpha(
-    alpha: float | Tensor | list[float] | None, mode: str, logits: Tensor, target: Tensor
+    name: str,
+    alpha: float | Tensor | list[float] | None,
+    mode: str,
+    logits: Tensor,
+    target: Tensor,
 ) -> Tensor | None:
     """The per-element alpha_t of the sigmoid forms, or None."""
     if alpha is None:
         return None
     if isinstance(alpha, (int, float)):
-        positive = torch.tensor(check_number("focal", "alpha", alpha, minimum=0.0, maximum=1.0))
+        positive = torch.tensor(check_number(name, "alpha", alpha, minimum=0.0, maximum=1.0))
     else:
         if mode == "binary":
             raise ValueError(
-                "focal: option 'alpha' must be a number in [0, 1] in binary mode, got a sequence; "
-                "use mode='multilabel' for one alpha per class"
+                f"{name}: option 'alpha' must be a number in [0, 1] in binary mode, got a "
+                "sequence; use mode='multilabel' for one alpha per class"
             )
-        positive = _per_class_alpha(alpha, logits)
+        positive = _per_class_alpha(name, alpha, logits)
         positive = positive.view(1, -1, *([1] * (logits.ndim - 2)))
     positive = positive.to(device=logits.device, dtype=logits.dtype)
     return target * positive + (1.0 - target) * (1.0 - positive)
 
 
 def _multiclass_focal(
+    name: str,
     logits: Tensor,
     target: Tensor,
     gamma: float,
     alpha: float | Tensor | list[float] | None,
     ignore_index: int | None,
-) -> tuple[Tensor, Tensor | None]:
-    """Per-position softmax focal loss and the mask of kept positions (targets checked)."""
+    poly: bool,
+) -> tuple[Tensor, Tensor | None, Tensor | None]:
+    """Per-position softmax focal loss, the mask of kept positions and the Poly-1 term."""
     kept = None
     if ignore_index is not None:
         kept = target != ignore_index
         target = torch.where(kept, target, 0)
-    loss = _position_cross_entropy(logits, target.long())  # -log p_t
+    cross_entropy = _position_cross_entropy(logits, target.long())  # -log p_t
+    poly_term = _modulating_factor(cross_entropy, gamma + 1.0) if poly else None
+    loss = cross_entropy
     if gamma != 0.0:
-        loss = loss * _modulating_factor(loss, gamma)
+        loss = loss * _modulating_factor(cross_entropy, gamma)
     if alpha is not None:
         if isinstance(alpha, (int, float)):
             raise ValueError(
-                f"focal: option 'alpha' must be a per-class list in multiclass mode, got {alpha!r}"
+                f"{name}: option 'alpha' must be a per-class list in multiclass mode, got {alpha!r}"
             )
-        weights = _per_class_alpha(alpha, logits).to(device=logits.device, dtype=logits.dtype)
+        weights = _per_class_alpha(name, alpha, logits).to(device=logits.device, dtype=logits.dtype)
         loss = loss * weights[target]
-    return loss, kept
+    return loss, kept, poly_term
 
 
 def _position_cross_entropy(logits: Tensor, labels: Tensor) -> Tensor:
@@ -192,19 +239,19 @@ def _position_cross_entropy(logits: Tensor, labels: Tensor) -> Tensor:
     return F.cross_entropy(logits, labels, reduction="none")
 
 
-def _per_class_alpha(alpha: Tensor | list[float], logits: Tensor) -> Tensor:
+def _per_class_alpha(name: str, alpha: Tensor | list[float], logits: Tensor) -> Tensor:
     """Validate a per-class alpha against the number of classes in ``logits``.
 
     Its values (finite, >= 0) are checked only where value checks run (not while compiling).
     """
     if value_checks_apply(alpha):
-        weights = check_weight_tensor("focal", "alpha", alpha)
+        weights = check_weight_tensor(name, "alpha", alpha)
     else:
         weights = torch.as_tensor(alpha, dtype=logits.dtype, device=logits.device)
     num_classes = logits.shape[1] if logits.ndim > 1 else 1
     if weights.numel() != num_classes:
         raise ValueError(
-            f"focal: option 'alpha' must have one value per class ({num_classes}), "
+            f"{name}: option 'alpha' must have one value per class ({num_classes}), "
             f"got {weights.numel()}"
         )
     return weights
@@ -220,6 +267,7 @@ def _modulating_factor(cross_entropy: Tensor, gamma: float) -> Tensor:
     just below 0: a probability that rounds to 1 gives a tiny factor with a finite gradient.
     """
     if gamma >= 1.0:
-        return (-torch.expm1(-cross_entropy)) ** gamma
+        not_pt = -torch.expm1(-cross_entropy)
+        return not_pt if gamma == 1.0 else not_pt**gamma
     clamped = cross_entropy.clamp(min=torch.finfo(cross_entropy.dtype).tiny)
     return torch.exp(gamma * torch.log(-torch.expm1(-clamped)))

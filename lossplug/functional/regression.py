@@ -1,4 +1,4 @@
-r"""Regression losses: MSE, L1, Huber and SmoothL1, with optional element-wise weights.
+r"""Regression losses: MSE, L1, Huber, SmoothL1 and Charbonnier, with optional element-wise weights.
 
 Huber and SmoothL1 are the same curve at different scales, and tutorials often swap them.
 For a residual :math:`r = \hat y - y`:
@@ -35,6 +35,7 @@ from torch.nn import functional as F
 
 from lossplug._precision import at_least_float32
 from lossplug._validation import (
+    check_bool,
     check_floating,
     check_number,
     check_reduction,
@@ -121,6 +122,70 @@ def smooth_l1(
     return _pointwise("smooth_l1", F.smooth_l1_loss, pred, target, weight, reduction, beta=beta)
 
 
+def charbonnier(
+    pred: Tensor,
+    target: Tensor,
+    eps: float = 1e-3,
+    subtract_eps: bool = False,
+    weight: Tensor | None = None,
+    reduction: str = "mean",
+) -> Tensor:
+    r"""Charbonnier loss, a differentiable L1 (Charbonnier, Blanc-Féraud, Aubert & Barlaud 1994).
+
+    .. math::
+
+        \ell(r) = \sqrt{r^2 + \varepsilon^2} \;\bigl(- \varepsilon\bigr),
+        \qquad r = \hat y - y
+
+    from "Two Deterministic Half-Quadratic Regularization Algorithms for Computed Imaging";
+    image restoration uses it as its L1 (Lai et al. 2017, "Deep Laplacian Pyramid Networks",
+    :math:`\varepsilon = 10^{-3}`). Near 0 it is quadratic, :math:`r^2 / 2\varepsilon` plus
+    :math:`\varepsilon`, far from it :math:`|r|`: SmoothL1 with :math:`\beta = \varepsilon`
+    is the same shape joined piecewise. With ``subtract_eps=True`` the constant
+    :math:`\varepsilon` is taken off, so a perfect prediction scores 0; it changes the value,
+    never the gradient. Some codes write :math:`\sqrt{r^2 + \varepsilon}` instead (BasicSR's
+    ``eps=1e-12``): pass the square root of their ``eps``.
+
+    The value is :math:`\operatorname{hypot}(r, \varepsilon)`, finite for any finite
+    residual (:math:`r^2` overflows float32 from :math:`r \approx 2 \cdot 10^{19}`), and
+    the subtracted form is :math:`r \cdot r / (\operatorname{hypot}(r, \varepsilon) +
+    \varepsilon)`, with no cancellation at small :math:`r`.
+
+    Args:
+        pred: predictions, any shape.
+        target: targets, same shape.
+        eps: :math:`\varepsilon > 0`.
+        subtract_eps: take :math:`\varepsilon` off, so that :math:`\ell(0) = 0`.
+        weight: optional element-wise weights or mask.
+        reduction: ``"mean"``, ``"sum"`` or ``"none"``.
+
+    Returns:
+        The loss.
+
+    Example:
+        >>> import torch
+        >>> from lossplug.functional import charbonnier
+        >>> charbonnier(torch.tensor([0.0, 3.0]), torch.tensor([0.0, -1.0]), eps=1.0)
+        tensor(2.5616)
+    """
+    name = "charbonnier"
+    eps = check_number(name, "eps", eps, minimum=0.0, exclusive_minimum=True)
+    subtract_eps = check_bool(name, "subtract_eps", subtract_eps)
+    return _pointwise(
+        name, _charbonnier, pred, target, weight, reduction, eps=eps, subtract_eps=subtract_eps
+    )
+
+
+def _charbonnier(
+    pred: Tensor, target: Tensor, reduction: str, eps: float, subtract_eps: bool
+) -> Tensor:
+    """The reduced Charbonnier loss of checked inputs."""
+    residual = pred - target
+    length = torch.hypot(residual, residual.new_full((), eps))
+    loss = residual * (residual / (length + eps)) if subtract_eps else length
+    return reduce_loss(loss, reduction)
+
+
 def _pointwise(
     name: str,
     loss_fn: Callable[..., Tensor],
@@ -128,7 +193,7 @@ def _pointwise(
     target: Tensor,
     weight: Tensor | None,
     reduction: str,
-    **options: float,
+    **options: float | bool,
 ) -> Tensor:
     """Validate, then run torch's loss, reducing directly or weighting and then reducing.
 

@@ -1,8 +1,9 @@
 """Loss modules: ``nn.Module`` wrappers with options, buffers, input checks and ``components()``."""
 
+from lossplug.losses.asymmetric import AsymmetricLoss
 from lossplug.losses.base import LossModule, MultiTermLoss
 from lossplug.losses.classification import BCELoss, CrossEntropyLoss, HingeLoss, KLDivLoss
-from lossplug.losses.focal import FocalLoss
+from lossplug.losses.focal import FocalLoss, Poly1Loss
 from lossplug.losses.metric_learning import (
     ContrastiveLoss,
     InfoNCELoss,
@@ -10,10 +11,18 @@ from lossplug.losses.metric_learning import (
     TripletLoss,
 )
 from lossplug.losses.overlap import DiceCELoss, DiceLoss, TverskyLoss
-from lossplug.losses.regression import HuberLoss, L1Loss, MSELoss, SmoothL1Loss
+from lossplug.losses.regression import (
+    CharbonnierLoss,
+    HuberLoss,
+    L1Loss,
+    MSELoss,
+    SmoothL1Loss,
+)
 
 __all__ = [
+    "AsymmetricLoss",
     "BCELoss",
+    "CharbonnierLoss",
     "ContrastiveLoss",
     "CrossEntropyLoss",
     "DiceCELoss",
@@ -27,6 +36,7 @@ __all__ = [
     "LossModule",
     "MSELoss",
     "MultiTermLoss",
+    "Poly1Loss",
     "SmoothL1Loss",
     "SupConLoss",
     "TripletLoss",

@@ -168,6 +168,16 @@ def batch_count(pred: Any) -> int:
     return 1
 
 
+def kept_count(target: Tensor, ignore_index: int | None) -> Tensor | int:
+    """The number of elements of ``target`` that are not ``ignore_index`` (all without one).
+
+    The count of an element-wise loss's mean, for :meth:`LossModule.measured_components`.
+    """
+    if ignore_index is None:
+        return target.numel()
+    return (target != ignore_index).sum()
+
+
 def sum_components(components: Mapping[str, Tensor]) -> Tensor:
     """Add named terms up into the total loss.
 

@@ -1,4 +1,4 @@
-"""Module wrapper over :mod:`lossplug.functional.focal`."""
+"""Module wrappers over :mod:`lossplug.functional.focal` and :mod:`lossplug.functional.poly`."""
 
 from __future__ import annotations
 
@@ -6,7 +6,8 @@ from torch import Tensor
 
 from lossplug._validation import check_choice, check_number, check_weight_tensor
 from lossplug.functional.focal import FOCAL_MODES, focal
-from lossplug.losses.base import LossModule
+from lossplug.functional.poly import poly1_base_name, poly1_components
+from lossplug.losses.base import LossModule, kept_count
 from lossplug.losses.mode import AUTO, Mode
 from lossplug.registry import register_loss
 
@@ -53,7 +54,7 @@ class FocalLoss(LossModule):
         if isinstance(alpha, (int, float)):
             if mode == "multiclass":
                 raise ValueError(
-                    "focal: option 'alpha' must be a per-class list in multiclass mode, "
+                    f"{self.name}: option 'alpha' must be a per-class list in multiclass mode, "
                     f"got {alpha!r}"
                 )
             self.alpha: float | None = check_number(
@@ -86,8 +87,70 @@ class FocalLoss(LossModule):
     def measured_components(
         self, pred: Tensor, target: Tensor
     ) -> tuple[dict[str, Tensor], dict[str, Tensor | int]]:
-        """The loss, counted over the non-ignored elements (positions in multiclass mode)."""
+        """Each term, counted over the non-ignored elements (positions in multiclass mode)."""
         components = self.components(pred, target)
-        if self.ignore_index is None:
-            return components, {self.name: target.numel()}
-        return components, {self.name: (target != self.ignore_index).sum()}
+        return components, dict.fromkeys(components, kept_count(target, self.ignore_index))
+
+
+@register_loss("poly1")
+class Poly1Loss(FocalLoss):
+    r"""Poly-1 loss from logits (Leng et al. 2022); see :func:`lossplug.functional.poly1`.
+
+    Cross-entropy (``gamma=0``) or focal loss plus :math:`\varepsilon (1 - p_t)^{\gamma + 1}`,
+    logged as the components ``ce`` (or ``focal``) and ``poly``.
+
+    Args:
+        mode: ``"binary"``, ``"multiclass"``, ``"multilabel"`` or ``"auto"`` (the default:
+            decided from the first batch, see :func:`lossplug.losses.mode.infer_mode`).
+        epsilon: the added weight of the first polynomial term, >= -1.
+        gamma: focusing parameter >= 0; 0 (the default) gives Poly-1 cross-entropy.
+        alpha: class balancing of the base term, as :class:`FocalLoss` takes it.
+        ignore_index: target value left out of the loss.
+        reduction: ``"mean"``, ``"sum"`` or ``"none"``.
+
+    Example:
+        >>> import torch
+        >>> from lossplug.losses import Poly1Loss
+        >>> loss = Poly1Loss(epsilon=1.0)
+        >>> parts = loss.components(torch.zeros(2, 4), torch.tensor([0, 3]))
+        >>> {name: round(value.item(), 4) for name, value in parts.items()}
+        {'ce': 1.3863, 'poly': 0.75}
+    """
+
+    name = "poly1"
+    repr_options = ("mode", "epsilon", "gamma", "alpha", "alpha_per_class", "ignore_index")
+
+    def __init__(
+        self,
+        mode: Mode = AUTO,
+        epsilon: float = 1.0,
+        gamma: float = 0.0,
+        alpha: float | list[float] | Tensor | None = None,
+        ignore_index: int | None = None,
+        reduction: str = "mean",
+    ) -> None:
+        super().__init__(mode, gamma, alpha, ignore_index, reduction)
+        self.epsilon = check_number(self.name, "epsilon", epsilon, minimum=-1.0)
+
+    def component_names(self) -> tuple[str, ...]:
+        """The base term's name (``ce`` or ``focal``) and ``poly``."""
+        return (poly1_base_name(self.gamma), "poly")
+
+    def components(self, pred: Tensor, target: Tensor) -> dict[str, Tensor]:
+        """The base loss and the Poly-1 term of logits against labels or class indices."""
+        self.settle(pred, target)
+        alpha = self.alpha if self.alpha is not None else self.alpha_per_class
+        return poly1_components(
+            pred,
+            target,
+            mode=self.mode,
+            epsilon=self.epsilon,
+            gamma=self.gamma,
+            alpha=alpha,
+            ignore_index=self.ignore_index,
+            reduction=self.reduction,
+        )
+
+    def forward(self, pred: Tensor, target: Tensor) -> Tensor:
+        """The total of the two terms."""
+        return self.total(self.components(pred, target))

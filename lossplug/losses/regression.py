@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from torch import Tensor
 
-from lossplug._validation import check_number
+from lossplug._validation import check_bool, check_number
 from lossplug.functional import regression as F
 from lossplug.losses.base import LossModule
 from lossplug.registry import register_loss
@@ -98,3 +98,43 @@ class SmoothL1Loss(LossModule):
     def forward(self, pred: Tensor, target: Tensor, weight: Tensor | None = None) -> Tensor:
         """The loss; ``weight`` is an optional element-wise weight or mask."""
         return F.smooth_l1(pred, target, beta=self.beta, weight=weight, reduction=self.reduction)
+
+
+@register_loss("charbonnier")
+class CharbonnierLoss(LossModule):
+    """Charbonnier loss sqrt(r² + eps²); see :func:`lossplug.functional.charbonnier`.
+
+    Args:
+        eps: the smoothing scale, > 0.
+        subtract_eps: take ``eps`` off, so that a perfect prediction scores 0.
+        reduction: ``"mean"``, ``"sum"`` or ``"none"``.
+
+    Example:
+        >>> import torch
+        >>> from lossplug.losses import CharbonnierLoss
+        >>> loss = CharbonnierLoss(eps=1.0, subtract_eps=True)
+        >>> loss(torch.tensor([0.0, 3.0]), torch.tensor([0.0, -1.0]))
+        tensor(1.5616)
+    """
+
+    name = "charbonnier"
+    repr_options = ("eps", "subtract_eps")
+    input_space = "values"
+
+    def __init__(
+        self, eps: float = 1e-3, subtract_eps: bool = False, reduction: str = "mean"
+    ) -> None:
+        super().__init__(reduction)
+        self.eps = check_number(self.name, "eps", eps, minimum=0.0, exclusive_minimum=True)
+        self.subtract_eps = check_bool(self.name, "subtract_eps", subtract_eps)
+
+    def forward(self, pred: Tensor, target: Tensor, weight: Tensor | None = None) -> Tensor:
+        """The loss; ``weight`` is an optional element-wise weight or mask."""
+        return F.charbonnier(
+            pred,
+            target,
+            eps=self.eps,
+            subtract_eps=self.subtract_eps,
+            weight=weight,
+            reduction=self.reduction,
+        )

@@ -33,11 +33,14 @@ LOSS_EXPERIMENTS = [
     ("l1", "regression"),
     ("huber", "regression"),
     ("smooth_l1", "regression"),
+    ("charbonnier", "regression"),
     ("cross_entropy", "classification"),
     ("bce", "classification"),
     ("kl_div", "classification"),
     ("hinge", "classification"),
     ("focal", "classification"),
+    ("poly1", "classification"),
+    ("asymmetric", "classification"),
     ("dice", "segmentation"),
     ("tversky", "segmentation"),
     ("dice_ce", "segmentation"),
@@ -70,8 +73,8 @@ def fit(cfg):
 def test_the_documented_choices_exist():
     assert options("loss") == sorted(
         [
-            *("mse", "l1", "huber", "smooth_l1"),
-            *("cross_entropy", "bce", "kl_div", "hinge", "focal"),
+            *("mse", "l1", "huber", "smooth_l1", "charbonnier"),
+            *("cross_entropy", "bce", "kl_div", "hinge", "focal", "poly1", "asymmetric"),
             *("dice", "tversky", "dice_ce", "triplet", "contrastive", "infonce", "supcon"),
             *("dice_ce_terms", "dice_ce_ramp", "dice_ce_uncertainty", "dice_ce_dwa"),
             *("focal_dice", "vae"),
@@ -116,7 +119,8 @@ def test_every_loss_runs_with_a_matching_experiment(compose_train, loss, experim
     logged = {key.split("/")[-1] for key in metrics if key.startswith("val/loss/")}
     expected = {name: {"dice", "ce"} for name in (*COMPOSITES, "dice_ce")} | {
         "focal_dice": {"focal", "dice"},
-        **{name: {"pos", "neg"} for name in ("contrastive", "infonce", "supcon")},
+        "poly1": {"ce", "poly"},
+        **{name: {"pos", "neg"} for name in ("contrastive", "infonce", "supcon", "asymmetric")},
         "vae": {"recon", "kl"},
     }
     assert logged == expected.get(loss, {job.model.criterion.name})

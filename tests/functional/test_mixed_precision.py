@@ -153,6 +153,12 @@ CASES = {
     "l1": Case(_built("l1"), _regression),
     "huber": Case(_built("huber", delta=0.5), _regression),
     "smooth_l1": Case(_built("smooth_l1", beta=0.5), _regression),
+    "charbonnier": Case(_built("charbonnier", subtract_eps=True), _regression),
+    "poly1_multiclass": Case(_built("poly1", mode="multiclass", gamma=0.5), SEGMENTATION),
+    "poly1_multilabel": Case(
+        _built("poly1", mode="multilabel", epsilon=-1.0, gamma=2.0), MULTILABEL
+    ),
+    "asymmetric": Case(_built("asymmetric", gamma_pos=1.0), MULTILABEL),
     "triplet": Case(_built("triplet"), _rows(32, 8)),
     "triplet_batch_hard_cosine": Case(
         _built("triplet", mining="batch_hard", distance="cosine"), _rows(32, 8)
@@ -180,7 +186,8 @@ RUNS = [
 
 #: the names users type (DESIGN.md); each must have a case here.
 CATALOGUE = (
-    *("mse", "l1", "huber", "smooth_l1", "cross_entropy", "bce", "kl_div", "hinge", "focal"),
+    *("mse", "l1", "huber", "smooth_l1", "charbonnier", "cross_entropy", "bce", "kl_div"),
+    *("hinge", "focal", "poly1", "asymmetric"),
     *("dice", "tversky", "triplet", "contrastive", "infonce", "supcon", "dice_ce"),
 )
 

@@ -4,16 +4,17 @@ Over drawn shapes, class counts, options and values, every loss is
 
 - **finite**, with finite gradients, for finite inputs (logits up to ±100, regression values up
   to ±1000, probabilities including exact 0 and 1, duplicate embeddings);
-- **non-negative**: every loss here is, mathematically, so the only slack is float32
-  rounding (:data:`ROUNDING`);
+- **non-negative**: every loss here is, mathematically (Poly-1 for epsilon >= -1 without alpha),
+  so the only slack is float32 rounding (:data:`ROUNDING`);
 - **zero at a perfect prediction** where the math says so: the regression losses at
-  ``pred == target``; BCE, Dice and Tversky with ``input="probs"`` at the target itself
-  (one-hot probabilities for class indices); KL at ``pred = log_softmax(z)``,
-  ``target = softmax(z)``; hinge when every score clears the margin; triplet and contrastive
-  when each class sits on its own point, farther from the others than the margins.
+  ``pred == target`` (Charbonnier with ``subtract_eps=True``); BCE, Dice and Tversky with
+  ``input="probs"`` at the target itself (one-hot probabilities for class indices); KL at
+  ``pred = log_softmax(z)``, ``target = softmax(z)``; hinge when every score clears the
+  margin; triplet and contrastive when each class sits on its own point, farther from the
+  others than the margins.
   InfoNCE and SupCon are never 0 at a finite temperature (SupCon's least value is
   log |P(i)|), and are checked for the other properties only.
-  Cross-entropy and focal loss are **not** zero at any finite logits; their value at the
+  Cross-entropy, focal and Poly-1 loss are **not** zero at any finite logits; their value at the
   margin-``m`` logits ``m * one_hot(y)`` is checked against its closed form instead, positive
   and shrinking as ``m`` grows. The composite (Dice + cross-entropy) inherits that;
 - **invariant to batch order**: permuting the batch (embeddings and labels together for the
@@ -90,9 +91,9 @@ class Family:
 # -- regression ----------------------------------------------------------------------------
 
 
-def _regression(name: str, option: str | None = None) -> Family:
+def _regression(name: str, option: str | None = None, **fixed: object) -> Family:
     def loss(data: st.DataObject) -> LossModule:
-        options = {"reduction": _reduction(data)}
+        options = {"reduction": _reduction(data), **fixed}
         if option is not None:
             low = 0.0 if option == "beta" else 0.01
             options[option] = data.draw(st.floats(low, 5.0), label=option)
@@ -228,6 +229,36 @@ def _focal(data: st.DataObject) -> Drawn:
     if mode == "multiclass":
         return _focal_loss(data, mode, c), pred, _labels(data, (n, *spatial), c)
     return _focal_loss(data, mode, c), pred, _floats(data, pred.shape, 0.0, 1.0)
+
+
+def _poly1(data: st.DataObject) -> Drawn:
+    mode = data.draw(st.sampled_from(["binary", "multilabel", "multiclass"]), label="mode")
+    n, c, spatial = _class_shape(data)
+    pred = _floats(data, (n, c, *spatial), -100, 100)
+    # epsilon >= -1 keeps Poly-1 non-negative without alpha: -log p_t >= 1 - p_t
+    loss = build_loss(
+        "poly1",
+        mode=mode,
+        epsilon=data.draw(st.floats(-1.0, 5.0), label="epsilon"),
+        gamma=data.draw(st.floats(0.0, 5.0), label="gamma"),
+        reduction=_reduction(data),
+    )
+    if mode == "multiclass":
+        return loss, pred, _labels(data, (n, *spatial), c)
+    return loss, pred, _floats(data, pred.shape, 0.0, 1.0)
+
+
+def _asymmetric(data: st.DataObject) -> Drawn:
+    n, c, spatial = _class_shape(data)
+    loss = build_loss(
+        "asymmetric",
+        gamma_pos=data.draw(st.floats(0.0, 5.0), label="gamma_pos"),
+        gamma_neg=data.draw(st.floats(0.0, 5.0), label="gamma_neg"),
+        clip=data.draw(st.floats(0.0, 1.0), label="clip"),
+        reduction=_reduction(data),
+    )
+    pred = _floats(data, (n, c, *spatial), -100, 100)
+    return loss, pred, _floats(data, pred.shape, 0.0, 1.0)
 
 
 # -- overlap -------------------------------------------------------------------------------
@@ -375,11 +406,14 @@ FAMILIES = {
     "l1": _regression("l1"),
     "huber": _regression("huber", "delta"),
     "smooth_l1": _regression("smooth_l1", "beta"),
+    "charbonnier": _regression("charbonnier", "eps", subtract_eps=True),
     "cross_entropy": Family(_cross_entropy, None),
     "bce": Family(_bce, _bce_perfect),
     "kl_div": Family(_kl_div, _kl_div_perfect),
     "hinge": Family(_hinge, _hinge_perfect),
     "focal": Family(_focal, None),
+    "poly1": Family(_poly1, None),
+    "asymmetric": Family(_asymmetric, None),
     "dice": _overlap("dice"),
     "tversky": _overlap("tversky"),
     "triplet": _metric("triplet"),
@@ -394,7 +428,8 @@ WITH_PERFECT = [name for name, family in FAMILIES.items() if family.perfect is n
 
 def test_every_loss_of_the_catalogue_has_properties():
     assert sorted(FAMILIES) == lossplug.available_losses()
-    without = ["composite", "cross_entropy", "dice_ce", "focal", "infonce", "supcon"]
+    without = ["asymmetric", "composite", "cross_entropy", "dice_ce", "focal", "infonce"]
+    without += ["poly1", "supcon"]
     assert sorted(set(FAMILIES) - set(WITH_PERFECT)) == without
 
 
@@ -466,6 +501,9 @@ EMPTY_BATCHES = [
     ("kl_div", {}, torch.zeros(0, 3), torch.zeros(0, 3)),
     ("hinge", {"mode": "multiclass"}, *_empty_index_batch()),
     ("focal", {"mode": "multiclass"}, *_empty_index_batch(2)),
+    ("poly1", {"mode": "multiclass", "gamma": 2.0}, *_empty_index_batch(2)),
+    ("charbonnier", {"subtract_eps": True}, torch.zeros(0, 3), torch.zeros(0, 3)),
+    ("asymmetric", {"ignore_index": -1}, torch.zeros(0, 3), torch.zeros(0, 3)),
     *_empty_overlap_cases("dice"),
     *_empty_overlap_cases("tversky"),
     ("triplet", {}, torch.zeros(0, 4), torch.zeros(0, dtype=torch.long)),

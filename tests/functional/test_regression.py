@@ -53,7 +53,28 @@ def test_smooth_l1_beta_zero_is_l1():
     torch.testing.assert_close(F.smooth_l1(pred, target, beta=0.0), F.l1(pred, target))
 
 
-@pytest.mark.parametrize("loss", [F.mse, F.l1, F.huber, F.smooth_l1])
+@pytest.mark.parametrize("eps", [1e-3, 0.5, 2.0])
+@pytest.mark.parametrize("subtract_eps", [False, True])
+def test_charbonnier_is_its_formula(eps, subtract_eps):
+    pred, target = torch.randn(50, dtype=torch.float64) * 3, torch.randn(50, dtype=torch.float64)
+    expected = torch.sqrt((pred - target) ** 2 + eps**2) - (eps if subtract_eps else 0.0)
+    ours = F.charbonnier(pred, target, eps=eps, subtract_eps=subtract_eps, reduction="none")
+    torch.testing.assert_close(ours, expected)
+    module = losses.CharbonnierLoss(eps=eps, subtract_eps=subtract_eps)
+    torch.testing.assert_close(module(pred, target), expected.mean())
+
+
+def test_charbonnier_is_finite_and_exact_at_extreme_and_tiny_residuals():
+    pred = torch.tensor([3e20, 1e-6, 0.0], requires_grad=True)
+    loss = F.charbonnier(pred, torch.zeros(3), eps=1e-3, subtract_eps=True, reduction="none")
+    loss.sum().backward()
+    assert torch.isfinite(loss).all() and torch.isfinite(pred.grad).all()
+    assert loss[0].item() == pytest.approx(3e20, rel=1e-6)
+    assert loss[1].item() == pytest.approx(0.5e-12 / 1e-3, rel=1e-5)  # r^2 / 2 eps, no cancellation
+    assert loss[2].item() == 0.0
+
+
+@pytest.mark.parametrize("loss", [F.mse, F.l1, F.huber, F.smooth_l1, F.charbonnier])
 def test_mask_averages_over_kept_elements_only(loss):
     torch.manual_seed(2)
     pred, target = torch.randn(4, 6), torch.randn(4, 6)
@@ -66,7 +87,7 @@ def test_mask_averages_over_kept_elements_only(loss):
     )
 
 
-@pytest.mark.parametrize("loss", [F.mse, F.l1, F.huber, F.smooth_l1])
+@pytest.mark.parametrize("loss", [F.mse, F.l1, F.huber, F.smooth_l1, F.charbonnier])
 @pytest.mark.parametrize("weighted", [False, True])
 def test_an_empty_batch_gives_zero_not_nan(loss, weighted):
     pred, target = torch.zeros(0, 3, requires_grad=True), torch.zeros(0, 3)
@@ -109,6 +130,18 @@ def test_weights_give_weighted_mean_and_broadcast():
         (
             lambda: F.smooth_l1(torch.zeros(3), torch.zeros(3), beta=-0.1),
             r"smooth_l1: option 'beta' must be a finite number >= 0.0",
+        ),
+        (
+            lambda: F.charbonnier(torch.zeros(3), torch.zeros(3), eps=0.0),
+            r"charbonnier: option 'eps' must be a finite number > 0.0, got 0.0",
+        ),
+        (
+            lambda: losses.CharbonnierLoss(subtract_eps=1),
+            r"charbonnier: option 'subtract_eps' must be a bool, got 1",
+        ),
+        (
+            lambda: F.charbonnier(torch.zeros(3), torch.zeros(4)),
+            r"charbonnier: 'pred' and 'target' must have the same shape",
         ),
         (
             lambda: F.mse(torch.zeros(3), torch.zeros(3), reduction="avg"),

@@ -9,8 +9,9 @@ import torch
 import lossplug
 
 CATALOGUE = [
-    "bce", "contrastive", "cross_entropy", "dice", "focal", "hinge", "huber", "infonce", "kl_div",
-    "l1", "mse", "smooth_l1", "supcon", "triplet", "tversky",
+    "asymmetric", "bce", "charbonnier", "contrastive", "cross_entropy", "dice", "focal", "hinge",
+    "huber", "infonce", "kl_div", "l1", "mse", "poly1", "smooth_l1", "supcon", "triplet",
+    "tversky",
 ]  # fmt: skip
 
 
@@ -43,11 +44,18 @@ CASES = {
     "l1": Case({}, _randn(4, 3), _ramp(-1, 1, 4, 3)),
     "huber": Case({"delta": 0.7}, _randn(4, 3), _ramp(-2, 2, 4, 3)),
     "smooth_l1": Case({"beta": 0.5}, _randn(4, 3), _ramp(-2, 2, 4, 3)),
+    "charbonnier": Case({"eps": 0.1}, _randn(4, 3), _ramp(-2, 2, 4, 3)),
     "cross_entropy": Case(
         {"label_smoothing": 0.1}, _randn(6, 5), lambda: _classes(6, 5), takes_logits=True
     ),
     "bce": Case(
         {},
+        _randn(4, 3),
+        lambda: (torch.arange(12).remainder(2)).double().view(4, 3),
+        takes_logits=True,
+    ),
+    "asymmetric": Case(
+        {"gamma_pos": 1.0, "gamma_neg": 3.0, "clip": 0.05},
         _randn(4, 3),
         lambda: (torch.arange(12).remainder(2)).double().view(4, 3),
         takes_logits=True,
@@ -62,6 +70,12 @@ CASES = {
     "hinge": Case({"mode": "multiclass"}, _randn(6, 4), lambda: _classes(6, 4), takes_logits=True),
     "focal": Case(
         {"mode": "multiclass", "gamma": 2.0},
+        _randn(6, 4),
+        lambda: _classes(6, 4),
+        takes_logits=True,
+    ),
+    "poly1": Case(
+        {"mode": "multiclass", "epsilon": 2.0, "gamma": 0.5},
         _randn(6, 4),
         lambda: _classes(6, 4),
         takes_logits=True,

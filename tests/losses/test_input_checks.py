@@ -103,7 +103,9 @@ CORRECT_USES = {
     ),
     "focal multiclass": (build_loss("focal", mode="multiclass"), _logits(8, 5), _labels(8, 5)),
     "focal binary": (build_loss("focal"), _logits(8, 4), (_logits(8, 4, seed=3) > 0).float()),
+    "poly1 multiclass": (build_loss("poly1"), _logits(8, 5), _labels(8, 5)),
     "bce": (build_loss("bce"), _logits(8, 4), (_logits(8, 4, seed=3) > 0).float()),
+    "asymmetric": (build_loss("asymmetric"), _logits(8, 4), (_logits(8, 4, seed=3) > 0).float()),
     "bce on probabilities": (
         build_loss("bce", input="probs"),
         _logits(8, 4).sigmoid(),
@@ -420,6 +422,8 @@ def test_the_first_batch_of_each_stage_is_checked_in_a_run():
 DEMO_RUNS = [
     ("classification", "cross_entropy"),
     ("classification", "focal"),
+    ("classification", "poly1"),
+    ("classification", "asymmetric"),
     ("classification", "bce"),
     ("classification", "kl_div"),
     ("segmentation", "dice_ce"),
