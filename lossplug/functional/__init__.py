@@ -12,7 +12,13 @@ from lossplug.functional.metric_learning import (
     triplet,
     triplet_margin,
 )
-from lossplug.functional.overlap import dice, dice_ce, dice_ce_components, tversky
+from lossplug.functional.overlap import (
+    dice,
+    dice_ce,
+    dice_ce_components,
+    generalized_dice,
+    tversky,
+)
 from lossplug.functional.regression import huber, l1, mse, smooth_l1
 
 __all__ = [
@@ -24,6 +30,7 @@ __all__ = [
     "dice_ce",
     "dice_ce_components",
     "focal",
+    "generalized_dice",
     "hinge",
     "huber",
     "infonce",

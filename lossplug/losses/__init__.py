@@ -9,7 +9,7 @@ from lossplug.losses.metric_learning import (
     SupConLoss,
     TripletLoss,
 )
-from lossplug.losses.overlap import DiceCELoss, DiceLoss, TverskyLoss
+from lossplug.losses.overlap import DiceCELoss, DiceLoss, GeneralizedDiceLoss, TverskyLoss
 from lossplug.losses.regression import HuberLoss, L1Loss, MSELoss, SmoothL1Loss
 
 __all__ = [
@@ -19,6 +19,7 @@ __all__ = [
     "DiceCELoss",
     "DiceLoss",
     "FocalLoss",
+    "GeneralizedDiceLoss",
     "HingeLoss",
     "HuberLoss",
     "InfoNCELoss",

@@ -40,6 +40,7 @@ LOSS_EXPERIMENTS = [
     ("focal", "classification"),
     ("dice", "segmentation"),
     ("tversky", "segmentation"),
+    ("generalized_dice", "segmentation"),
     ("dice_ce", "segmentation"),
     ("dice_ce_terms", "segmentation"),
     ("dice_ce_ramp", "segmentation"),
@@ -74,7 +75,7 @@ def test_the_documented_choices_exist():
             *("cross_entropy", "bce", "kl_div", "hinge", "focal"),
             *("dice", "tversky", "dice_ce", "triplet", "contrastive", "infonce", "supcon"),
             *("dice_ce_terms", "dice_ce_ramp", "dice_ce_uncertainty", "dice_ce_dwa"),
-            *("focal_dice", "vae"),
+            *("focal_dice", "vae", "generalized_dice"),
         ]
     )
     assert options("optimizer") == ["adam", "adamw", "rmsprop", "sgd"]

@@ -50,6 +50,7 @@ def _loss_cases() -> dict[str, tuple[Callable[..., torch.Tensor], tuple[torch.Te
         "dice": (partial(LF.dice, ignore_index=255), (logits, _IGNORED)),
         "dice_multilabel": (partial(LF.dice, mode="multilabel"), (logits, binary)),
         "tversky": (partial(LF.tversky, alpha=0.3, beta=0.7, gamma=0.75), (logits, labels)),
+        "generalized_dice": (partial(LF.generalized_dice, ignore_index=255), (logits, _IGNORED)),
         "dice_ce": (partial(dice_ce, ignore_index=255, batch=True), (logits, _IGNORED)),
         "dice_large": (LF.dice, (_LARGE_LOGITS, _LARGE_LABELS)),
         "dice_ce_large": (dice_ce, (_LARGE_LOGITS, _LARGE_LABELS)),

@@ -119,6 +119,10 @@ CASES = {
     "focal_multiclass": Case(_built("focal", mode="multiclass", gamma=2.0), SEGMENTATION),
     "dice": Case(_built("dice"), SEGMENTATION),
     "tversky": Case(_built("tversky", alpha=0.3, beta=0.7, gamma=0.75), SEGMENTATION),
+    "generalized_dice": Case(_built("generalized_dice", ignore_index=0), SEGMENTATION),
+    "generalized_dice_binary_batch": Case(
+        _built("generalized_dice", mode="binary", batch=True, weight_type="simple"), BINARY
+    ),
     "dice_ce": Case(_dice_ce_composite, SEGMENTATION),
     "dice_ce_one_softmax": Case(_built("dice_ce"), SEGMENTATION),
     "cross_entropy_ignore_smooth": Case(
@@ -167,7 +171,7 @@ CASES = {
 LARGE = _segmentation(21, 256)
 LARGE_CASES = {
     f"{name}_2x21x256x256": Case(CASES[name].loss, LARGE)
-    for name in ("cross_entropy", "focal_multiclass", "dice", "tversky")
+    for name in ("cross_entropy", "focal_multiclass", "dice", "tversky", "generalized_dice")
 }
 RUNS = [
     *(
@@ -182,6 +186,7 @@ RUNS = [
 CATALOGUE = (
     *("mse", "l1", "huber", "smooth_l1", "cross_entropy", "bce", "kl_div", "hinge", "focal"),
     *("dice", "tversky", "triplet", "contrastive", "infonce", "supcon", "dice_ce"),
+    "generalized_dice",
 )
 
 

@@ -7,8 +7,8 @@ Over drawn shapes, class counts, options and values, every loss is
 - **non-negative**: every loss here is, mathematically, so the only slack is float32
   rounding (:data:`ROUNDING`);
 - **zero at a perfect prediction** where the math says so: the regression losses at
-  ``pred == target``; BCE, Dice and Tversky with ``input="probs"`` at the target itself
-  (one-hot probabilities for class indices); KL at ``pred = log_softmax(z)``,
+  ``pred == target``; BCE, Dice, generalized Dice and Tversky with ``input="probs"`` at the
+  target itself (one-hot probabilities for class indices); KL at ``pred = log_softmax(z)``,
   ``target = softmax(z)``; hinge when every score clears the margin; triplet and contrastive
   when each class sits on its own point, farther from the others than the margins.
   InfoNCE and SupCon are never 0 at a finite temperature (SupCon's least value is
@@ -241,7 +241,9 @@ def _overlap_loss(data: st.DataObject, name: str, mode: str, input: str, c: int)
         "include_background": mode == "binary" or data.draw(st.booleans(), label="background"),
         "reduction": _reduction(data),
     }
-    if name == "tversky":
+    if name == "generalized_dice":
+        options["weight_type"] = data.draw(st.sampled_from(["square", "simple", "uniform"]))
+    elif name == "tversky":
         options["alpha"] = data.draw(st.floats(0.0, 1.0), label="alpha")
         options["beta"] = data.draw(st.floats(0.0, 1.0), label="beta")
         options["gamma"] = data.draw(st.floats(0.25, 3.0), label="gamma")
@@ -382,6 +384,7 @@ FAMILIES = {
     "focal": Family(_focal, None),
     "dice": _overlap("dice"),
     "tversky": _overlap("tversky"),
+    "generalized_dice": _overlap("generalized_dice"),
     "triplet": _metric("triplet"),
     "contrastive": _metric("contrastive"),
     "infonce": _temperature_scaled("infonce"),
@@ -468,6 +471,7 @@ EMPTY_BATCHES = [
     ("focal", {"mode": "multiclass"}, *_empty_index_batch(2)),
     *_empty_overlap_cases("dice"),
     *_empty_overlap_cases("tversky"),
+    *_empty_overlap_cases("generalized_dice"),
     ("triplet", {}, torch.zeros(0, 4), torch.zeros(0, dtype=torch.long)),
     ("contrastive", {}, torch.zeros(0, 4), torch.zeros(0, dtype=torch.long)),
     ("infonce", {}, torch.zeros(0, 4), torch.zeros(0, dtype=torch.long)),

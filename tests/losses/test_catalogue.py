@@ -9,8 +9,8 @@ import torch
 import lossplug
 
 CATALOGUE = [
-    "bce", "contrastive", "cross_entropy", "dice", "focal", "hinge", "huber", "infonce", "kl_div",
-    "l1", "mse", "smooth_l1", "supcon", "triplet", "tversky",
+    "bce", "contrastive", "cross_entropy", "dice", "focal", "generalized_dice", "hinge", "huber",
+    "infonce", "kl_div", "l1", "mse", "smooth_l1", "supcon", "triplet", "tversky",
 ]  # fmt: skip
 
 
@@ -71,6 +71,12 @@ CASES = {
     ),
     "tversky": Case(
         {"mode": "multiclass", "alpha": 0.3, "beta": 0.7},
+        _randn(2, 3, 4, 4),
+        lambda: _classes(2, 3, 4, 4),
+        takes_logits=True,
+    ),
+    "generalized_dice": Case(
+        {"mode": "multiclass", "weight_type": "simple"},
         _randn(2, 3, 4, 4),
         lambda: _classes(2, 3, 4, 4),
         takes_logits=True,
