@@ -2,6 +2,7 @@
 
 from lossplug.functional.classification import bce, cross_entropy, hinge, kl_div
 from lossplug.functional.focal import focal
+from lossplug.functional.lovasz import lovasz_hinge, lovasz_softmax
 from lossplug.functional.metric_learning import (
     contrastive,
     contrastive_components,
@@ -37,6 +38,8 @@ __all__ = [
     "infonce_components",
     "kl_div",
     "l1",
+    "lovasz_hinge",
+    "lovasz_softmax",
     "mse",
     "smooth_l1",
     "supcon",

@@ -3,6 +3,7 @@
 from lossplug.losses.base import LossModule, MultiTermLoss
 from lossplug.losses.classification import BCELoss, CrossEntropyLoss, HingeLoss, KLDivLoss
 from lossplug.losses.focal import FocalLoss
+from lossplug.losses.lovasz import LovaszHingeLoss, LovaszSoftmaxLoss
 from lossplug.losses.metric_learning import (
     ContrastiveLoss,
     InfoNCELoss,
@@ -26,6 +27,8 @@ __all__ = [
     "KLDivLoss",
     "L1Loss",
     "LossModule",
+    "LovaszHingeLoss",
+    "LovaszSoftmaxLoss",
     "MSELoss",
     "MultiTermLoss",
     "SmoothL1Loss",

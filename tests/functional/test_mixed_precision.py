@@ -120,6 +120,11 @@ CASES = {
     "dice": Case(_built("dice"), SEGMENTATION),
     "tversky": Case(_built("tversky", alpha=0.3, beta=0.7, gamma=0.75), SEGMENTATION),
     "generalized_dice": Case(_built("generalized_dice", ignore_index=0), SEGMENTATION),
+    "lovasz_softmax": Case(_built("lovasz_softmax", ignore_index=0), SEGMENTATION),
+    "lovasz_softmax_per_image_all": Case(
+        _built("lovasz_softmax", per_image=True, classes="all"), SEGMENTATION
+    ),
+    "lovasz_hinge": Case(_built("lovasz_hinge"), BINARY),
     "generalized_dice_binary_batch": Case(
         _built("generalized_dice", mode="binary", batch=True, weight_type="simple"), BINARY
     ),
@@ -171,7 +176,10 @@ CASES = {
 LARGE = _segmentation(21, 256)
 LARGE_CASES = {
     f"{name}_2x21x256x256": Case(CASES[name].loss, LARGE)
-    for name in ("cross_entropy", "focal_multiclass", "dice", "tversky", "generalized_dice")
+    for name in (
+        *("cross_entropy", "focal_multiclass", "dice", "tversky", "generalized_dice"),
+        "lovasz_softmax",
+    )
 }
 RUNS = [
     *(
@@ -186,7 +194,7 @@ RUNS = [
 CATALOGUE = (
     *("mse", "l1", "huber", "smooth_l1", "cross_entropy", "bce", "kl_div", "hinge", "focal"),
     *("dice", "tversky", "triplet", "contrastive", "infonce", "supcon", "dice_ce"),
-    "generalized_dice",
+    *("generalized_dice", "lovasz_softmax", "lovasz_hinge"),
 )
 
 

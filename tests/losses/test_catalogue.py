@@ -10,7 +10,8 @@ import lossplug
 
 CATALOGUE = [
     "bce", "contrastive", "cross_entropy", "dice", "focal", "generalized_dice", "hinge", "huber",
-    "infonce", "kl_div", "l1", "mse", "smooth_l1", "supcon", "triplet", "tversky",
+    "infonce", "kl_div", "l1", "lovasz_hinge", "lovasz_softmax", "mse", "smooth_l1", "supcon",
+    "triplet", "tversky",
 ]  # fmt: skip
 
 
@@ -79,6 +80,18 @@ CASES = {
         {"mode": "multiclass", "weight_type": "simple"},
         _randn(2, 3, 4, 4),
         lambda: _classes(2, 3, 4, 4),
+        takes_logits=True,
+    ),
+    "lovasz_softmax": Case(
+        {"per_image": True, "classes": "all"},
+        _randn(2, 3, 4, 4),
+        lambda: _classes(2, 3, 4, 4),
+        takes_logits=True,
+    ),
+    "lovasz_hinge": Case(
+        {},
+        _randn(2, 1, 4, 4),
+        lambda: (torch.arange(32).remainder(3) == 0).double().view(2, 1, 4, 4),
         takes_logits=True,
     ),
     "contrastive": Case(
