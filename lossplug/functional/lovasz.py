@@ -222,11 +222,12 @@ def lovasz_extension(errors: Tensor, foreground: Tensor) -> Tensor:
         One value per vector, shape ``(...)``.
     """
     errors_sorted, order = errors.sort(dim=-1, descending=True)
-    fg_sorted = foreground.gather(-1, order).to(errors.dtype)
-    total = fg_sorted.sum(-1, keepdim=True)
-    intersection = total - fg_sorted.cumsum(-1)
-    union = total + (1 - fg_sorted).cumsum(-1)  # >= 1 at every position
-    jaccard = 1 - intersection / union
+    found = foreground.gather(-1, order).cumsum(-1, dtype=errors.dtype)  # of g in the first i
+    total = found[..., -1:]
+    ranks = torch.arange(1, errors.shape[-1] + 1, device=errors.device, dtype=errors.dtype)
+    # counts are exact in float32 below 2**24 positions; the union is at least 1
+    missed = total - found
+    jaccard = 1 - missed / (ranks - found).add_(total)
     increments = torch.diff(jaccard, dim=-1, prepend=jaccard.new_zeros(*jaccard.shape[:-1], 1))
     return (errors_sorted * increments).sum(-1)
 
