@@ -480,8 +480,46 @@ def overlap_rows(sizes: Sizes) -> list[Row]:
                 PEER_TARGET,
                 "unfused: dice() + cross_entropy()",
             ),
+            Row(
+                "generalized_dice",
+                size,
+                "MONAI GeneralizedDiceLoss",
+                inputs,
+                lossplug.build_loss("generalized_dice"),
+                _with_channel(monai.losses.GeneralizedDiceLoss(softmax=True, to_onehot_y=True)),
+                PEER_TARGET,
+                "w_type='square' (weight_type here), smooth 1e-5",
+            ),
+            Row(
+                "lovasz_softmax",
+                size,
+                "kornia lovasz_softmax_loss",
+                inputs,
+                lossplug.build_loss("lovasz_softmax", per_image=True, classes="all"),
+                kornia.losses.LovaszSoftmaxLoss(),
+                PEER_TARGET,
+                "kornia's conventions: per_image=True, classes='all' (every class present)",
+            ),
         ]
+        binary = (shape[0], 1, *shape[2:])
+        rows.append(
+            Row(
+                "lovasz_hinge",
+                _size(binary),
+                "kornia lovasz_hinge_loss",
+                binary_inputs(binary),
+                lossplug.build_loss("lovasz_hinge"),
+                _without_channel(kornia.losses.LovaszHingeLoss()),
+                PEER_TARGET,
+                "per_image=True (kornia's and the reference's default)",
+            )
+        )
     return rows
+
+
+def _without_channel(loss: nn.Module) -> LossFn:
+    """The binary target of ``(N, 1, H, W)`` logits as kornia takes it, ``(N, H, W)``."""
+    return lambda pred, target: loss(pred, target.squeeze(1))
 
 
 def _dice_plus_cross_entropy(logits: Tensor, labels: Tensor) -> Tensor:

@@ -281,6 +281,31 @@ def check_min_dims(loss: str, name: str, tensor: Tensor, ndim: int, layout: str)
         )
 
 
+def check_binary_values(loss: str, target: Tensor, kind: str, ignore_index: int | None) -> None:
+    """Require a target of 0s and 1s (and ``ignore_index``), as a value check.
+
+    Args:
+        loss: the loss's name.
+        target: the target.
+        kind: what the target is, for the message (``"binary"``, ``"multilabel"``).
+        ignore_index: a target value that is skipped, if any.
+
+    Raises:
+        ValueError: naming the first value that is neither.
+    """
+    if target.numel() == 0 or not value_checks_apply(target):
+        return
+    allowed = (target == 0) | (target == 1)
+    if ignore_index is not None:
+        allowed |= target == ignore_index
+    if not bool(allowed.all()):
+        bad = target[~allowed][0].item()
+        ignored = f" or ignore_index={ignore_index}" if ignore_index is not None else ""
+        raise ValueError(
+            f"{loss}: {kind} 'target' must hold values in {{0, 1}}{ignored}, got a value {bad}"
+        )
+
+
 def check_class_target(
     loss: str,
     pred: Tensor,

@@ -3,6 +3,7 @@
 from lossplug.functional.asymmetric import asymmetric, asymmetric_components
 from lossplug.functional.classification import bce, cross_entropy, hinge, kl_div
 from lossplug.functional.focal import focal
+from lossplug.functional.lovasz import lovasz_hinge, lovasz_softmax
 from lossplug.functional.metric_learning import (
     contrastive,
     contrastive_components,
@@ -13,7 +14,13 @@ from lossplug.functional.metric_learning import (
     triplet,
     triplet_margin,
 )
-from lossplug.functional.overlap import dice, dice_ce, dice_ce_components, tversky
+from lossplug.functional.overlap import (
+    dice,
+    dice_ce,
+    dice_ce_components,
+    generalized_dice,
+    tversky,
+)
 from lossplug.functional.poly import poly1, poly1_components
 from lossplug.functional.regression import charbonnier, huber, l1, mse, smooth_l1
 
@@ -29,12 +36,15 @@ __all__ = [
     "dice_ce",
     "dice_ce_components",
     "focal",
+    "generalized_dice",
     "hinge",
     "huber",
     "infonce",
     "infonce_components",
     "kl_div",
     "l1",
+    "lovasz_hinge",
+    "lovasz_softmax",
     "mse",
     "poly1",
     "poly1_components",

@@ -1,4 +1,4 @@
-r"""Overlap (segmentation) losses: soft Dice, Jaccard and (focal) Tversky.
+r"""Overlap (segmentation) losses: soft Dice, Jaccard, (focal) Tversky and generalized Dice.
 
 Each loss is computed from three per-sample, per-class statistics summed over the spatial
 positions, with :math:`p` the predicted probabilities and :math:`t` the target:
@@ -55,6 +55,7 @@ from torch import Tensor
 
 from lossplug._precision import at_least_float32
 from lossplug._validation import (
+    check_binary_values,
     check_choice,
     check_class_target,
     check_floating,
@@ -77,6 +78,8 @@ Mode = Literal["binary", "multilabel", "multiclass"]
 InputKind = Literal["logits", "probs"]
 MODES: tuple[str, ...] = ("binary", "multilabel", "multiclass")
 INPUTS: tuple[str, ...] = ("logits", "probs")
+WeightType = Literal["square", "simple", "uniform"]
+WEIGHT_TYPES: tuple[str, ...] = ("square", "simple", "uniform")
 
 
 class OverlapStats(NamedTuple):
@@ -268,6 +271,95 @@ def tversky(
         weight=weight,
         reduction=reduction,
     )
+
+
+def generalized_dice(
+    pred: Tensor,
+    target: Tensor,
+    *,
+    mode: Mode = "multiclass",
+    input: InputKind = "logits",
+    weight_type: WeightType = "square",
+    smooth_nr: float = 1e-5,
+    smooth_dr: float = 1e-5,
+    batch: bool = False,
+    include_background: bool = True,
+    ignore_index: int | None = None,
+    reduction: str = "mean",
+) -> Tensor:
+    r"""Generalized Dice loss: one Dice score of classes weighted by their inverse target volume.
+
+    Sudre et al. 2017, "Generalised Dice overlap as a deep learning loss function for highly
+    unbalanced segmentations". One score per sample :math:`n` (per batch with ``batch=True``),
+    its classes pooled with weights from the target's class volumes :math:`T_{n,c}`:
+
+    .. math::
+
+        L_n = 1 - \frac{2 \sum_c w_{n,c} I_{n,c} + s_{nr}}
+            {\sum_c w_{n,c} (P_{n,c} + T_{n,c}) + s_{dr}}, \qquad
+        w_{n,c} = \begin{cases} 1 / T_{n,c}^2 & \texttt{"square"} \\
+            1 / T_{n,c} & \texttt{"simple"} \\ 1 & \texttt{"uniform"} \end{cases}
+
+    so that small structures weigh as much as large ones. A class absent from the target
+    (:math:`T_{n,c} = 0`, an infinite weight) takes the largest finite weight of its sample (of
+    the batch with ``batch=True``), as in MONAI's ``GeneralizedDiceLoss``, whose value this is
+    for the same options (``w_type`` there). When no class has a finite weight they all weigh
+    0: the unsmoothed denominator is then 0 and the loss 0, as for an absent class in
+    :func:`dice`. The weights are computed from the target, not differentiated.
+
+    Args:
+        pred: logits (or probabilities with ``input="probs"``); see the module docstring for
+            the shapes of each ``mode``.
+        target: the target, as the ``mode`` requires.
+        mode: ``"binary"``, ``"multilabel"`` or ``"multiclass"``.
+        input: ``"logits"`` (sigmoid/softmax applied here) or ``"probs"``.
+        weight_type: ``"square"`` (Sudre et al.), ``"simple"`` or ``"uniform"``.
+        smooth_nr: added to the numerator, >= 0 (and at most float32's largest, 3.4e38).
+        smooth_dr: added to the denominator, >= 0 (and at most float32's largest).
+        batch: sum the statistics over the batch, giving one score for the batch.
+        include_background: keep channel 0 (see :func:`dice`).
+        ignore_index: target value whose positions are left out (see :func:`dice`).
+        reduction: ``"mean"``, ``"sum"`` or ``"none"``; ``"none"`` returns the per-sample
+            losses, shape ``(N,)`` (``(1,)`` with ``batch``).
+
+    Returns:
+        The loss; float32 for float16/bfloat16 ``pred``.
+
+    Example:
+        >>> import torch
+        >>> from lossplug.functional import generalized_dice
+        >>> probs = torch.tensor([[[0.9, 0.2, 0.1], [0.1, 0.8, 0.9]]])  # (N, C, positions)
+        >>> generalized_dice(probs, torch.tensor([[0, 1, 1]]), input="probs")
+        tensor(0.1587)
+    """
+    name = "generalized_dice"
+    check_overlap_options(
+        name,
+        mode=mode,
+        input=input,
+        smooth_nr=smooth_nr,
+        smooth_dr=smooth_dr,
+        batch=batch,
+        include_background=include_background,
+        ignore_index=ignore_index,
+    )
+    check_choice(name, "weight_type", weight_type, WEIGHT_TYPES)
+    check_reduction(name, reduction)
+    stats = _overlap_stats(
+        name,
+        pred,
+        target,
+        mode=mode,
+        input=input,
+        batch=batch,
+        include_background=include_background,
+        ignore_index=ignore_index,
+    )
+    weight = _volume_weights(stats.target_sum, weight_type)
+    inter = (weight * stats.intersection).sum(-1)
+    total = (weight * (stats.pred_sum + stats.target_sum)).sum(-1)
+    loss = _one_minus_smoothed_ratio(torch.sub(total, inter, alpha=2), total, smooth_nr, smooth_dr)
+    return reduce_loss(loss.unsqueeze(0) if batch else loss, reduction)
 
 
 def dice_ce_components(
@@ -624,16 +716,7 @@ def _check_target(
         check_unit_interval(name, "target", target, "class probabilities")
         return False
     check_same_shape(name, pred, target, mode)
-    if target.numel() > 0 and value_checks_apply(target):
-        allowed = (target == 0) | (target == 1)
-        if ignore_index is not None:
-            allowed |= target == ignore_index
-        if not bool(allowed.all()):
-            bad = target[~allowed][0].item()
-            ignored = f" or ignore_index={ignore_index}" if ignore_index is not None else ""
-            raise ValueError(
-                f"{name}: {mode} 'target' must hold values in {{0, 1}}{ignored}, got a value {bad}"
-            )
+    check_binary_values(name, target, mode, ignore_index)
     return False
 
 
@@ -668,6 +751,17 @@ def _dice_loss(stats: OverlapStats, *, smooth_nr: float, smooth_dr: float, jacca
     excess = torch.sub(total, inter, alpha=2)
     denominator = total - inter if jaccard else total
     return _one_minus_smoothed_ratio(excess, denominator, smooth_nr, smooth_dr)
+
+
+def _volume_weights(target_sum: Tensor, weight_type: str) -> Tensor:
+    """Generalized Dice's class weights ``(..., C)``; infinite ones take the largest finite one."""
+    if weight_type == "uniform":
+        return torch.ones_like(target_sum)
+    volume = target_sum.detach()
+    weight = (volume if weight_type == "simple" else volume * volume).reciprocal()
+    infinite = weight.isinf()
+    weight = weight.masked_fill(infinite, 0)
+    return torch.where(infinite, weight.amax(-1, keepdim=True), weight)
 
 
 def _one_minus_smoothed_ratio(

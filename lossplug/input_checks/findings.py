@@ -13,7 +13,7 @@ from lossplug.input_checks.terms import Term, loss_name
 from lossplug.losses.base import LossModule
 
 #: the registered losses whose ``input`` option accepts probabilities.
-PROBABILITY_LOSSES = ("bce", "dice", "tversky")
+PROBABILITY_LOSSES = ("bce", "dice", "generalized_dice", "lovasz_softmax", "tversky")
 #: the fewest values a heuristic (every value in [0, 1]) needs to mean anything.
 MIN_VALUES_FOR_HEURISTICS = 16
 

@@ -4,13 +4,14 @@ from lossplug.losses.asymmetric import AsymmetricLoss
 from lossplug.losses.base import LossModule, MultiTermLoss
 from lossplug.losses.classification import BCELoss, CrossEntropyLoss, HingeLoss, KLDivLoss
 from lossplug.losses.focal import FocalLoss, Poly1Loss
+from lossplug.losses.lovasz import LovaszHingeLoss, LovaszSoftmaxLoss
 from lossplug.losses.metric_learning import (
     ContrastiveLoss,
     InfoNCELoss,
     SupConLoss,
     TripletLoss,
 )
-from lossplug.losses.overlap import DiceCELoss, DiceLoss, TverskyLoss
+from lossplug.losses.overlap import DiceCELoss, DiceLoss, GeneralizedDiceLoss, TverskyLoss
 from lossplug.losses.regression import (
     CharbonnierLoss,
     HuberLoss,
@@ -28,12 +29,15 @@ __all__ = [
     "DiceCELoss",
     "DiceLoss",
     "FocalLoss",
+    "GeneralizedDiceLoss",
     "HingeLoss",
     "HuberLoss",
     "InfoNCELoss",
     "KLDivLoss",
     "L1Loss",
     "LossModule",
+    "LovaszHingeLoss",
+    "LovaszSoftmaxLoss",
     "MSELoss",
     "MultiTermLoss",
     "Poly1Loss",

@@ -1,4 +1,7 @@
-"""Module wrappers over :mod:`lossplug.functional.overlap`: Dice, (focal) Tversky, Dice + CE."""
+"""Module wrappers over :mod:`lossplug.functional.overlap`.
+
+Dice, (focal) Tversky, generalized Dice and Dice + CE.
+"""
 
 from __future__ import annotations
 
@@ -17,9 +20,8 @@ from lossplug.registry import register_loss
 class _OverlapLoss(LossModule):
     """Options shared by the overlap losses, validated when the loss is built.
 
-    Sets :attr:`input_space` from ``input`` and keeps ``weight`` as a buffer, so it follows the
-    module across devices and into its ``state_dict``. Besides the functional's modes, ``mode``
-    takes ``"auto"``: decided from the first batch (:func:`lossplug.losses.mode.infer_mode`).
+    Sets :attr:`input_space` from ``input``. Besides the functional's modes, ``mode`` takes
+    ``"auto"``: decided from the first batch (:func:`lossplug.losses.mode.infer_mode`).
     """
 
     repr_options = ("mode", "input", "smooth_nr", "smooth_dr", "batch", "include_background")
@@ -35,7 +37,6 @@ class _OverlapLoss(LossModule):
         batch: bool,
         include_background: bool,
         ignore_index: int | None,
-        weight: Tensor | Sequence[float] | None,
         reduction: str,
     ) -> None:
         super().__init__(reduction)
@@ -58,8 +59,6 @@ class _OverlapLoss(LossModule):
         self.batch = batch
         self.include_background = include_background
         self.ignore_index = ignore_index
-        self.weight: Tensor | None
-        self.register_buffer("weight", check_weight_tensor(self.name, "weight", weight))
 
     @property
     def class_dim(self) -> int | None:
@@ -76,13 +75,29 @@ class _OverlapLoss(LossModule):
             "batch": self.batch,
             "include_background": self.include_background,
             "ignore_index": self.ignore_index,
-            "weight": self.weight,
             "reduction": self.reduction,
         }
 
 
+class _ClassWeightedOverlapLoss(_OverlapLoss):
+    """An overlap loss averaged over classes with optional per-class ``weight``.
+
+    Keeps ``weight`` as a buffer, so it follows the module across devices and into its
+    ``state_dict``.
+    """
+
+    def __init__(self, *, weight: Tensor | Sequence[float] | None, **options: object) -> None:
+        super().__init__(**options)
+        self.weight: Tensor | None
+        self.register_buffer("weight", check_weight_tensor(self.name, "weight", weight))
+
+    def _shared_options(self) -> dict[str, object]:
+        """The shared options and the class weights."""
+        return {**super()._shared_options(), "weight": self.weight}
+
+
 @register_loss("dice")
-class DiceLoss(_OverlapLoss):
+class DiceLoss(_ClassWeightedOverlapLoss):
     """Soft Dice (or Jaccard) loss; see :func:`lossplug.functional.overlap.dice` for the options.
 
     Example:
@@ -132,7 +147,7 @@ class DiceLoss(_OverlapLoss):
 
 
 @register_loss("tversky")
-class TverskyLoss(_OverlapLoss):
+class TverskyLoss(_ClassWeightedOverlapLoss):
     """(Focal) Tversky loss; see :func:`lossplug.functional.overlap.tversky` for the options.
 
     Example:
@@ -189,6 +204,59 @@ class TverskyLoss(_OverlapLoss):
             beta=self.beta,
             gamma=self.gamma,
             **self._shared_options(),
+        )
+
+
+@register_loss("generalized_dice")
+class GeneralizedDiceLoss(_OverlapLoss):
+    """Generalized Dice loss (Sudre et al. 2017), classes weighted by inverse target volume.
+
+    See :func:`lossplug.functional.overlap.generalized_dice` for the formula and the options;
+    MONAI's ``GeneralizedDiceLoss`` for the same options (``w_type`` there is ``weight_type``).
+
+    Example:
+        >>> import torch
+        >>> from lossplug.losses import GeneralizedDiceLoss
+        >>> loss = GeneralizedDiceLoss(input="probs", weight_type="simple")
+        >>> probs = torch.tensor([[[0.9, 0.2, 0.1], [0.1, 0.8, 0.9]]])  # (N, C, positions)
+        >>> loss(probs, torch.tensor([[0, 1, 1]]))
+        tensor(0.1463)
+    """
+
+    name = "generalized_dice"
+    repr_options = (*_OverlapLoss.repr_options, "weight_type")
+
+    def __init__(
+        self,
+        *,
+        mode: Mode = "multiclass",
+        input: F.InputKind = "logits",
+        weight_type: F.WeightType = "square",
+        smooth_nr: float = 1e-5,
+        smooth_dr: float = 1e-5,
+        batch: bool = False,
+        include_background: bool = True,
+        ignore_index: int | None = None,
+        reduction: str = "mean",
+    ) -> None:
+        super().__init__(
+            mode=mode,
+            input=input,
+            smooth_nr=smooth_nr,
+            smooth_dr=smooth_dr,
+            batch=batch,
+            include_background=include_background,
+            ignore_index=ignore_index,
+            reduction=reduction,
+        )
+        check_choice(self.name, "weight_type", weight_type, F.WEIGHT_TYPES)
+        self.weight_type = weight_type
+
+    def forward(self, pred: Tensor, target: Tensor) -> Tensor:
+        """The loss of ``pred`` (logits or probabilities, per ``input``) against ``target``."""
+        self.settle(pred, target)
+        return F.generalized_dice(
+            pred, target, weight_type=self.weight_type, **self._shared_options()
         )
 
 

@@ -43,6 +43,9 @@ LOSS_EXPERIMENTS = [
     ("asymmetric", "classification"),
     ("dice", "segmentation"),
     ("tversky", "segmentation"),
+    ("generalized_dice", "segmentation"),
+    ("lovasz_softmax", "segmentation"),
+    ("lovasz_hinge", "segmentation"),
     ("dice_ce", "segmentation"),
     ("dice_ce_terms", "segmentation"),
     ("dice_ce_ramp", "segmentation"),
@@ -77,7 +80,7 @@ def test_the_documented_choices_exist():
             *("cross_entropy", "bce", "kl_div", "hinge", "focal", "poly1", "asymmetric"),
             *("dice", "tversky", "dice_ce", "triplet", "contrastive", "infonce", "supcon"),
             *("dice_ce_terms", "dice_ce_ramp", "dice_ce_uncertainty", "dice_ce_dwa"),
-            *("focal_dice", "vae"),
+            *("focal_dice", "vae", "generalized_dice", "lovasz_softmax", "lovasz_hinge"),
         ]
     )
     assert options("optimizer") == ["adam", "adamw", "rmsprop", "sgd"]

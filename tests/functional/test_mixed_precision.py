@@ -119,6 +119,15 @@ CASES = {
     "focal_multiclass": Case(_built("focal", mode="multiclass", gamma=2.0), SEGMENTATION),
     "dice": Case(_built("dice"), SEGMENTATION),
     "tversky": Case(_built("tversky", alpha=0.3, beta=0.7, gamma=0.75), SEGMENTATION),
+    "generalized_dice": Case(_built("generalized_dice", ignore_index=0), SEGMENTATION),
+    "lovasz_softmax": Case(_built("lovasz_softmax", ignore_index=0), SEGMENTATION),
+    "lovasz_softmax_per_image_all": Case(
+        _built("lovasz_softmax", per_image=True, classes="all"), SEGMENTATION
+    ),
+    "lovasz_hinge": Case(_built("lovasz_hinge"), BINARY),
+    "generalized_dice_binary_batch": Case(
+        _built("generalized_dice", mode="binary", batch=True, weight_type="simple"), BINARY
+    ),
     "dice_ce": Case(_dice_ce_composite, SEGMENTATION),
     "dice_ce_one_softmax": Case(_built("dice_ce"), SEGMENTATION),
     "cross_entropy_ignore_smooth": Case(
@@ -173,7 +182,10 @@ CASES = {
 LARGE = _segmentation(21, 256)
 LARGE_CASES = {
     f"{name}_2x21x256x256": Case(CASES[name].loss, LARGE)
-    for name in ("cross_entropy", "focal_multiclass", "dice", "tversky")
+    for name in (
+        *("cross_entropy", "focal_multiclass", "dice", "tversky", "generalized_dice"),
+        "lovasz_softmax",
+    )
 }
 RUNS = [
     *(
@@ -189,6 +201,7 @@ CATALOGUE = (
     *("mse", "l1", "huber", "smooth_l1", "charbonnier", "cross_entropy", "bce", "kl_div"),
     *("hinge", "focal", "poly1", "asymmetric"),
     *("dice", "tversky", "triplet", "contrastive", "infonce", "supcon", "dice_ce"),
+    *("generalized_dice", "lovasz_softmax", "lovasz_hinge"),
 )
 
 

@@ -7,8 +7,9 @@ Over drawn shapes, class counts, options and values, every loss is
 - **non-negative**: every loss here is, mathematically (Poly-1 for epsilon >= -1 without alpha),
   so the only slack is float32 rounding (:data:`ROUNDING`);
 - **zero at a perfect prediction** where the math says so: the regression losses at
-  ``pred == target`` (Charbonnier with ``subtract_eps=True``); BCE, Dice and Tversky with
-  ``input="probs"`` at the target itself (one-hot probabilities for class indices); KL at
+  ``pred == target`` (Charbonnier with ``subtract_eps=True``); BCE, Dice, generalized Dice,
+  Tversky and Lovász-softmax with ``input="probs"`` at the target itself (one-hot
+  probabilities for class indices); Lovász hinge when every logit clears the margin 1; KL at
   ``pred = log_softmax(z)``, ``target = softmax(z)``; hinge when every score clears the
   margin; triplet and contrastive when each class sits on its own point, farther from the
   others than the margins.
@@ -272,7 +273,9 @@ def _overlap_loss(data: st.DataObject, name: str, mode: str, input: str, c: int)
         "include_background": mode == "binary" or data.draw(st.booleans(), label="background"),
         "reduction": _reduction(data),
     }
-    if name == "tversky":
+    if name == "generalized_dice":
+        options["weight_type"] = data.draw(st.sampled_from(["square", "simple", "uniform"]))
+    elif name == "tversky":
         options["alpha"] = data.draw(st.floats(0.0, 1.0), label="alpha")
         options["beta"] = data.draw(st.floats(0.0, 1.0), label="beta")
         options["gamma"] = data.draw(st.floats(0.25, 3.0), label="gamma")
@@ -315,6 +318,50 @@ def _overlap(name: str) -> Family:
         return loss, target.clone(), target
 
     return Family(draw, perfect)
+
+
+def _lovasz_softmax_loss(data: st.DataObject, input: str) -> LossModule:
+    return build_loss(
+        "lovasz_softmax",
+        input=input,
+        per_image=data.draw(st.booleans(), label="per_image"),
+        classes=data.draw(st.sampled_from(["present", "all"]), label="classes"),
+        reduction=_reduction(data),
+    )
+
+
+def _lovasz_softmax(data: st.DataObject) -> Drawn:
+    input = data.draw(st.sampled_from(["logits", "probs"]), label="input")
+    n, c, spatial = _overlap_shape(data, "multiclass")
+    pred = _floats(data, (n, c, *spatial), -100, 100)
+    if input == "probs":
+        pred = pred.softmax(1)
+    return _lovasz_softmax_loss(data, input), pred, _labels(data, (n, *spatial), c)
+
+
+def _lovasz_softmax_perfect(data: st.DataObject) -> Drawn:
+    n, c, spatial = _overlap_shape(data, "multiclass")
+    target = _labels(data, (n, *spatial), c)
+    one_hot = F.one_hot(target, c).movedim(-1, 1).float()
+    return _lovasz_softmax_loss(data, "probs"), one_hot, target
+
+
+def _lovasz_hinge_loss(data: st.DataObject) -> LossModule:
+    per_image = data.draw(st.booleans(), label="per_image")
+    return build_loss("lovasz_hinge", per_image=per_image, reduction=_reduction(data))
+
+
+def _lovasz_hinge(data: st.DataObject) -> Drawn:
+    n, _, spatial = _overlap_shape(data, "binary")
+    pred = _floats(data, (n, *spatial), -100, 100)
+    return _lovasz_hinge_loss(data), pred, _binary(data, pred.shape)
+
+
+def _lovasz_hinge_perfect(data: st.DataObject) -> Drawn:
+    n, _, spatial = _overlap_shape(data, "binary")
+    target = _binary(data, (n, *spatial))
+    extra = _floats(data, target.shape, 0, 10)  # every logit clears the margin 1 by this
+    return _lovasz_hinge_loss(data), (2 * target - 1) * (1 + extra), target
 
 
 # -- metric learning -----------------------------------------------------------------------
@@ -416,6 +463,9 @@ FAMILIES = {
     "asymmetric": Family(_asymmetric, None),
     "dice": _overlap("dice"),
     "tversky": _overlap("tversky"),
+    "generalized_dice": _overlap("generalized_dice"),
+    "lovasz_softmax": Family(_lovasz_softmax, _lovasz_softmax_perfect),
+    "lovasz_hinge": Family(_lovasz_hinge, _lovasz_hinge_perfect),
     "triplet": _metric("triplet"),
     "contrastive": _metric("contrastive"),
     "infonce": _temperature_scaled("infonce"),
@@ -506,6 +556,12 @@ EMPTY_BATCHES = [
     ("asymmetric", {"ignore_index": -1}, torch.zeros(0, 3), torch.zeros(0, 3)),
     *_empty_overlap_cases("dice"),
     *_empty_overlap_cases("tversky"),
+    *_empty_overlap_cases("generalized_dice"),
+    *[("lovasz_softmax", {"per_image": p}, *_empty_index_batch(4, 4)) for p in (False, True)],
+    *[
+        ("lovasz_hinge", {"per_image": p}, torch.zeros(0, 4, 4), torch.zeros(0, 4, 4))
+        for p in (False, True)
+    ],
     ("triplet", {}, torch.zeros(0, 4), torch.zeros(0, dtype=torch.long)),
     ("contrastive", {}, torch.zeros(0, 4), torch.zeros(0, dtype=torch.long)),
     ("infonce", {}, torch.zeros(0, 4), torch.zeros(0, dtype=torch.long)),

@@ -74,7 +74,7 @@ def test_the_first_batch_decides_once():
         loss(torch.zeros(4, 3), torch.zeros(4, dtype=torch.long))
 
 
-@pytest.mark.parametrize("name", ["focal", "hinge", "dice", "tversky"])
+@pytest.mark.parametrize("name", ["focal", "hinge", "dice", "tversky", "generalized_dice"])
 def test_an_explicit_mode_that_does_not_fit_names_the_mode_to_set(name):
     loss = build_loss(name, mode="binary")
     with pytest.raises(ValueError, match=rf"{name}: 'pred' and 'target' must have the same") as e:
@@ -82,7 +82,7 @@ def test_an_explicit_mode_that_does_not_fit_names_the_mode_to_set(name):
     assert "set the loss's mode to 'multiclass' or 'auto'" in str(e.value)
 
 
-@pytest.mark.parametrize("name", ["hinge", "dice", "tversky"])
+@pytest.mark.parametrize("name", ["hinge", "dice", "tversky", "generalized_dice"])
 def test_auto_gives_the_explicit_modes_value(name):
     logits = torch.randn(4, 3, 6, generator=seeded(2), dtype=torch.float64)
     labels = torch.randint(0, 3, (4, 6), generator=seeded(3))

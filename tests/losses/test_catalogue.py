@@ -9,9 +9,9 @@ import torch
 import lossplug
 
 CATALOGUE = [
-    "asymmetric", "bce", "charbonnier", "contrastive", "cross_entropy", "dice", "focal", "hinge",
-    "huber", "infonce", "kl_div", "l1", "mse", "poly1", "smooth_l1", "supcon", "triplet",
-    "tversky",
+    "asymmetric", "bce", "charbonnier", "contrastive", "cross_entropy", "dice", "focal",
+    "generalized_dice", "hinge", "huber", "infonce", "kl_div", "l1", "lovasz_hinge",
+    "lovasz_softmax", "mse", "poly1", "smooth_l1", "supcon", "triplet", "tversky",
 ]  # fmt: skip
 
 
@@ -87,6 +87,24 @@ CASES = {
         {"mode": "multiclass", "alpha": 0.3, "beta": 0.7},
         _randn(2, 3, 4, 4),
         lambda: _classes(2, 3, 4, 4),
+        takes_logits=True,
+    ),
+    "generalized_dice": Case(
+        {"mode": "multiclass", "weight_type": "simple"},
+        _randn(2, 3, 4, 4),
+        lambda: _classes(2, 3, 4, 4),
+        takes_logits=True,
+    ),
+    "lovasz_softmax": Case(
+        {"per_image": True, "classes": "all"},
+        _randn(2, 3, 4, 4),
+        lambda: _classes(2, 3, 4, 4),
+        takes_logits=True,
+    ),
+    "lovasz_hinge": Case(
+        {},
+        _randn(2, 1, 4, 4),
+        lambda: (torch.arange(32).remainder(3) == 0).double().view(2, 1, 4, 4),
         takes_logits=True,
     ),
     "contrastive": Case(
