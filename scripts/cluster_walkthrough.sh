@@ -93,6 +93,10 @@ scancel --signal=USR1 "$job"
 wait $sweep_pid
 grep -h -E "auto-requeue signal|Requeued SLURM job|Restoring states|Restored all states" \
   requeue/.submitit/"$job"/*_0_log.out | tidy >"$out/requeue.txt"
+# the sweep returns once the job's result is written, a moment before the job has ended
+until scontrol show job "$job" | grep -q -E "JobState=(COMPLETED|FAILED|CANCELLED)"; do
+  sleep 0.5
+done
 scontrol show job "$job" | grep -o -E "JobState=[A-Z]+|Restarts=[0-9]+" | tr '\n' ' ' \
   >>"$out/requeue.txt"
 echo >>"$out/requeue.txt"
