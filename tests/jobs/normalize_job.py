@@ -1,8 +1,9 @@
 """One optimizer step of 3 accumulated micro-batches on each of 2 processes (gloo, CPU).
 
-    PYTHONPATH=tests/helpers python tests/jobs/normalize_job.py OUT_DIR batch|global
+    PYTHONPATH=tests/helpers python tests/jobs/normalize_job.py OUT_DIR batch|global SHARDING
 
-Lightning's defaults otherwise; each rank's data is its own (tests/helpers/normalize_cases.py).
+SHARDING: ``sampler`` (Lightning's defaults, its ``DistributedSampler`` on) or ``own`` (each
+rank's data its own; tests/helpers/normalize_cases.py).
 Rank 0 writes the parameters after the step to ``params.json``.
 """
 
@@ -16,10 +17,10 @@ from ddp_cpu import two_rank_cpu_trainer
 from normalize_cases import Model
 
 if __name__ == "__main__":
-    out_dir, normalize = Path(sys.argv[1]), sys.argv[2]
-    model = Model(normalize)
+    out_dir, normalize, sharding = Path(sys.argv[1]), sys.argv[2], sys.argv[3]
+    model = Model(normalize, sharding)
     trainer = two_rank_cpu_trainer(
-        sampler=False,
+        sampler=sharding == "sampler",
         accumulate_grad_batches=3,
         max_steps=1,
         precision="64-true",

@@ -1,9 +1,10 @@
 """``normalize_loss="global"``: the gradient of the mean over the whole optimizer step.
 
-Two real processes over gloo, ``accumulate_grad_batches=3``, micro-batches of uneven sizes
-with uneven numbers of ignored targets, float64 (tests/jobs/normalize_job.py): one SGD step
-must land where one process's step on the mean over every kept target of the 6 micro-batches
-lands (written out in tests/helpers/normalize_cases.py), to 1e-6. The default,
+Two real processes over gloo, ``accumulate_grad_batches=3``, micro-batches with uneven numbers
+of ignored targets, float64 (tests/jobs/normalize_job.py), with Lightning's distributed sampler
+on (its repeat of sample 0 included) and with each rank's own micro-batches of uneven sizes:
+one SGD step must land where one process's step on the mean over every kept target of the 6
+micro-batches lands (written out in tests/helpers/normalize_cases.py), to 1e-6. The default,
 ``normalize_loss="batch"``, lands where the mean of the micro-batches' means does.
 """
 
@@ -15,7 +16,7 @@ import lightning as L
 import pytest
 import torch
 from conftest import JOBS, quiet_trainer, run_python
-from normalize_cases import Model, naive_update, reference_update
+from normalize_cases import SHARDINGS, Model, naive_update, reference_update
 from torch.utils.data import DataLoader, TensorDataset
 
 from lossplug import LossPlugMixin
@@ -23,8 +24,9 @@ from lossplug.losses import ContrastiveLoss
 from lossplug.normalize import GlobalNormalizer
 
 
-def two_processes(tmp_path, normalize: str) -> dict[str, list[float]]:
-    result = run_python(JOBS / "normalize_job.py", tmp_path, normalize, cwd=tmp_path, timeout=180)
+def two_processes(tmp_path, normalize: str, sharding: str) -> dict[str, list[float]]:
+    job = (JOBS / "normalize_job.py", tmp_path, normalize, sharding)
+    result = run_python(*job, cwd=tmp_path, timeout=180)
     assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
     return json.loads((tmp_path / "params.json").read_text())
 
@@ -36,15 +38,17 @@ def assert_params(got: dict[str, list[float]], expected: dict[str, list[float]])
 
 
 @pytest.mark.slow
-def test_global_gives_the_step_of_the_mean_over_every_process_and_micro_batch(tmp_path):
-    assert_params(two_processes(tmp_path, "global"), reference_update())
+@pytest.mark.parametrize("sharding", SHARDINGS)
+def test_global_gives_the_step_of_the_mean_over_every_process_and_micro_batch(tmp_path, sharding):
+    assert_params(two_processes(tmp_path, "global", sharding), reference_update(sharding))
 
 
 @pytest.mark.slow
-def test_batch_gives_the_mean_of_the_micro_batch_means(tmp_path):
-    got = two_processes(tmp_path, "batch")
-    assert_params(got, naive_update())
-    reference = reference_update()  # the two differ here, so the test above can fail
+@pytest.mark.parametrize("sharding", SHARDINGS)
+def test_batch_gives_the_mean_of_the_micro_batch_means(tmp_path, sharding):
+    got = two_processes(tmp_path, "batch", sharding)
+    assert_params(got, naive_update(sharding))
+    reference = reference_update(sharding)  # the two differ here, so the test above can fail
     assert got["weight"] != pytest.approx(reference["weight"], abs=1e-4)
 
 
