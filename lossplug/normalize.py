@@ -69,9 +69,16 @@ class GlobalNormalizer:
             ValueError: when the components are counted over different items (e.g.
                 contrastive's positive and negative pairs): no one count makes the mean.
         """
-        values = [torch.as_tensor(count, device=total.device) for count in counts.values()]
-        count = values[0]
-        if any(not torch.equal(other, count) for other in values[1:]):
+        first, *others = counts.values()
+        count = torch.as_tensor(first, device=total.device)
+        # components that share one count object (InfoNCE's, SupCon's) need no host sync
+        differing = [
+            other
+            for other in others
+            if other is not first
+            and not torch.equal(torch.as_tensor(other, device=total.device), count)
+        ]
+        if differing:
             raise ValueError(
                 f"LossPlugMixin: normalize_loss='global' needs the loss's components counted over "
                 f"the same items, but {loss}'s are counted over different ones "

@@ -87,15 +87,10 @@ def requeue_checkpoint(folder: str | Path) -> str | None:
     Returns:
         The file, or ``None`` outside a Slurm job or when the folder holds none.
     """
-    root = Path(folder)
-    if not (SLURMEnvironment.detect() and root.is_dir()):
+    if not SLURMEnvironment.detect():
         return None
-    numbered = {
-        int(match.group(1)): path
-        for path in root.iterdir()
-        if (match := _HPC_CHECKPOINT.match(path.name))
-    }
-    return str(numbered[max(numbered)]) if numbered else None
+    newest = _highest_numbered(Path(folder), _HPC_CHECKPOINT)
+    return str(newest[1]) if newest else None
 
 
 def is_checkpoint_file(ckpt_path: str | None) -> bool:
@@ -114,15 +109,18 @@ def checkpoint_step(path: str | Path) -> int:
 
 def latest_version(root_dir: str | Path) -> int | None:
     """The highest ``version_N`` folder under a logger's root, or ``None`` if there is none."""
-    root = Path(root_dir)
+    newest = _highest_numbered(Path(root_dir), _VERSION_DIR)
+    return newest[0] if newest else None
+
+
+def _highest_numbered(root: Path, name: re.Pattern[str]) -> tuple[int, Path] | None:
+    """The entry of ``root`` whose name matches ``name`` with the highest number (its group 1)."""
     if not root.is_dir():
         return None
-    versions = [
-        int(match.group(1))
-        for path in root.iterdir()
-        if path.is_dir() and (match := _VERSION_DIR.match(path.name))
+    numbered = [
+        (int(match.group(1)), path) for path in root.iterdir() if (match := name.match(path.name))
     ]
-    return max(versions, default=None)
+    return max(numbered, default=None)
 
 
 def resume_command(script: str, overrides: Sequence[str], run_dir: str | Path) -> str:

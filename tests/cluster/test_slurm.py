@@ -189,22 +189,25 @@ def signal_mid_epoch(run_dir: Path, running: Callable[[], bool], slurm_env: dict
     subprocess.run(["scancel", "--signal=USR1", job_id], env=slurm_env, check=True)
 
 
+def job_record(job_id: str, slurm_env: dict[str, str]) -> str:
+    """``scontrol show job``'s record of the job."""
+    command = ["scontrol", "show", "job", job_id]
+    return subprocess.run(command, env=slurm_env, capture_output=True, text=True, check=True).stdout
+
+
+def is_active(record: str) -> bool:
+    """Whether a job record says the job has not ended yet."""
+    state = re.search(r"JobState=(\S+)", record)
+    return state is not None and state.group(1) in ACTIVE
+
+
 def finished_record(job_id: str, slurm_env: dict[str, str], timeout: float) -> str:
-    """``scontrol show job``'s record once the job has ended (a submitit job writes its
-    result a moment before its tasks exit)."""
+    """The job's record once it has ended (a submitit job writes its result a moment before its
+    tasks exit), or as it stands after ``timeout`` seconds."""
     deadline = time.monotonic() + timeout
-    while True:
-        record = subprocess.run(
-            ["scontrol", "show", "job", job_id],
-            env=slurm_env,
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout
-        state = re.search(r"JobState=(\S+)", record)
-        if (state and state.group(1) not in ACTIVE) or time.monotonic() > deadline:
-            return record
+    while is_active(record := job_record(job_id, slurm_env)) and time.monotonic() < deadline:
         time.sleep(0.5)
+    return record
 
 
 def test_the_signalled_job_was_requeued_and_resumed_from_its_signal_checkpoint(requeued):
@@ -297,11 +300,7 @@ def requeued_batch_job(slurm, tmp_path_factory):  # noqa: F811 (the fixture)
     job_id = submitted.stdout.strip()
     run_dir = work / "logs" / "slurm" / job_id
 
-    def running() -> bool:
-        state = re.search(r"JobState=(\S+)", finished_record(job_id, slurm, timeout=0))
-        return state is not None and state.group(1) in ACTIVE
-
-    signal_mid_epoch(run_dir, running, slurm)
+    signal_mid_epoch(run_dir, lambda: is_active(job_record(job_id, slurm)), slurm)
     record = finished_record(job_id, slurm, timeout=300)
     return work, run_dir, record, output.read_text()
 

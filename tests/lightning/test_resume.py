@@ -32,6 +32,7 @@ from lossplug.resume import (
     checkpoint_step,
     find_checkpoint,
     latest_version,
+    requeue_checkpoint,
     resume_command,
 )
 
@@ -252,6 +253,19 @@ def test_the_resumed_logger_version_is_the_newest_one(tmp_path):
     for name in ("version_0", "version_2", "version_10", "version_x", "other"):
         (tmp_path / name).mkdir()
     assert latest_version(tmp_path) == 10
+
+
+def test_a_requeued_slurm_job_resumes_from_its_highest_numbered_hpc_checkpoint(
+    tmp_path, monkeypatch
+):
+    for name in ("hpc_ckpt_2.ckpt", "hpc_ckpt_10.ckpt", "hpc_ckpt_x.ckpt", "last.ckpt"):
+        (tmp_path / name).touch()
+    monkeypatch.delenv("SLURM_NTASKS", raising=False)
+    assert requeue_checkpoint(tmp_path) is None  # not a Slurm job
+    monkeypatch.setenv("SLURM_NTASKS", "2")
+    monkeypatch.setenv("SLURM_JOB_NAME", "train")
+    assert requeue_checkpoint(tmp_path) == str(tmp_path / "hpc_ckpt_10.ckpt")  # 10, not "2"
+    assert requeue_checkpoint(tmp_path / "missing") is None
 
 
 def test_the_resume_command_keeps_the_overrides_and_quotes_them():
