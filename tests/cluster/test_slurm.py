@@ -140,6 +140,16 @@ def test_lightning_runs_each_job_as_two_slurm_tasks(swept):
     assert logs.count("Processes: 2") == 2
 
 
+def test_the_launcher_asks_slurm_for_one_task_per_process_and_lightnings_signal(swept):
+    # hydra/launcher=slurm: tasks_per_node from trainer.devices, SIGUSR1 before the time limit
+    folder, _ = swept
+    (script,) = folder.glob(".submitit/*/*_submission.sh")
+    lines = script.read_text().splitlines()
+    assert "#SBATCH --ntasks-per-node=2" in lines
+    assert "#SBATCH --nodes=1" in lines
+    assert "#SBATCH --signal=USR1@120" in lines
+
+
 def test_each_job_logs_the_single_process_loss_over_the_validation_split(swept):
     folder, _ = swept
     for job in ("0", "1"):

@@ -6,8 +6,9 @@ with uneven numbers of ignored targets, in float64, with SGD. Two shardings:
 
 - ``sampler``: Lightning's defaults, its ``DistributedSampler`` over one dataset of 29 samples
   in batches of 5. Written out here as torch's sampler lays out epoch 0 (Lightning shuffles a
-  training loader, with seed 0 when none is set): a permutation of the 29 indices from a
-  generator seeded 0, padded to 30 with its own first index again, rank ``r`` taking every
+  training loader, with the seed of ``seed_everything``, which the job sets to
+  :data:`SEED`): a permutation of the 29 indices from a generator seeded :data:`SEED`, padded
+  to 30 with its own first index again, rank ``r`` taking every
   other one from ``r``; rank 1's last micro-batch ends on that repeat, which the step trains
   on too.
 - ``own``: each rank its own micro-batches of uneven sizes (6, 4, 5 and 3, 7, 2), no
@@ -32,6 +33,8 @@ SHARDINGS = ("sampler", "own")
 OWN_MICRO_BATCHES = (((6, 0), (4, 3), (5, 1)), ((3, 2), (7, 0), (2, 1)))
 #: ``sampler``: the dataset's size and the loader's batch size
 SAMPLES, BATCH = 29, 5
+#: the job's ``seed_everything``, which seeds Lightning's distributed sampler
+SEED = 7
 
 
 def dataset() -> tuple[torch.Tensor, torch.Tensor]:
@@ -48,7 +51,7 @@ def micro_batches(sharding: str, rank: int) -> list[tuple[torch.Tensor, torch.Te
     """Rank ``rank``'s micro-batches of the step, in order: inputs (float64) and targets."""
     if sharding == "sampler":
         x, y = dataset()
-        order = torch.randperm(SAMPLES, generator=torch.Generator().manual_seed(0)).tolist()
+        order = torch.randperm(SAMPLES, generator=torch.Generator().manual_seed(SEED)).tolist()
         padded = [*order, order[0]]  # to a multiple of the 2 ranks, from the start
         mine = torch.tensor(padded[rank::2])
         return [(x[part], y[part]) for part in mine.split(BATCH)]

@@ -13,11 +13,13 @@ import json
 import sys
 from pathlib import Path
 
+import lightning as L
 from ddp_cpu import two_rank_cpu_trainer
-from normalize_cases import Model
+from normalize_cases import SEED, Model
 
 if __name__ == "__main__":
     out_dir, normalize, sharding = Path(sys.argv[1]), sys.argv[2], sys.argv[3]
+    L.seed_everything(SEED)  # as users do; it also seeds Lightning's distributed sampler
     model = Model(normalize, sharding)
     trainer = two_rank_cpu_trainer(
         sampler=sharding == "sampler",
