@@ -79,6 +79,7 @@ def worker(rank: int, port: int, rounds: int, steps: int, results: dict) -> None
             medians[mode].append(statistics.median(timed_steps(net, mode, steps)))
     if rank == 0:
         results.update(medians)
+    dist.barrier()  # neither rank tears gloo down while the other still uses it
     dist.destroy_process_group()
 
 

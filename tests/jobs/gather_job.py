@@ -32,6 +32,7 @@ def run(rank: int, out_dir: str, port: str) -> None:
         for name, criterion in losses(gather=True).items()
     }
     Path(out_dir, f"rank{rank}.json").write_text(json.dumps(results))
+    dist.barrier()  # neither rank tears gloo down while the other still uses it
     dist.destroy_process_group()
 
 
