@@ -60,6 +60,7 @@ LOSS_EXPERIMENTS = [
     ("infonce", "metric_learning"),
     ("supcon", "metric_learning"),
     ("vae", "vae"),
+    ("multitask", "multitask"),
 ]
 
 
@@ -81,6 +82,7 @@ def test_the_documented_choices_exist():
             *("dice", "tversky", "dice_ce", "triplet", "contrastive", "infonce", "supcon"),
             *("dice_ce_terms", "dice_ce_ramp", "dice_ce_uncertainty", "dice_ce_dwa"),
             *("focal_dice", "vae", "generalized_dice", "lovasz_softmax", "lovasz_hinge"),
+            "multitask",
         ]
     )
     assert options("optimizer") == ["adam", "adamw", "rmsprop", "sgd"]
@@ -89,6 +91,7 @@ def test_the_documented_choices_exist():
     assert options("experiment") == [
         "classification",
         "metric_learning",
+        "multitask",
         "regression",
         "segmentation",
         "vae",
@@ -98,6 +101,7 @@ def test_the_documented_choices_exist():
 
 COMPOSITES = {
     *("dice_ce_terms", "dice_ce_ramp", "dice_ce_uncertainty", "dice_ce_dwa", "focal_dice", "vae"),
+    "multitask",
 }
 
 
@@ -125,6 +129,7 @@ def test_every_loss_runs_with_a_matching_experiment(compose_train, loss, experim
         "poly1": {"ce", "poly"},
         **{name: {"pos", "neg"} for name in ("contrastive", "infonce", "supcon", "asymmetric")},
         "vae": {"recon", "kl"},
+        "multitask": {"digit", "ink"},
     }
     assert logged == expected.get(loss, {job.model.criterion.name})
 
