@@ -7,7 +7,8 @@ Each method and seed is one ``scripts/train.py experiment=multitask`` run (its o
 its folder under ``--workdir``). The table gives each method's test accuracy and ink-mass error
 (mean and standard deviation over the seeds) from the runs' ``metrics.json``; the plot gives
 the validation curves of both tasks, averaged over the seeds, read back from the runs'
-TensorBoard event files. Written: ``OUT/multitask.md`` and ``OUT/multitask.png``.
+TensorBoard event files. Written: ``OUT/multitask.md`` and ``OUT/multitask.png``; the page is a
+fragment that ``docs/weighting.md`` includes, so it links the plot from ``OUT``'s parent.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ METHODS: dict[str, tuple[str, ...]] = {
     "fixed_scaled": ("loss.weights.ink=0.01",),
     "uncertainty": ("loss.weighting=uncertainty",),
     "dwa": ("loss.weighting=dwa",),
+    "famo": ("loss.weighting=famo",),
 }
 #: the validation curves plotted, with their axis labels.
 CURVES = {"val/acc": "digit accuracy (validation)", "val/ink_mae": "ink mass MAE (validation)"}
@@ -106,7 +108,8 @@ def write_table(
         )
     header = ["method", "overrides", "test accuracy", "test ink MAE", "s per run"]
     out.write_text(
-        f"Written by `{command}`.\n\n{markdown_table(header, rows)}\n\n![curves](multitask.png)\n"
+        f"Written by `{command}`.\n\n{markdown_table(header, rows)}\n\n"
+        f"![Both tasks' validation curves, one line per method]({out.parent.name}/multitask.png)\n"
     )
 
 

@@ -133,6 +133,34 @@ def dwa_by_hand(previous: list[float], before: list[float], temperature: float) 
     return [len(exps) * e / sum(exps) for e in exps]
 
 
+def famo_by_hand(
+    steps: list[list[float]], lr: float, weight_decay: float
+) -> list[tuple[list[float], list[float]]]:
+    r"""FAMO's logits and factors after each step, from each step's term values (Liu et al. 2023).
+
+    From step 1 on, :math:`\delta = \log L(t-1) - \log L(t)` and the logits take one step of
+    ``torch.optim.Adam`` (with ``weight_decay``) on the gradient :math:`J^\top \delta` of
+    :math:`z^\top \delta`, :math:`J = \mathrm{diag}(z) - z z^\top` the softmax's Jacobian
+    matrix. Then the factors are :math:`c z_i / L_i(t)` with :math:`c = 1 / \sum_j z_j / L_j(t)`.
+    In float64.
+    """
+    logits = torch.zeros(len(steps[0]), dtype=torch.float64, requires_grad=True)
+    adam = torch.optim.Adam([logits], lr=lr, weight_decay=weight_decay)
+    result = []
+    for t, values in enumerate(steps):
+        losses = torch.tensor(values, dtype=torch.float64)
+        if t > 0:
+            delta = torch.tensor(steps[t - 1], dtype=torch.float64).log() - losses.log()
+            z = torch.softmax(logits.detach(), dim=0)
+            jacobian = torch.diag(z) - torch.outer(z, z)
+            logits.grad = jacobian.T @ delta
+            adam.step()
+        z = torch.softmax(logits.detach(), dim=0)
+        c = 1 / (z / losses).sum()
+        result.append((logits.tolist(), (c * z / losses).tolist()))
+    return result
+
+
 def kernels_from_any_size(monkeypatch: pytest.MonkeyPatch, *names: str) -> None:
     """Let the kernels ``names`` (default: every kernel) apply from size 0, for one test."""
     for name in names or tuple(THRESHOLDS):

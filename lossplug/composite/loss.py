@@ -18,6 +18,10 @@ optional activation) and :math:`R` is the learned weighting's regulariser, if an
   :math:`-\log w_i`), so weights must be constant and positive.
 - ``weighting="dwa"`` (Liu et al. 2019): :math:`\lambda_i` from the ratio of the term's last
   two epoch means, see :mod:`lossplug.weighting.dwa`; it multiplies the (scheduled) weights.
+- ``weighting="famo"`` (Liu et al. 2023): :math:`\lambda_i = \mathrm{softmax}(\xi - \log L)_i`
+  from each training batch's values and logits :math:`\xi` that learn, once per optimizer
+  step, from how fast each term falls, see :mod:`lossplug.weighting.famo`; it multiplies
+  the (scheduled) weights.
 
 Each term is evaluated once; :meth:`CompositeLoss.components` returns the unweighted
 :math:`L_i` by name (what is logged as ``{stage}/loss/{name}``) and the total is formed from
@@ -26,6 +30,7 @@ them by :meth:`CompositeLoss.total`, so logging the parts never costs a second f
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -57,8 +62,8 @@ class CompositeLoss(MultiTermLoss):
         weights: ``{name: weight}``; a weight is a finite number ``>= 0`` or a schedule, a
             mapping such as ``{schedule: linear, initial: 0.0, final: 1.0, end: 5}`` (see
             :mod:`lossplug.weighting.schedules`). Names missing here weigh 1.
-        weighting: ``"fixed"`` (the weights as given), ``"uncertainty"`` or ``"dwa"``
-            (learned factors multiplying the weights; see the module docstring).
+        weighting: ``"fixed"`` (the weights as given), ``"uncertainty"``, ``"dwa"`` or
+            ``"famo"`` (learned factors multiplying the weights; see the module docstring).
         temperature: DWA's softmax temperature (``None``: 2); only with ``weighting="dwa"``.
         model_terms: names of terms the model computes itself (a VAE's KL divergence, an
             auxiliary or regularisation loss), given to :meth:`total` beside the loss terms'
@@ -71,13 +76,17 @@ class CompositeLoss(MultiTermLoss):
             A route is applied to each batch, so a key or index the model does not produce
             fails at the first batch: in a Lightning run that is the validation sanity check,
             before any training step.
+        weighting_options: options of the learned weighting, passed to its class:
+            ``{"lr": 0.025, "weight_decay": 0.01}`` for ``"famo"``
+            (:class:`~lossplug.weighting.FAMOWeighting`).
 
     Raises:
         ValueError: if there are no terms, a model term has a loss term's name, an option
             names no term, a weight or schedule is
             invalid (the message names the term and option and lists the valid ones), terms
-            reading the same output expect different inputs, or a route's activation does
-            not give what its term expects.
+            reading the same output expect different inputs, a route's activation does
+            not give what its term expects, or the learned weighting does not take an
+            option or its value.
 
     Example:
         >>> from lossplug.losses import L1Loss, MSELoss
@@ -101,6 +110,7 @@ class CompositeLoss(MultiTermLoss):
         temperature: float | None = None,
         inputs: Mapping[str, Route | Mapping[str, Any]] | None = None,
         model_terms: Sequence[str] = (),
+        weighting_options: Mapping[str, Any] | None = None,
     ) -> None:
         super().__init__()
         if not terms:
@@ -131,7 +141,7 @@ class CompositeLoss(MultiTermLoss):
             for name, spec in self._per_term("inputs", inputs, Route(), tuple(self.terms)).items()
         }
         self.weighting = weighting
-        self.learned = self._build_weighting(weighting, temperature)
+        self.learned = self._build_weighting(weighting, temperature, weighting_options)
         self.input_space = self._common_input_space()
 
     # -- construction -----------------------------------------------------------------------
@@ -157,13 +167,21 @@ class CompositeLoss(MultiTermLoss):
         return {name: values.get(name, default) for name in names}
 
     def _build_weighting(
-        self, weighting: str, temperature: float | None
+        self, weighting: str, temperature: float | None, options: Mapping[str, Any] | None
     ) -> LearnedWeighting | None:
         check_choice(self.name, "weighting", weighting, WEIGHTING_CHOICES)
         if temperature is not None and weighting != "dwa":
             raise ValueError(
                 f"{self.name}: option 'temperature' applies to weighting='dwa' only, got "
                 f"weighting={weighting!r}"
+            )
+        options = dict(options or {})
+        valid = _weighting_options(weighting)
+        unknown = sorted(set(options) - set(valid))
+        if unknown:
+            raise ValueError(
+                f"{self.name}: option 'weighting_options' names {unknown}, which "
+                f"weighting={weighting!r} does not take; its options: {list(valid) or 'none'}"
             )
         if weighting == "fixed":
             return None
@@ -175,7 +193,13 @@ class CompositeLoss(MultiTermLoss):
                         f"weighting='uncertainty' (the learned weight would undo a schedule, "
                         f"and a weight of 0 drives its log-variance to -inf), got {weight!r}"
                     )
-        options = {} if temperature is None else {"temperature": temperature}
+        if temperature is not None:
+            if "temperature" in options:
+                raise ValueError(
+                    f"{self.name}: DWA's temperature is given twice, as option 'temperature' "
+                    "and in option 'weighting_options'; give one"
+                )
+            options["temperature"] = temperature
         return WEIGHTINGS[weighting](len(self.names), **options)
 
     def _common_input_space(self) -> str:
@@ -240,11 +264,24 @@ class CompositeLoss(MultiTermLoss):
     def total(self, components: Mapping[str, Tensor]) -> Tensor:
         """The weighted sum of the components, plus the learned weighting's regulariser.
 
-        Works on a batch's components and on epoch means alike.
+        Works on a batch's components and on epoch means alike. A training batch's (grad on,
+        values with a graph) is first shown to the learned weighting, whose factors may
+        depend on it (:meth:`~lossplug.weighting.LearnedWeighting.observe`).
         """
+        self._observe(components)
         total = super().total(components)
         regularizer = self.learned.regularizer() if self.learned is not None else None
         return total if regularizer is None else total + regularizer
+
+    def _observe(self, components: Mapping[str, Tensor]) -> None:
+        """Show the learned weighting a training batch's values of every term, if any."""
+        if self.learned is None or not torch.is_grad_enabled():
+            return
+        values = [components.get(name) for name in self.names]
+        if all(value is not None for value in values):
+            stacked = torch.stack(values)
+            if stacked.requires_grad:
+                self.learned.observe(stacked)
 
     # -- weights that change ----------------------------------------------------------------
 
@@ -265,7 +302,9 @@ class CompositeLoss(MultiTermLoss):
         return {names[k]: self.term_weights[k] for k in self._scheduled}
 
     def set_progress(self, epoch: int, step: int) -> None:
-        """Move the scheduled weights to ``epoch`` and ``step`` (the buffer too)."""
+        """Move the scheduled weights (the buffer too) and the learned weighting to a step."""
+        if self.learned is not None:
+            self.learned.set_progress(epoch, step)
         for k in self._scheduled:
             weight = self._schedules[k](epoch, step)
             if weight != self._current[k]:
@@ -276,6 +315,14 @@ class CompositeLoss(MultiTermLoss):
         """Hand a learned weighting the training epoch's (process-synced) mean of each term."""
         if self.learned is not None:
             self.learned.end_epoch(torch.stack([epoch_means[name] for name in self.names]))
+
+
+def _weighting_options(weighting: str) -> tuple[str, ...]:
+    """The options the class of a learned weighting takes (none for ``"fixed"``)."""
+    if weighting not in WEIGHTINGS:
+        return ()
+    parameters = inspect.signature(WEIGHTINGS[weighting]).parameters
+    return tuple(name for name in parameters if name != "num_terms")
 
 
 def _check_model_terms(

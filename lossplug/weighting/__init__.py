@@ -2,18 +2,20 @@
 
 from lossplug.weighting.base import LearnedWeighting
 from lossplug.weighting.dwa import DynamicWeightAverage
+from lossplug.weighting.famo import FAMOWeighting
 from lossplug.weighting.schedules import Constant, Cosine, Linear, Step, WeightSchedule
 from lossplug.weighting.uncertainty import UncertaintyWeighting
 
 #: ``weighting=`` names of :class:`~lossplug.CompositeLoss`; ``"fixed"`` learns nothing.
 WEIGHTINGS: dict[str, type[LearnedWeighting]] = {
-    cls.name: cls for cls in (UncertaintyWeighting, DynamicWeightAverage)
+    cls.name: cls for cls in (UncertaintyWeighting, DynamicWeightAverage, FAMOWeighting)
 }
 
 __all__ = [
     "Constant",
     "Cosine",
     "DynamicWeightAverage",
+    "FAMOWeighting",
     "LearnedWeighting",
     "Linear",
     "Step",

@@ -32,5 +32,16 @@ class LearnedWeighting(nn.Module):
         """A term the total adds besides the weighted losses, or ``None``."""
         return None
 
+    def observe(self, values: Tensor, shared: Tensor | None = None) -> None:
+        """See a training batch's unweighted term values ``(K,)``, graph attached; no-op here.
+
+        :class:`~lossplug.CompositeLoss` calls it from its ``total`` before it forms a
+        training total (grad enabled, values with a graph), so factors that depend on the
+        batch are set before they are used; it passes ``shared=None``.
+        """
+
+    def set_progress(self, epoch: int, step: int) -> None:
+        """Note where training is (the epoch from 0, optimizer steps taken); no-op here."""
+
     def end_epoch(self, epoch_means: Tensor) -> None:
         """Adapt to a training epoch's mean of each term, shape ``(num_terms,)``; no-op here."""

@@ -17,6 +17,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from lossplug import CompositeLoss, LossPlugMixin
 from lossplug.losses import L1Loss, MSELoss
+from lossplug.weighting import FAMOWeighting
 
 DDP_JOB = JOBS / "ddp_weighting_job.py"
 
@@ -205,6 +206,7 @@ SMALL = ("data.num_samples=64", "test=false", "trainer.enable_progress_bar=false
         ("dice_ce_ramp", {"dice", "ce"}, {"dice"}),
         ("dice_ce_uncertainty", {"dice", "ce"}, {"dice", "ce"}),
         ("dice_ce_dwa", {"dice", "ce"}, {"dice", "ce"}),
+        ("dice_ce_famo", {"dice", "ce"}, {"dice", "ce"}),
     ],
 )
 def test_each_composite_config_trains(loss, terms, varying, tmp_path):
@@ -283,6 +285,19 @@ def test_bad_composite_configs_stop_train_py_before_any_step(overrides, message,
             "expects logits",
         ),
         (("loss=dice_ce_terms", "loss.terms.dice._target_=lossplug.losses.DyceLoss"), "DyceLoss"),
+        (
+            ("loss=dice_ce_famo", "loss.weighting_options.lr=-1"),
+            "famo: option 'lr' must be a finite number > 0.0, got -1",
+        ),
+        (
+            ("loss=dice_ce_dwa", "loss.weighting=famo"),
+            "composite: option 'temperature' applies to weighting='dwa' only, got weighting='famo'",
+        ),
+        (
+            ("loss=dice_ce_famo", "+loss.weighting_options.temperature=2"),
+            "composite: option 'weighting_options' names ['temperature'], which "
+            "weighting='famo' does not take; its options: ['lr', 'weight_decay']",
+        ),
     ],
 )
 def test_bad_composite_configs_fail_when_built(compose_train, overrides, message):
@@ -319,3 +334,22 @@ def test_weights_weighting_and_routes_from_the_command_line(compose_train):
     assert criterion.term_weights.tolist() == pytest.approx([1.0, 1.0])
     criterion.set_progress(epoch=1, step=0)
     assert criterion.term_weights.tolist() == pytest.approx([0.1, 1.0])
+
+
+@pytest.mark.parametrize(
+    ("overrides", "lr", "decay"),
+    [
+        (("loss=dice_ce_famo", "loss.weighting_options.weight_decay=0.001"), 0.025, 0.001),
+        (
+            ("loss=dice_ce_terms", "loss.weighting=famo", "+loss.weighting_options.lr=0.05"),
+            0.05,
+            0.01,
+        ),
+    ],
+)
+def test_famo_and_its_options_from_the_command_line(compose_train, overrides, lr, decay):
+    from lossplug.demo.training import build
+
+    criterion = build(compose_train("experiment=segmentation", *overrides)).model.criterion
+    assert criterion.weighting == "famo" and isinstance(criterion.learned, FAMOWeighting)
+    assert (criterion.learned.lr, criterion.learned.weight_decay) == (lr, decay)

@@ -51,6 +51,7 @@ LOSS_EXPERIMENTS = [
     ("dice_ce_ramp", "segmentation"),
     ("dice_ce_uncertainty", "segmentation"),
     ("dice_ce_dwa", "segmentation"),
+    ("dice_ce_famo", "segmentation"),
     ("focal_dice", "segmentation"),
     ("focal", "segmentation"),
     ("cross_entropy", "segmentation"),
@@ -81,6 +82,7 @@ def test_the_documented_choices_exist():
             *("cross_entropy", "bce", "kl_div", "hinge", "focal", "poly1", "asymmetric"),
             *("dice", "tversky", "dice_ce", "triplet", "contrastive", "infonce", "supcon"),
             *("dice_ce_terms", "dice_ce_ramp", "dice_ce_uncertainty", "dice_ce_dwa"),
+            "dice_ce_famo",
             *("focal_dice", "vae", "generalized_dice", "lovasz_softmax", "lovasz_hinge"),
             "multitask",
         ]
@@ -101,6 +103,7 @@ def test_the_documented_choices_exist():
 
 COMPOSITES = {
     *("dice_ce_terms", "dice_ce_ramp", "dice_ce_uncertainty", "dice_ce_dwa", "focal_dice", "vae"),
+    "dice_ce_famo",
     "multitask",
 }
 
