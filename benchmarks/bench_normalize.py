@@ -1,13 +1,19 @@
 """What ``normalize_loss="global"`` costs per optimizer step, on 2 processes over gloo.
 
-The default experiment's model (the digits MLP: 64 -> 256 -> 10) trains with cross-entropy,
-micro-batches of 64 with a quarter of the targets ignored, 4 micro-batches per optimizer step,
-SGD, wrapped in ``DistributedDataParallel`` on 2 CPU processes: once as every trainer does
-(each micro-batch backpropagates its mean), once as
-:class:`~lossplug.normalize.GlobalNormalizer` does it (each micro-batch backpropagates its
-sum; before the step one scalar ``all_reduce`` of the count and one multiply per gradient).
-The two alternate (ABAB) on the same data; a ratio is global / batch, the median over rounds
-of the two modes' median step times.
+The default experiment's model (the digits MLP: 64 -> 256 -> 10) trains with micro-batches of
+64, 4 micro-batches per optimizer step, SGD, wrapped in ``DistributedDataParallel`` on 2 CPU
+processes, with two losses:
+
+- ``cross_entropy``, a quarter of the targets ignored: one count group, so ``global`` adds one
+  scalar ``all_reduce`` of the count and one multiply per gradient per step;
+- ``contrastive`` on the 10 outputs as embeddings, 10 classes: ``pos`` and ``neg`` are counted
+  over different pairs, two count groups, so ``global`` adds one backward pass per
+  micro-batch (``torch.autograd.grad`` of the ``pos`` sum), an ``all_reduce`` of two counts
+  and one of a gradient-sized buffer per step.
+
+Each runs once as every trainer does (each micro-batch backpropagates its mean), once as
+:class:`~lossplug.normalize.GlobalNormalizer` does it. The two alternate (ABAB) on the same
+data; a ratio is global / batch, the median over rounds of the two modes' median step times.
 
     python -m benchmarks.bench_normalize          # bench_results/, docs/performance/normalize.md
     python -m benchmarks.bench_normalize --quick    # a smoke run
@@ -26,19 +32,25 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
-import torch.nn.functional as F
-from torch import nn
+from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
 
 from benchmarks.benchkit import machine_info, write_results
 from benchmarks.performance_page import DOCS
+from lossplug.losses import ContrastiveLoss, CrossEntropyLoss, LossModule
 from lossplug.normalize import GlobalNormalizer
 from lossplug.report.tables import markdown_table
 
-ACCUMULATE, BATCH, IGNORE = 4, 64, -100
+ACCUMULATE, BATCH, IGNORE, CLASSES = 4, 64, -100, 10
+LOSSES = {
+    "cross_entropy": lambda: CrossEntropyLoss(ignore_index=IGNORE),
+    "contrastive": ContrastiveLoss,
+}
 
 
-def timed_steps(net: DistributedDataParallel, mode: str, steps: int) -> list[float]:
+def timed_steps(
+    net: DistributedDataParallel, criterion: LossModule, mode: str, steps: int
+) -> list[float]:
     """Seconds per optimizer step of ``steps`` steps in ``mode`` (``batch`` or ``global``)."""
     optimizer = torch.optim.SGD(net.parameters(), lr=0.01)
     normalizer = GlobalNormalizer(mode)
@@ -48,16 +60,15 @@ def timed_steps(net: DistributedDataParallel, mode: str, steps: int) -> list[flo
         batches = []
         for _ in range(ACCUMULATE):
             x = torch.randn(BATCH, 64, generator=generator)
-            y = torch.randint(0, 10, (BATCH,), generator=generator)
-            y[: BATCH // 4] = IGNORE
+            y = torch.randint(0, CLASSES, (BATCH,), generator=generator)
+            if isinstance(criterion, CrossEntropyLoss):
+                y[: BATCH // 4] = IGNORE
             batches.append((x, y))
         start = time.perf_counter()
         for index, (x, y) in enumerate(batches):
             last = index == ACCUMULATE - 1
             with nullcontext() if last else net.no_sync():
-                loss = F.cross_entropy(net(x), y, ignore_index=IGNORE)
-                if normalizer.on:
-                    loss = normalizer.batch_sum("cross_entropy", loss, {"ce": (y != IGNORE).sum()})
+                loss = micro_batch_loss(net, criterion, normalizer, x, y)
                 (loss / ACCUMULATE).backward()
         normalizer.rescale(net.parameters(), ACCUMULATE, dist.get_world_size())
         optimizer.step()
@@ -66,17 +77,31 @@ def timed_steps(net: DistributedDataParallel, mode: str, steps: int) -> list[flo
     return times
 
 
+def micro_batch_loss(
+    net: nn.Module, criterion: LossModule, normalizer: GlobalNormalizer, x: Tensor, y: Tensor
+) -> Tensor:
+    """What a micro-batch backpropagates, as the mixin's ``compute_loss`` forms it."""
+    components, counts = criterion.measured_components(net(x), y)
+    total = criterion.total(components)
+    if not normalizer.on:
+        return total
+    return normalizer.batch_sum(criterion, total, components, counts, net.parameters())
+
+
 def worker(rank: int, port: int, rounds: int, steps: int, results: dict) -> None:
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     torch.set_num_threads(1)
     dist.init_process_group("gloo", rank=rank, world_size=2)
     torch.manual_seed(0)
     net = DistributedDataParallel(nn.Sequential(nn.Linear(64, 256), nn.ReLU(), nn.Linear(256, 10)))
-    timed_steps(net, "batch", steps)  # warm-up
-    medians: dict[str, list[float]] = {"batch": [], "global": []}
-    for _ in range(rounds):
-        for mode in ("batch", "global"):
-            medians[mode].append(statistics.median(timed_steps(net, mode, steps)))
+    medians: dict[str, list[float]] = {}
+    for loss, build in LOSSES.items():
+        criterion = build()
+        timed_steps(net, criterion, "batch", steps)  # warm-up
+        for _ in range(rounds):
+            for mode in ("batch", "global"):
+                times = timed_steps(net, criterion, mode, steps)
+                medians.setdefault(f"{loss}:{mode}", []).append(statistics.median(times))
     if rank == 0:
         results.update(medians)
     dist.barrier()  # neither rank tears gloo down while the other still uses it
@@ -93,27 +118,33 @@ def main() -> None:
         results = manager.dict()
         mp.spawn(worker, args=(free_port(), rounds, steps, results), nprocs=2)
         medians = dict(results)
-    ratios = [g / b for g, b in zip(medians["global"], medians["batch"], strict=True)]
-    header = ["batch ms / step", "global ms / step", "global / batch"]
-    row = [
-        round(1e3 * statistics.median(medians["batch"]), 3),
-        round(1e3 * statistics.median(medians["global"]), 3),
-        round(statistics.median(ratios), 3),
-    ]
+    header = ["loss", "batch ms / step", "global ms / step", "global / batch"]
+    rows = []
+    for loss in LOSSES:
+        batch, normalized = medians[f"{loss}:batch"], medians[f"{loss}:global"]
+        ratios = [g / b for g, b in zip(normalized, batch, strict=True)]
+        rows.append(
+            [
+                loss,
+                round(1e3 * statistics.median(batch), 3),
+                round(1e3 * statistics.median(normalized), 3),
+                round(statistics.median(ratios), 3),
+            ]
+        )
     payload = {
         "machine": machine_info(torch.device("cpu")),
         "settings": {"rounds": rounds, "steps": steps, "accumulate": ACCUMULATE, "batch": BATCH},
-        "rows": [dict(zip(header, row, strict=True))],
+        "rows": [dict(zip(header, row, strict=True)) for row in rows],
     }
     title = (
         "normalize_loss: global against batch, per optimizer step of 4 micro-batches of 64, "
         "2 processes over gloo, 1 torch thread each"
     )
-    write_results(args.out, "bench_normalize", payload, title, header, [row])
+    write_results(args.out, "bench_normalize", payload, title, header, rows)
     if not args.quick:
         machine = payload["machine"]
         page = f"{title}; {machine['cpu']}, torch {machine['torch']}.\n\n"
-        (DOCS / "normalize.md").write_text(page + markdown_table(header, [row]) + "\n")
+        (DOCS / "normalize.md").write_text(page + markdown_table(header, rows) + "\n")
 
 
 def free_port() -> int:

@@ -19,7 +19,6 @@ same norms).
 
 from __future__ import annotations
 
-import functools
 import itertools
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -29,6 +28,7 @@ import torch
 import torch.distributed as dist
 from torch import Tensor, nn
 
+from lossplug._gradients import term_gradients
 from lossplug.mixin import LossPlugMixin
 
 NAME = "GradientDiagnostics"
@@ -129,7 +129,8 @@ class GradientDiagnostics(pl.Callback):
                 "the training loss with LossPlugMixin.model_step (or set step_components)"
             )
         terms = pl_module.criterion.weighted_terms(components)
-        gradients = term_gradients(terms, [p for p in self._params if p.requires_grad])
+        params = [p for p in self._params if p.requires_grad]
+        gradients = term_gradients(list(terms.values()), params)
         if trainer.world_size > 1 and dist.is_available() and dist.is_initialized():
             dist.all_reduce(gradients)
             gradients /= trainer.world_size
@@ -169,32 +170,6 @@ def select_parameters(module: nn.Module, prefixes: tuple[str, ...] | None) -> li
                 f"{type(module).__name__}; its trainable parameters include {_some(trainable)}"
             )
     return [p for name, p in trainable.items() if any(_matches(name, q) for q in prefixes)]
-
-
-def term_gradients(terms: Mapping[str, Tensor], params: Sequence[Tensor]) -> Tensor:
-    """Each term's gradient on ``params``, flattened: one row per term, graph kept.
-
-    A parameter a term does not depend on contributes zeros to its row.
-
-    Args:
-        terms: ``{name: scalar}``, each attached to the graph of ``params`` (or constant).
-        params: the parameters, all requiring gradients.
-
-    Returns:
-        A ``(len(terms), total number of parameter elements)`` tensor.
-    """
-    sizes = [p.numel() for p in params]
-    dtype = functools.reduce(torch.promote_types, (p.dtype for p in params), torch.float32)
-    device = params[0].device if params else None
-    gradients = torch.zeros(len(terms), sum(sizes), dtype=dtype, device=device)
-    for row, term in zip(gradients, terms.values(), strict=True):
-        if not params or not term.requires_grad:
-            continue
-        grads = torch.autograd.grad(term, params, retain_graph=True, allow_unused=True)
-        for piece, grad in zip(row.split(sizes), grads, strict=True):
-            if grad is not None:
-                piece.copy_(grad.reshape(-1))
-    return gradients
 
 
 def gradient_statistics(names: Sequence[str], gradients: Tensor) -> dict[str, float]:

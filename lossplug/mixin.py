@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import inspect
 import warnings
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
 
 import torch
@@ -93,9 +93,11 @@ class LossPlugMixin:
             optimizer step; the others check at the trainer's logging steps.
         normalize_loss: ``"batch"`` (the default): each training micro-batch backpropagates its
             own mean; ``"global"``: the gradient is that of the mean over every item of the
-            optimizer step, all micro-batches of all processes (see
-            :mod:`lossplug.normalize`; one scalar ``all_reduce`` per step). The criterion's
-            components must share one count.
+            optimizer step, all micro-batches of all processes, each component over its own
+            count (see :mod:`lossplug.normalize`). Components sharing one count (one count
+            group) cost one scalar ``all_reduce`` per step; a loss of ``G`` groups
+            (contrastive's ``pos`` and ``neg``, a composite's terms) ``G - 1`` more backward
+            passes per micro-batch and an ``all_reduce`` of ``G - 1`` gradients per step.
 
     The default steps expect ``(inputs, target)`` batches. For another layout override
     :meth:`split_batch`; to adapt the model's output to the loss override :meth:`loss_inputs`;
@@ -233,10 +235,14 @@ class LossPlugMixin:
         Returns:
             The total loss (weighted sum of the components and terms) to backpropagate; for
             the mixin's criterion in training with ``normalize_loss="global"``, that times its
-            count (the batch's sum of item losses; the logged values stay means).
+            count (the batch's sum of item losses; the logged values stay means), or, for a
+            criterion of several count groups, the last group's sum, the others' gradients
+            being taken here (see :mod:`lossplug.normalize`).
 
         Raises:
-            ValueError: for a ``name`` no criterion is registered under.
+            ValueError: for a ``name`` no criterion is registered under; with
+                ``normalize_loss="global"``, for a criterion of several count groups under
+                ``precision="16-mixed"`` (a ``GradScaler``).
         """
         stage = stage or self._current_stage()
         criterion = self._criterion_for(name)
@@ -271,7 +277,8 @@ class LossPlugMixin:
         if stage == "train":
             self._log_step(name, criterion, total, components, counts)
             if name == LOSS and self.normalizer.on:
-                return self.normalizer.batch_sum(criterion.name, total, counts)
+                parameters = parameters_of(self.trainer.optimizers)
+                return self.normalizer.batch_sum(criterion, total, components, counts, parameters)
         return total
 
     def register_criterion(self, name: str, loss: Any = None) -> LossModule:
@@ -650,6 +657,7 @@ class LossPlugMixin:
         """Lay out TensorBoard's charts of the fit's stages; other loggers get the hyperparameters.
 
         Both on rank 0; TensorBoard gets the hyperparameters at the end (:meth:`on_fit_end`).
+        ``normalize_loss="global"`` learns whether a ``GradScaler`` scales the loss.
 
         Raises:
             ValueError: for ``on_nonfinite="skip"`` or ``normalize_loss="global"`` with manual
@@ -668,6 +676,9 @@ class LossPlugMixin:
                 "`loss = self.compute_loss(...)`, then `if torch.isfinite(loss): "
                 "self.manual_backward(loss); opt.step()`"
             )
+        self.normalizer.loss_scaling = (
+            getattr(self.trainer.precision_plugin, "scaler", None) is not None
+        )
         self._write_layout(test=False)
         if self.trainer.is_global_zero:
             log_initial_hparams(self.trainer.loggers, self.hparams)
@@ -723,7 +734,7 @@ class LossPlugMixin:
     def on_before_optimizer_step(self, optimizer: Any) -> None:
         """With ``normalize_loss="global"``: the gradient of the step's mean (before clipping)."""
         self.normalizer.rescale(
-            (p for group in optimizer.param_groups for p in group["params"]),
+            parameters_of([optimizer]),
             self.trainer.accumulate_grad_batches,
             self.trainer.world_size,
         )
@@ -750,6 +761,11 @@ class LossPlugMixin:
         self.save_hyperparameters(ignore=built, frame=frame, logger=False)
         for name, value in self.hparams.items():
             self.hparams[name] = to_plain(value)
+
+
+def parameters_of(optimizers: Iterable[Any]) -> Iterator[Tensor]:
+    """The parameters of ``optimizers``, read when iterated."""
+    return (p for opt in optimizers for group in opt.param_groups for p in group["params"])
 
 
 def _is_sync_advice(entry: tuple[Any, ...]) -> bool:

@@ -98,6 +98,7 @@ class CompositeLoss(MultiTermLoss):
 
     name = "composite"
     input_space = "values"
+    separate_counts = True  # each term counts its own items
     repr_options = ("weights", "weighting", "model_terms")
 
     term_weights: Tensor

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar, Literal
 
 from torch import Tensor, nn
@@ -36,6 +36,10 @@ class LossModule(nn.Module):
     repr_options: ClassVar[tuple[str, ...]] = ()
     #: the values of a ``mode`` option, for a loss that has one; ``"auto"`` is also taken.
     modes: ClassVar[tuple[str, ...]] = ()
+    #: whether each component is counted over items of its own (contrastive's positive and
+    #: negative pairs, a composite's terms) rather than all over the same ones; see
+    #: :meth:`count_groups`.
+    separate_counts: ClassVar[bool] = False
 
     def __init__(self, reduction: str = "mean") -> None:
         super().__init__()
@@ -95,6 +99,25 @@ class LossModule(nn.Module):
         """
         components = self.components(pred, target)
         return components, dict.fromkeys(components, batch_count(pred))
+
+    def count_groups(self, names: Sequence[str]) -> tuple[tuple[str, ...], ...]:
+        """The components counted over the same items in every batch, grouped.
+
+        Components of one group share one count in every batch (the counts of
+        :meth:`measured_components`), so the mean over many batches of each is their summed
+        values over one summed count. ``normalize_loss="global"``
+        (:mod:`lossplug.normalize`) keeps a gradient per group. By default every component
+        is one group; with :attr:`separate_counts` each is a group of its own.
+
+        Args:
+            names: the components' names, as the counts of a batch are keyed.
+
+        Returns:
+            A partition of ``names``, in their order.
+        """
+        if self.separate_counts:
+            return tuple((name,) for name in names)
+        return (tuple(names),)
 
     def total(self, components: Mapping[str, Tensor]) -> Tensor:
         """The loss from the values :meth:`components` returned: the sum of :meth:`weighted_terms`.

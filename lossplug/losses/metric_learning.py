@@ -59,6 +59,7 @@ class ContrastiveLoss(_GlobalBatch, MultiTermLoss):
 
     name = "contrastive"
     input_space = "embeddings"
+    separate_counts = True  # positive and negative pairs
     repr_options = ("pos_margin", "neg_margin", "distance", "squared", "gather")
 
     def __init__(

@@ -300,6 +300,7 @@ class DiceCELoss(MultiTermLoss):
 
     name = "dice_ce"
     input_space = "logits"
+    separate_counts = True  # Dice counts samples, cross-entropy positions
     repr_options = (
         "dice_weight",
         "ce_weight",

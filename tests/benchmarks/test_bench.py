@@ -116,9 +116,11 @@ def test_bench_normalize_quick_runs_on_two_processes(tmp_path: Path):
         "-m", "benchmarks.bench_normalize", "--quick", "--out", tmp_path, cwd=REPO, timeout=300
     )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    (row,) = json.loads((tmp_path / "bench_normalize.json").read_text())["rows"]
-    assert row["batch ms / step"] > 0 and row["global ms / step"] > 0
-    assert row["global / batch"] > 0
+    rows = json.loads((tmp_path / "bench_normalize.json").read_text())["rows"]
+    assert [row["loss"] for row in rows] == ["cross_entropy", "contrastive"]
+    for row in rows:
+        assert row["batch ms / step"] > 0 and row["global ms / step"] > 0
+        assert row["global / batch"] > 0
 
 
 def test_bench_kernels_quick_times_every_kernel_against_its_plain_version(tmp_path: Path):
