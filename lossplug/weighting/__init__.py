@@ -1,5 +1,6 @@
 """Loss weighting for :class:`~lossplug.CompositeLoss`: schedules and learned weights."""
 
+from lossplug.weighting.aligned import AlignedMTL
 from lossplug.weighting.base import LearnedWeighting
 from lossplug.weighting.dwa import DynamicWeightAverage
 from lossplug.weighting.schedules import Constant, Cosine, Linear, Step, WeightSchedule
@@ -7,10 +8,11 @@ from lossplug.weighting.uncertainty import UncertaintyWeighting
 
 #: ``weighting=`` names of :class:`~lossplug.CompositeLoss`; ``"fixed"`` learns nothing.
 WEIGHTINGS: dict[str, type[LearnedWeighting]] = {
-    cls.name: cls for cls in (UncertaintyWeighting, DynamicWeightAverage)
+    cls.name: cls for cls in (UncertaintyWeighting, DynamicWeightAverage, AlignedMTL)
 }
 
 __all__ = [
+    "AlignedMTL",
     "Constant",
     "Cosine",
     "DynamicWeightAverage",

@@ -19,6 +19,8 @@ class LearnedWeighting(nn.Module):
     """
 
     name: ClassVar[str]
+    #: whether :meth:`observe` needs the shared representation (``CompositeLoss(shared=...)``).
+    needs_shared: ClassVar[bool] = False
 
     def __init__(self, num_terms: int) -> None:
         super().__init__()
@@ -31,6 +33,15 @@ class LearnedWeighting(nn.Module):
     def regularizer(self) -> Tensor | None:
         """A term the total adds besides the weighted losses, or ``None``."""
         return None
+
+    def observe(self, values: Tensor, shared: Tensor | None = None) -> None:
+        """See a training batch's unweighted term values (K,), graph attached; no-op here.
+
+        :class:`~lossplug.CompositeLoss` calls it before it forms a training total (gradients
+        enabled and the values carrying a graph), with the terms stacked in term order
+        (``torch.stack``) and, for a weighting that :attr:`needs_shared`, the batch's shared
+        representation; :meth:`factors` then gives that batch's factors.
+        """
 
     def end_epoch(self, epoch_means: Tensor) -> None:
         """Adapt to a training epoch's mean of each term, shape ``(num_terms,)``; no-op here."""
