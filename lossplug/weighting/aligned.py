@@ -91,13 +91,35 @@ class AlignedMTL(LearnedWeighting):
     so the update equals that process's. The rows a ``DistributedSampler`` repeats to even out
     the processes are in the Gram matrix, as they are in the step: the factors are those of the
     gradients the step applies. Every process must form a training total at every step (as
-    DDP's backward requires); the collective does not depend on the data.
+    DDP's backward requires); the collective does not depend on the data. With
+    ``normalize_loss="global"`` and processes whose terms cover different numbers of items, the
+    step weighs each process by its count but the summed Gram matrix weighs them alike: the
+    factors are then those of the mean over processes, not exactly those of the step.
 
     **Gradient accumulation**: each micro-batch gets its own factors (its own Gram matrix and
     ``all_reduce``); ``train/loss_weight/{name}`` shows the last micro-batch's.
 
     Args:
         num_terms: how many terms are weighted.
+
+    Example:
+        >>> from lossplug import CompositeLoss
+        >>> from lossplug.losses import CrossEntropyLoss, MSELoss
+        >>> loss = CompositeLoss(
+        ...     {"digit": CrossEntropyLoss(), "ink": MSELoss()},
+        ...     inputs={
+        ...         "digit": {"pred": "digit", "target": "digit"},
+        ...         "ink": {"pred": "ink", "target": "ink"},
+        ...     },
+        ...     weighting="aligned_mtl",
+        ...     shared="features",
+        ... )
+        >>> z = torch.randn(8, 16, requires_grad=True)  # the shared features of a batch
+        >>> out = {"digit": z @ torch.randn(16, 10), "ink": z @ torch.randn(16), "features": z}
+        >>> target = {"digit": torch.randint(0, 10, (8,)), "ink": torch.randn(8)}
+        >>> loss(out, target).backward()  # the total with this batch's weights
+        >>> bool(loss.learned.factors().norm() <= 2**0.5)
+        True
     """
 
     name = "aligned_mtl"
