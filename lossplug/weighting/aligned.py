@@ -36,6 +36,9 @@ Properties the implementation relies on:
   the alignment and keeps the factor 1, so its own parameters still train with its weight.
 - A non-finite :math:`M` (a non-finite term) gives factors 1 for that batch; the non-finite
   policy of :class:`~lossplug.LossPlugMixin` then decides about the step.
+- ``torch.compile``: the backward of a compiled forward is one node, so the path from a head
+  to :math:`z` cannot be taken on its own when the encoder and the heads are compiled
+  together (a clear error says so); compile them apart (``model.encoder = torch.compile(...)``).
 
 **Why Aligned-MTL and not IMTL-G** (Liu et al. 2021, "Towards Impartial Multi-task Learning",
 ICLR): both need only the inner products of the terms' gradients, so both fit a Gram matrix of
@@ -205,7 +208,9 @@ def shared_gram(owner: str, values: Tensor, shared: Tensor) -> Tensor:
         raise ValueError(
             f"{owner}: no term depends on the shared representation (CompositeLoss option "
             "'shared'); give the model output every head reads, the tensor itself rather than "
-            "a copy or a detached one"
+            "a copy or a detached one. Under torch.compile, compile the shared layers and the "
+            "heads apart (a compiled forward is one node of the graph: no term reaches its "
+            "intermediate outputs on its own)"
         )
     dtype = torch.promote_types(shared.dtype, torch.float32)
     rows = [

@@ -20,6 +20,7 @@ from lightning.pytorch.loggers import TensorBoardLogger
 from multitask_cases import (
     TERMS,
     TwoHeads,
+    aligned_loss,
     dataset,
     procrustes_weights,
     reference_steps,
@@ -221,3 +222,21 @@ def test_shared_naming_no_output_stops_training_at_the_first_batch(compose_train
     with pytest.raises(ValueError, match=re.escape(message)):
         job.trainer.fit(job.model, datamodule=job.datamodule)
     assert job.trainer.global_step == 0
+
+
+# -- torch.compile ----------------------------------------------------------------------------
+
+
+@pytest.mark.slow  # two compilations
+def test_a_compiled_encoder_gives_the_eager_weights_and_a_whole_compiled_forward_a_clear_error():
+    x, value, label = dataset(12, torch.float32).tensors
+    target = {"value": value, "class": label}
+    eager, compiled = aligned_loss(), aligned_loss()
+    model = TwoHeads()
+    eager.total(eager.components(model(x), target))
+    model.encoder = torch.compile(model.encoder)
+    compiled.total(compiled.components(model(x), target))
+    torch.testing.assert_close(compiled.learned.factors(), eager.learned.factors())
+    whole = torch.compile(TwoHeads().forward)
+    with pytest.raises(ValueError, match=r"Under torch.compile, compile the shared layers and"):
+        compiled.total(compiled.components(whole(x), target))
