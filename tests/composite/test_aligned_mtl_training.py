@@ -22,6 +22,7 @@ from multitask_cases import (
     TwoHeads,
     aligned_loss,
     dataset,
+    initial_params,
     procrustes_weights,
     reference_steps,
     reference_weights,
@@ -54,8 +55,9 @@ def global_batch(data: TensorDataset, step: int, drop_repeat: bool = False):
 
 
 @pytest.mark.slow
-def test_two_processes_take_one_process_s_step_on_the_global_batch(tmp_path):
-    result = run_python(JOB, tmp_path, cwd=tmp_path, timeout=240)  # a hang fails
+@pytest.mark.parametrize("accumulate", [1, 2])  # 2 steps; 1 step of 2 micro-batches
+def test_two_processes_take_one_process_s_step_on_the_global_batch(tmp_path, accumulate):
+    result = run_python(JOB, tmp_path, accumulate, cwd=tmp_path, timeout=240)  # a hang fails
     assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
     ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
     data = dataset(SIZE)
@@ -67,7 +69,9 @@ def test_two_processes_take_one_process_s_step_on_the_global_batch(tmp_path):
             assert inputs == expected.tolist()
 
     assert ranks[0]["weights"] == ranks[1]["weights"]  # bit for bit
-    records, params = reference_steps([global_batch(data, step) for step in (0, 1)])
+    batches = [global_batch(data, step) for step in (0, 1)]
+    steps = [batches] if accumulate == 2 else [[batch] for batch in batches]
+    records, params = reference_steps(steps)
     for got, record in zip(ranks[0]["weights"], records, strict=True):
         assert got == pytest.approx(record["weights"], rel=1e-9)
     for name, values in params.items():
@@ -75,14 +79,11 @@ def test_two_processes_take_one_process_s_step_on_the_global_batch(tmp_path):
             assert report["params"][name] == pytest.approx(values.reshape(-1).tolist(), abs=1e-6)
 
     # what the all_reduce and keeping the repeat change, so that the checks above can fail
-    local = reference_weights(params_after_first_step(data), rows(data, layout[1][6:12]))
+    params = initial_params() if accumulate == 2 else reference_steps(steps[:1])[1]
+    local = reference_weights(params, rows(data, layout[1][6:12]))
     assert not np.allclose(local, ranks[0]["weights"][1], rtol=1e-3)
-    without = reference_weights(params_after_first_step(data), global_batch(data, 1, True))
+    without = reference_weights(params, global_batch(data, 1, True))
     assert not np.allclose(without, ranks[0]["weights"][1], rtol=1e-6)
-
-
-def params_after_first_step(data: TensorDataset) -> dict[str, torch.Tensor]:
-    return reference_steps([global_batch(data, 0)])[1]
 
 
 def scalars(log_dir) -> dict[str, dict[int, float]]:
@@ -107,7 +108,7 @@ def test_weights_and_gradient_diagnostics_are_logged_in_one_trainer_run(tmp_path
     trainer.fit(TwoHeads(data=data))
     logged = scalars(tmp_path / "run" / "version_0")
     batches = [rows(data, list(range(step * 6, step * 6 + 6))) for step in range(3)]
-    records, _ = reference_steps(batches)
+    records, _ = reference_steps([[batch] for batch in batches])
     for k, name in enumerate(TERMS):
         weights = logged[f"train/loss_weight/{name}"]
         norms = logged[f"train/grad_norm/{name}"]

@@ -107,30 +107,39 @@ def reference_weights(params: dict[str, Tensor], batch: tuple[Tensor, ...]) -> n
     return procrustes_weights(torch.stack(rows).numpy())
 
 
-def reference_steps(
-    batches: list[tuple[Tensor, ...]], lr: float = LR
-) -> tuple[list[dict[str, object]], dict[str, Tensor]]:
-    """SGD on ``sum_i alpha_i L_i`` over ``batches``, one process: each step's record, the result.
+def _norms(weights: np.ndarray, terms: list[Tensor], params: list[Tensor]) -> list[float]:
+    """Each weighted term's gradient norm on ``params`` (a term may skip a head)."""
+    norms = []
+    for weight, term in zip(weights, terms, strict=True):
+        grads = torch.autograd.grad(weight * term, params, retain_graph=True, allow_unused=True)
+        norms.append(torch.cat([g.reshape(-1) for g in grads if g is not None]).norm().item())
+    return norms
 
-    A step's record holds the weights ``alpha`` and, per term, the norm of the gradient of
-    ``alpha_i L_i`` on every parameter (what gradient diagnostics log).
+
+def reference_steps(
+    steps: list[list[tuple[Tensor, ...]]], lr: float = LR
+) -> tuple[list[dict[str, object]], dict[str, Tensor]]:
+    """SGD in one process, each step on the mean over its micro-batches of ``sum_i alpha_i L_i``.
+
+    ``steps`` holds each optimizer step's micro-batches; every micro-batch has its own weights
+    ``alpha``, from the parameters of its step. Returns a record per micro-batch, in order (its
+    weights and, per term, the norm of the gradient of ``alpha_i L_i`` on every parameter: what
+    gradient diagnostics log), and the parameters after the last step.
     """
     params = initial_params()
     records = []
-    for batch in batches:
-        weights = reference_weights(params, batch)
+    for micro_batches in steps:
         leaves = {name: p.clone().requires_grad_(True) for name, p in params.items()}
-        _, terms = _terms(leaves, *batch)
-        norms = []
-        for weight, term in zip(weights, terms, strict=True):
-            grads = torch.autograd.grad(
-                weight * term, list(leaves.values()), retain_graph=True, allow_unused=True
-            )
-            norms.append(torch.cat([g.reshape(-1) for g in grads if g is not None]).norm().item())
-        total = sum(weight * term for weight, term in zip(weights, terms, strict=True))
-        grads = torch.autograd.grad(total, list(leaves.values()))
+        mean = 0.0
+        for batch in micro_batches:
+            weights = reference_weights(params, batch)
+            _, terms = _terms(leaves, *batch)
+            norms = _norms(weights, terms, list(leaves.values()))
+            records.append({"weights": weights.tolist(), "norms": norms})
+            total = sum(weight * term for weight, term in zip(weights, terms, strict=True))
+            mean = mean + total / len(micro_batches)
+        grads = torch.autograd.grad(mean, list(leaves.values()))
         params = {
             name: (p - lr * g).detach() for (name, p), g in zip(params.items(), grads, strict=True)
         }
-        records.append({"weights": weights.tolist(), "norms": norms})
     return records, params
