@@ -35,6 +35,7 @@ METHODS: dict[str, tuple[str, ...]] = {
     "uncertainty": ("loss.weighting=uncertainty",),
     "dwa": ("loss.weighting=dwa",),
     "famo": ("loss.weighting=famo",),
+    "aligned_mtl": ("loss.weighting=aligned_mtl",),
 }
 #: the validation curves plotted, with their axis labels.
 CURVES = {"val/acc": "digit accuracy (validation)", "val/ink_mae": "ink mass MAE (validation)"}

@@ -22,6 +22,10 @@ optional activation) and :math:`R` is the learned weighting's regulariser, if an
   from each training batch's values and logits :math:`\xi` that learn, once per optimizer
   step, from how fast each term falls, see :mod:`lossplug.weighting.famo`; it multiplies
   the (scheduled) weights.
+- ``weighting="aligned_mtl"`` (Senushkin et al. 2023, on the shared representation): each
+  training batch's :math:`\lambda_i` from the Gram matrix of the terms' gradients on the model
+  output named by ``shared``, see :mod:`lossplug.weighting.aligned`; it multiplies the
+  (scheduled) weights.
 
 Each term is evaluated once; :meth:`CompositeLoss.components` returns the unweighted
 :math:`L_i` by name (what is logged as ``{stage}/loss/{name}``) and the total is formed from
@@ -30,6 +34,7 @@ them by :meth:`CompositeLoss.total`, so logging the parts never costs a second f
 
 from __future__ import annotations
 
+import functools
 import inspect
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -38,7 +43,13 @@ import torch
 from torch import Tensor, nn
 
 from lossplug._validation import check_choice
-from lossplug.composite.routing import Route, Selector, parse_route
+from lossplug.composite.routing import (
+    Route,
+    Selector,
+    check_selector,
+    parse_route,
+    select_part,
+)
 from lossplug.losses.base import LossModule, MultiTermLoss, batch_count
 from lossplug.registry import UnknownLossError, build_loss, register_loss
 from lossplug.weighting import WEIGHTINGS, Constant, LearnedWeighting
@@ -63,7 +74,8 @@ class CompositeLoss(MultiTermLoss):
             mapping such as ``{schedule: linear, initial: 0.0, final: 1.0, end: 5}`` (see
             :mod:`lossplug.weighting.schedules`). Names missing here weigh 1.
         weighting: ``"fixed"`` (the weights as given), ``"uncertainty"``, ``"dwa"`` or
-            ``"famo"`` (learned factors multiplying the weights; see the module docstring).
+            ``"famo"`` or ``"aligned_mtl"`` (learned factors multiplying the weights; see the
+            module docstring).
         temperature: DWA's softmax temperature (``None``: 2); only with ``weighting="dwa"``.
         model_terms: names of terms the model computes itself (a VAE's KL divergence, an
             auxiliary or regularisation loss), given to :meth:`total` beside the loss terms'
@@ -79,14 +91,20 @@ class CompositeLoss(MultiTermLoss):
         weighting_options: options of the learned weighting, passed to its class:
             ``{"lr": 0.025, "weight_decay": 0.01}`` for ``"famo"``
             (:class:`~lossplug.weighting.FAMOWeighting`).
+        shared: the key of a dict output (or index of a tuple/list output) holding the shared
+            representation every head reads, for a weighting that differentiates on it
+            (``"aligned_mtl"``, which needs it); ``None``: none. Other weightings ignore it,
+            so a config may name it whatever the weighting. Read like a route: a key the model
+            does not produce fails at the first batch.
 
     Raises:
         ValueError: if there are no terms, a model term has a loss term's name, an option
             names no term, a weight or schedule is
             invalid (the message names the term and option and lists the valid ones), terms
             reading the same output expect different inputs, a route's activation does
-            not give what its term expects, or the learned weighting does not take an
-            option or its value.
+            not give what its term expects, the learned weighting does not take an option
+            or its value, or the weighting needs ``shared`` and it is not given.
+        TypeError: if ``shared`` is neither a str, an int nor ``None``.
 
     Example:
         >>> from lossplug.losses import L1Loss, MSELoss
@@ -99,7 +117,7 @@ class CompositeLoss(MultiTermLoss):
     name = "composite"
     input_space = "values"
     separate_counts = True  # each term counts its own items
-    repr_options = ("weights", "weighting", "model_terms")
+    repr_options = ("weights", "weighting", "model_terms", "shared")
 
     term_weights: Tensor
 
@@ -112,6 +130,7 @@ class CompositeLoss(MultiTermLoss):
         inputs: Mapping[str, Route | Mapping[str, Any]] | None = None,
         model_terms: Sequence[str] = (),
         weighting_options: Mapping[str, Any] | None = None,
+        shared: Selector = None,
     ) -> None:
         super().__init__()
         if not terms:
@@ -141,8 +160,10 @@ class CompositeLoss(MultiTermLoss):
             name: parse_route(self.name, name, spec, self.terms[name].input_space)
             for name, spec in self._per_term("inputs", inputs, Route(), tuple(self.terms)).items()
         }
+        self.shared = check_selector(self.name, "shared", shared)
         self.weighting = weighting
         self.learned = self._build_weighting(weighting, temperature, weighting_options)
+        self._shared_value: Tensor | None = None  # the training batch's, until total()
         self.input_space = self._common_input_space()
 
     # -- construction -----------------------------------------------------------------------
@@ -201,6 +222,12 @@ class CompositeLoss(MultiTermLoss):
                     "and in option 'weighting_options'; give one"
                 )
             options["temperature"] = temperature
+        if WEIGHTINGS[weighting].needs_shared and self.shared is None:
+            raise ValueError(
+                f"{self.name}: weighting={weighting!r} needs option 'shared', the key (or "
+                "index) of the model output holding the shared representation every head "
+                "reads (shared: features for a model returning {..., 'features': z}); got none"
+            )
         return WEIGHTINGS[weighting](len(self.names), **options)
 
     def _common_input_space(self) -> str:
@@ -238,6 +265,7 @@ class CompositeLoss(MultiTermLoss):
 
     def components(self, pred: Any, target: Any) -> dict[str, Tensor]:
         """Each term's unweighted value on its route, by name."""
+        self._keep_shared(pred)
         return {
             name: term(*self.routes[name].select(self.name, name, pred, target))
             for name, term in self.terms.items()
@@ -247,6 +275,7 @@ class CompositeLoss(MultiTermLoss):
         self, pred: Any, target: Any
     ) -> tuple[dict[str, Tensor], dict[str, Tensor | int]]:
         """Each term's value and count (a term of several components counts samples)."""
+        self._keep_shared(pred)
         values: dict[str, Tensor] = {}
         counts: dict[str, Tensor | int] = {}
         for name, term in self.terms.items():
@@ -265,24 +294,56 @@ class CompositeLoss(MultiTermLoss):
     def total(self, components: Mapping[str, Tensor]) -> Tensor:
         """The weighted sum of the components, plus the learned weighting's regulariser.
 
-        Works on a batch's components and on epoch means alike. A training batch's (grad on,
-        values with a graph) is first shown to the learned weighting, whose factors may
-        depend on it (:meth:`~lossplug.weighting.LearnedWeighting.observe`).
+        Works on a batch's components and on epoch means alike. A training batch's
+        (gradients enabled, values with a graph) is shown to the learned weighting first
+        (:meth:`~lossplug.weighting.LearnedWeighting.observe`), so its factors may be the
+        batch's own.
+
+        Raises:
+            ValueError: for a training batch without every term, or without the shared
+                representation a weighting needs (the terms not computed by
+                :meth:`components` or :meth:`measured_components` first).
         """
-        self._observe(components)
+        if self.learned is not None and torch.is_grad_enabled():
+            self._observe(components)
         total = super().total(components)
         regularizer = self.learned.regularizer() if self.learned is not None else None
         return total if regularizer is None else total + regularizer
 
-    def _observe(self, components: Mapping[str, Tensor]) -> None:
-        """Show the learned weighting a training batch's values of every term, if any."""
-        if self.learned is None or not torch.is_grad_enabled():
+    def _keep_shared(self, pred: Any) -> None:
+        """Keep the batch's shared representation for a weighting that differentiates on it.
+
+        It is selected on every batch (a wrong key fails at the first, validation included)
+        and kept only where gradients are enabled, until :meth:`total` hands it over.
+        """
+        if self.learned is None or not self.learned.needs_shared:
             return
-        values = [components.get(name) for name in self.names]
-        if all(value is not None for value in values):
-            stacked = torch.stack(values)
-            if stacked.requires_grad:
-                self.learned.observe(stacked)
+        reader = f"weighting {self.weighting!r}"
+        shared = select_part(self.name, reader, "shared", "pred", pred, self.shared)
+        self._shared_value = shared if torch.is_grad_enabled() else None
+
+    def _observe(self, components: Mapping[str, Tensor]) -> None:
+        """Show a training batch's terms (and shared representation) to the learned weighting."""
+        shared, self._shared_value = self._shared_value, None
+        if not any(value.requires_grad for value in components.values()) and shared is None:
+            return  # epoch means, or a user's values without a graph
+        missing = [name for name in self.names if name not in components]
+        if missing:
+            raise ValueError(
+                f"{self.name}: weighting={self.weighting!r} needs every term of a training "
+                f"batch to form its total; missing {missing}"
+            )
+        if self.learned.needs_shared and (shared is None or not shared.requires_grad):
+            got = "none kept (compute the terms with components() or measured_components())"
+            if shared is not None:
+                got = "a tensor without a graph (requires_grad is False; a detached output?)"
+            raise ValueError(
+                f"{self.name}: weighting={self.weighting!r} differentiates the terms on "
+                f"pred[{self.shared!r}] (option 'shared'), but got {got}"
+            )
+        values = [components[name] for name in self.names]
+        dtype = functools.reduce(torch.promote_types, (value.dtype for value in values))
+        self.learned.observe(torch.stack([value.to(dtype) for value in values]), shared)
 
     # -- weights that change ----------------------------------------------------------------
 

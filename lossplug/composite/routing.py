@@ -44,8 +44,9 @@ class Route:
             ValueError: if the output or target has no such key or index; the message names
                 the term, the key and the available keys or length.
         """
-        pred = _select(owner, term, "pred", pred, self.pred)
-        target = _select(owner, term, "target", target, self.target)
+        reader = f"term {term!r}"
+        pred = select_part(owner, reader, f"inputs.{term}.pred", "pred", pred, self.pred)
+        target = select_part(owner, reader, f"inputs.{term}.target", "target", target, self.target)
         if self.activation == "sigmoid":
             pred = pred.sigmoid()
         elif self.activation is not None:
@@ -53,8 +54,21 @@ class Route:
         return pred, target
 
 
-def _select(owner: str, term: str, what: str, value: Any, key: Selector) -> Any:
-    """``value[key]`` for a dict, tuple or list, with an error that says what there is."""
+def select_part(owner: str, reader: str, option: str, what: str, value: Any, key: Selector) -> Any:
+    """``value[key]`` for a dict, tuple or list, with an error that says what there is.
+
+    Args:
+        owner: the loss named in messages.
+        reader: who reads the part, in messages (``"term 'dice'"``).
+        option: the option that names the part (``"inputs.dice.pred"``).
+        what: ``"pred"`` or ``"target"``.
+        value: the whole output or target.
+        key: a key, an index, or ``None`` for all of ``value``.
+
+    Raises:
+        ValueError: if ``value`` has no such key or index; the message names the reader, the
+            option, the key and the available keys or length.
+    """
     if key is None:
         return value
     if isinstance(value, Mapping):
@@ -68,9 +82,17 @@ def _select(owner: str, term: str, what: str, value: Any, key: Selector) -> Any:
     else:
         available = f"it is a single {type(value).__name__}, not a dict, tuple or list"
     raise ValueError(
-        f"{owner}: term {term!r} reads {what}[{key!r}] (option 'inputs.{term}.{what}'), "
-        f"but {available}"
+        f"{owner}: {reader} reads {what}[{key!r}] (option {option!r}), but {available}"
     )
+
+
+def check_selector(owner: str, option: str, key: object) -> Selector:
+    """A key (str), an index (int) or ``None``, else a ``TypeError`` naming ``option``."""
+    if isinstance(key, bool) or not isinstance(key, (int, str, type(None))):
+        raise TypeError(
+            f"{owner}: option {option!r} must be a key (str), an index (int) or null, got {key!r}"
+        )
+    return key
 
 
 def parse_route(owner: str, name: str, spec: Route | Mapping[str, Any], expects: str) -> Route:
@@ -103,12 +125,7 @@ def parse_route(owner: str, name: str, spec: Route | Mapping[str, Any], expects:
             )
         spec = Route(**spec)
     for what in ("pred", "target"):
-        key = getattr(spec, what)
-        if isinstance(key, bool) or not isinstance(key, (int, str, type(None))):
-            raise TypeError(
-                f"{owner}: option '{option}.{what}' must be a key (str), an index (int) "
-                f"or null, got {key!r}"
-            )
+        check_selector(owner, f"{option}.{what}", getattr(spec, what))
     if spec.activation is not None:
         check_choice(owner, f"{option}.activation", spec.activation, (*ACTIVATIONS, None))
         gives = ACTIVATIONS[spec.activation]

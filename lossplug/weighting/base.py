@@ -19,6 +19,8 @@ class LearnedWeighting(nn.Module):
     """
 
     name: ClassVar[str]
+    #: whether :meth:`observe` needs the shared representation (``CompositeLoss(shared=...)``).
+    needs_shared: ClassVar[bool] = False
 
     def __init__(self, num_terms: int) -> None:
         super().__init__()
@@ -35,9 +37,10 @@ class LearnedWeighting(nn.Module):
     def observe(self, values: Tensor, shared: Tensor | None = None) -> None:
         """See a training batch's unweighted term values ``(K,)``, graph attached; no-op here.
 
-        :class:`~lossplug.CompositeLoss` calls it from its ``total`` before it forms a
-        training total (grad enabled, values with a graph), so factors that depend on the
-        batch are set before they are used; it passes ``shared=None``.
+        :class:`~lossplug.CompositeLoss` calls it before it forms a training total (gradients
+        enabled and the values carrying a graph), with the terms stacked in term order
+        (``torch.stack``) and, for a weighting that :attr:`needs_shared`, the batch's shared
+        representation; :meth:`factors` then gives that batch's factors.
         """
 
     def set_progress(self, epoch: int, step: int) -> None:

@@ -6,6 +6,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 import lightning as L
+import torch
 import torch.distributed as dist
 from lightning.pytorch.strategies import DDPStrategy
 
@@ -29,6 +30,19 @@ def two_rank_cpu_trainer(*, sampler: bool = True, **options: object) -> L.Traine
     if not sampler:
         settings["use_distributed_sampler"] = False
     return L.Trainer(**{**settings, **options})
+
+
+def sampler_indices(size: int, seed: int, rank: int, world_size: int = 2) -> list[int]:
+    """The dataset indices Lightning's ``DistributedSampler`` gives ``rank`` in epoch 0.
+
+    Written out as torch lays them out for a shuffled training loader seeded by
+    ``seed_everything(seed)``: a permutation of the ``size`` indices from a generator seeded
+    ``seed``, padded to a multiple of the processes with its own first indices again, rank
+    ``r`` taking every ``world_size``-th place from ``r`` (so a repeat comes last).
+    """
+    order = torch.randperm(size, generator=torch.Generator().manual_seed(seed)).tolist()
+    padded = order + order[: -size % world_size]
+    return padded[rank::world_size]
 
 
 @contextmanager

@@ -6,12 +6,10 @@ Each of the 2 ranks trains one optimizer step of 3 micro-batches (``accumulate_g
 with uneven numbers of ignored targets, in float64, with SGD. Two shardings:
 
 - ``sampler``: Lightning's defaults, its ``DistributedSampler`` over one dataset of 29 samples
-  in batches of 5. Written out here as torch's sampler lays out epoch 0 (Lightning shuffles a
-  training loader, with the seed of ``seed_everything``, which the job sets to
-  :data:`SEED`): a permutation of the 29 indices from a generator seeded :data:`SEED`, padded
-  to 30 with its own first index again, rank ``r`` taking every
-  other one from ``r``; rank 1's last micro-batch ends on that repeat, which the step trains
-  on too.
+  in batches of 5, laid out as torch's sampler does in epoch 0 (Lightning shuffles a
+  training loader, with the seed of ``seed_everything``, which the job sets to :data:`SEED`;
+  :func:`ddp_cpu.sampler_indices`): 29 indices padded to 30 with the permutation's first
+  index again; rank 1's last micro-batch ends on that repeat, which the step trains on too.
 - ``own``: each rank its own micro-batches of uneven sizes (6, 4, 5 and 3, 7, 2), no
   distributed sampler.
 
@@ -31,6 +29,7 @@ from collections.abc import Callable
 import lightning as L
 import torch
 import torch.nn.functional as F
+from ddp_cpu import sampler_indices
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, TensorDataset
 
@@ -67,9 +66,7 @@ def micro_batches(sharding: str, rank: int) -> list[Batch]:
     """Rank ``rank``'s micro-batches of the step, in order: inputs (float64) and targets."""
     if sharding == "sampler":
         x, y = dataset()
-        order = torch.randperm(SAMPLES, generator=torch.Generator().manual_seed(SEED)).tolist()
-        padded = [*order, order[0]]  # to a multiple of the 2 ranks, from the start
-        mine = torch.tensor(padded[rank::2])
+        mine = torch.tensor(sampler_indices(SAMPLES, SEED, rank))
         return [(x[part], y[part]) for part in mine.split(BATCH)]
     generator = torch.Generator().manual_seed(rank)
     batches = []
