@@ -2,7 +2,7 @@
 #   make train   create .venv, install the pinned environment, run the default job
 #   make test    create .venv (if needed), install, run the whole test suite
 #   make docs    build the documentation site into site/, every warning an error
-#   make bench   the loss, kernel and normalize_loss benchmarks behind the docs (~12 min)
+#   make bench   the loss, kernel, normalize_loss and weighting benchmarks behind the docs
 #   make dist    build the sdist and the wheel into dist/ and check them with twine
 #   make cluster-docs  run docs/cluster.md's commands on a one-node Slurm cluster (root, ~5 min)
 VENV ?= .venv
@@ -35,6 +35,7 @@ bench: install
 	$(STEADY_HEAP) $(PY) -m benchmarks.bench_losses --threads 1
 	$(STEADY_HEAP) $(PY) -m benchmarks.bench_kernels --threads 1
 	$(STEADY_HEAP) $(PY) -m benchmarks.bench_normalize
+	$(STEADY_HEAP) $(PY) -m benchmarks.bench_weighting --threads 1
 
 # twine in an environment of its own: it brings rich, with which Lightning would switch its
 # progress bar and model summary in the development environment

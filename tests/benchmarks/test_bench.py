@@ -123,16 +123,20 @@ def test_bench_normalize_quick_runs_on_two_processes(tmp_path: Path):
         assert row["global / batch"] > 0
 
 
-def test_bench_aligned_mtl_quick_times_both_weightings(tmp_path: Path):
+def test_bench_weighting_quick_times_each_weighting_against_fixed(tmp_path: Path):
     result = run_python(
-        "-m", "benchmarks.bench_aligned_mtl", "--quick", "--out", tmp_path, cwd=REPO, timeout=300
+        "-m", "benchmarks.bench_weighting", "--quick", "--out", tmp_path, cwd=REPO, timeout=300
     )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    rows = json.loads((tmp_path / "bench_aligned_mtl.json").read_text())["rows"]
-    assert [row["encoder"] for row in rows] == ["small (64-256-64)", "deep (64-1024x3-64)"]
+    rows = json.loads((tmp_path / "bench_weighting.json").read_text())["rows"]
+    assert [(row["encoder"], row["weighting"]) for row in rows] == [
+        (encoder, weighting)
+        for encoder in ("small (64-256-64)", "deep (64-1024x3-64)")
+        for weighting in ("famo", "aligned_mtl")
+    ]
     for row in rows:
-        assert row["fixed ms / step"] > 0 and row["aligned_mtl ms / step"] > 0
-        assert row["ratio"] > 0
+        assert row["fixed ms / step"] > 0 and row["ms / step"] > 0
+        assert row["ratio"] == pytest.approx(row["ms / step"] / row["fixed ms / step"], rel=0.5)
 
 
 def test_bench_kernels_quick_times_every_kernel_against_its_plain_version(tmp_path: Path):

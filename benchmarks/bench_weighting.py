@@ -1,25 +1,28 @@
-"""What ``weighting="aligned_mtl"`` costs per training step, against fixed weights.
+"""What the per-batch weightings ``famo`` and ``aligned_mtl`` cost per training step, against fixed.
 
 A multi-task MLP on the digits' input size: an encoder ``64 -> width -> ... -> 64`` (tanh) gives
 the shared features ``z``, read by a 10-class head (cross-entropy) and a regression head (mean
 squared error); batch 64, SGD, one process, plain PyTorch (no Trainer: the weighting's own
 cost, undiluted by Lightning's). A step is forward, ``CompositeLoss.components`` and
-``total``, backward and the optimizer step, with the same loss module once with
-``weighting="fixed"`` and once with ``weighting="aligned_mtl"`` (one backward pass per term
-from the loss to ``z``, a 2 x 2 Gram matrix and its eigendecomposition). Two encoders: a small
-one (one hidden layer of 256) and a deep one (three of 1024): the extra work goes through the
-heads only, so the deeper the encoder, the smaller the ratio.
+``total``, backward and the optimizer step, with the same composite loss under
+``weighting="fixed"``, ``"famo"`` (a few operations on the 2 term values, and the logits'
+update) and ``"aligned_mtl"`` (one backward pass per term from the loss to ``z``, a 2 x 2 Gram
+matrix and its eigendecomposition). Two encoders: a small one (one hidden layer of 256) and a
+deep one (three of 1024): the extra work never goes through the encoder, so the deeper the
+encoder, the smaller the ratio.
 
-The two weightings are sampled in turn (:func:`benchmarks.benchkit.time_steps`); a ratio is
-the median of side-by-side ratios, with its quartiles.
+The weightings are sampled in turn (:func:`benchmarks.benchkit.time_steps`); a ratio is the
+median of side-by-side ratios against ``fixed``, with its quartiles. A complete run writes the
+table into ``docs/performance/weighting.md``, which ``docs/weighting.md`` includes.
 
-    python -m benchmarks.bench_aligned_mtl          # bench_results/bench_aligned_mtl.{json,md}
-    python -m benchmarks.bench_aligned_mtl --quick  # a smoke run
+    python -m benchmarks.bench_weighting --threads 1  # bench_results/bench_weighting.{json,md}
+    python -m benchmarks.bench_weighting --quick      # a smoke run
 """
 
 from __future__ import annotations
 
 import itertools
+from pathlib import Path
 
 import torch
 from torch import Tensor, nn
@@ -34,11 +37,14 @@ from benchmarks.benchkit import (
 )
 from lossplug import CompositeLoss
 from lossplug.losses import CrossEntropyLoss, MSELoss
+from lossplug.report.tables import markdown_table
 
 BATCH, FEATURES, SHARED = 64, 64, 64
 #: encoder hidden widths by name
 ENCODERS = {"small (64-256-64)": (256,), "deep (64-1024x3-64)": (1024, 1024, 1024)}
-WEIGHTINGS = ("fixed", "aligned_mtl")
+WEIGHTINGS = ("fixed", "famo", "aligned_mtl")
+LEARNED = WEIGHTINGS[1:]
+DOCS = Path(__file__).resolve().parent.parent / "docs" / "performance"
 
 
 class MultiTask(nn.Module):
@@ -94,7 +100,7 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     device = torch.device("cpu")
-    header = ["encoder", "fixed ms / step", "aligned_mtl ms / step", "ratio", "ratio quartiles"]
+    header = ["encoder", "weighting", "ms / step", "fixed ms / step", "ratio", "ratio quartiles"]
     rows = []
     for encoder, hidden in ENCODERS.items():
         torch.manual_seed(0)
@@ -108,19 +114,21 @@ def main() -> None:
             warmup=args.warmup,
             min_sample_s=args.min_sample_s,
         )
-        factors = losses["aligned_mtl"].learned.factors()
-        assert torch.isfinite(factors).all() and not torch.equal(factors, torch.ones(2))
-        first, ratio, third = paired_ratio_quartiles(samples["aligned_mtl"], samples["fixed"])
         median_ms = {name: 1e3 * sorted(times)[len(times) // 2] for name, times in samples.items()}
-        rows.append(
-            [
-                encoder,
-                round(median_ms["fixed"], 3),
-                round(median_ms["aligned_mtl"], 3),
-                round(ratio, 3),
-                f"{first:.3f}-{third:.3f}",
-            ]
-        )
+        for weighting in LEARNED:
+            factors = losses[weighting].learned.factors()
+            assert torch.isfinite(factors).all() and not torch.equal(factors, torch.ones(2))
+            first, ratio, third = paired_ratio_quartiles(samples[weighting], samples["fixed"])
+            rows.append(
+                [
+                    encoder,
+                    weighting,
+                    round(median_ms[weighting], 3),
+                    round(median_ms["fixed"], 3),
+                    round(ratio, 3),
+                    f"{first:.3f}-{third:.3f}",
+                ]
+            )
     payload = {
         "machine": machine_info(device),
         "settings": {
@@ -134,10 +142,14 @@ def main() -> None:
         "rows": [dict(zip(header, row, strict=True)) for row in rows],
     }
     title = (
-        "weighting=aligned_mtl against fixed weights, per training step of a two-head MLP "
+        "famo and aligned_mtl against fixed weights, per training step of a two-head MLP "
         f"(batch {BATCH}, SGD, one process, {torch.get_num_threads()} torch thread(s))"
     )
-    write_results(args.out, "bench_aligned_mtl", payload, title, header, rows)
+    write_results(args.out, "bench_weighting", payload, title, header, rows)
+    if not args.quick:
+        machine = payload["machine"]
+        page = f"{title}; {machine['cpu']}, torch {machine['torch']}.\n\n"
+        (DOCS / "weighting.md").write_text(page + markdown_table(header, rows) + "\n")
 
 
 if __name__ == "__main__":
