@@ -120,6 +120,17 @@ def regression_inputs(shape: tuple[int, ...]) -> InputFactory:
     return make
 
 
+def quantile_inputs(shape: tuple[int, ...], levels: int) -> InputFactory:
+    """Predictions ``(*shape, levels)``, one column per quantile level, and targets ``shape``."""
+
+    def make(device: torch.device) -> tuple[Tensor, ...]:
+        gen = _generator(6)
+        pred = torch.randn(*shape, levels, generator=gen) * 2
+        return _leaf(pred, device), torch.randn(shape, generator=gen).to(device)
+
+    return make
+
+
 def class_inputs(shape: tuple[int, ...]) -> InputFactory:
     """Logits ``(N, C, *)`` and class indices ``(N, *)``; every class present in every sample."""
 
@@ -225,7 +236,30 @@ def regression_rows(sizes: Sizes) -> list[Row]:
             "eps=1e-3",
         )
     )
+    rows.append(
+        Row(
+            "quantile",
+            _size((*shape, len(QUANTILES))),
+            "torch max(tau u, (tau - 1) u)",
+            quantile_inputs(shape, len(QUANTILES)),
+            lossplug.build_loss("quantile", quantiles=QUANTILES),
+            _pinball_formula,
+            PEER_TARGET,
+            "quantiles 0.1, 0.5, 0.9; mean over items and levels",
+        )
+    )
     return rows
+
+
+#: the quantile levels of the quantile loss's row
+QUANTILES = (0.1, 0.5, 0.9)
+
+
+def _pinball_formula(pred: Tensor, target: Tensor) -> Tensor:
+    """The pinball loss as forecasting code writes it, for every level at once."""
+    tau = torch.tensor(QUANTILES, device=pred.device)
+    u = target.unsqueeze(-1) - pred
+    return torch.maximum(tau * u, (tau - 1) * u).mean()
 
 
 def _charbonnier_formula(pred: Tensor, target: Tensor, eps: float = 1e-3) -> Tensor:

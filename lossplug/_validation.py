@@ -126,6 +126,7 @@ def check_number(
     minimum: float | None = None,
     maximum: float | None = None,
     exclusive_minimum: bool = False,
+    exclusive_maximum: bool = False,
 ) -> float:
     """Validate a scalar option: a real, finite number within bounds.
 
@@ -136,6 +137,7 @@ def check_number(
         minimum: the smallest allowed value, if any.
         maximum: the largest allowed value, if any.
         exclusive_minimum: whether ``minimum`` itself is excluded.
+        exclusive_maximum: whether ``maximum`` itself is excluded.
 
     Returns:
         The value as a ``float``.
@@ -147,7 +149,7 @@ def check_number(
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise TypeError(f"{loss}: option {option!r} must be a number, got {value!r}")
     too_small = minimum is not None and (value <= minimum if exclusive_minimum else value < minimum)
-    too_large = maximum is not None and value > maximum
+    too_large = maximum is not None and (value >= maximum if exclusive_maximum else value > maximum)
     # comparisons, not math.isfinite: torch.compile(dynamic=True) passes a float option as a
     # symbolic float, which it can compare (and guard on) but not hand to math.isfinite
     finite = -math.inf < value < math.inf  # False for NaN
@@ -157,7 +159,7 @@ def check_number(
     if minimum is not None:
         bounds.append(f"{'>' if exclusive_minimum else '>='} {minimum}")
     if maximum is not None:
-        bounds.append(f"<= {maximum}")
+        bounds.append(f"{'<' if exclusive_maximum else '<='} {maximum}")
     expected = "a finite number" + (" " + " and ".join(bounds) if bounds else "")
     raise ValueError(f"{loss}: option {option!r} must be {expected}, got {value!r}")
 

@@ -22,6 +22,7 @@ from lossplug.functional.overlap import (
     tversky,
 )
 from lossplug.functional.poly import poly1, poly1_components
+from lossplug.functional.quantile import quantile_components, quantile_loss
 from lossplug.functional.regression import charbonnier, huber, l1, mse, smooth_l1
 
 __all__ = [
@@ -48,6 +49,8 @@ __all__ = [
     "mse",
     "poly1",
     "poly1_components",
+    "quantile_components",
+    "quantile_loss",
     "smooth_l1",
     "supcon",
     "supcon_components",

@@ -12,6 +12,7 @@ from lossplug.losses.metric_learning import (
     TripletLoss,
 )
 from lossplug.losses.overlap import DiceCELoss, DiceLoss, GeneralizedDiceLoss, TverskyLoss
+from lossplug.losses.quantile import QuantileLoss
 from lossplug.losses.regression import (
     CharbonnierLoss,
     HuberLoss,
@@ -41,6 +42,7 @@ __all__ = [
     "MSELoss",
     "MultiTermLoss",
     "Poly1Loss",
+    "QuantileLoss",
     "SmoothL1Loss",
     "SupConLoss",
     "TripletLoss",

@@ -34,6 +34,7 @@ LOSS_EXPERIMENTS = [
     ("huber", "regression"),
     ("smooth_l1", "regression"),
     ("charbonnier", "regression"),
+    ("quantile", "regression"),
     ("cross_entropy", "classification"),
     ("bce", "classification"),
     ("kl_div", "classification"),
@@ -78,7 +79,7 @@ def fit(cfg):
 def test_the_documented_choices_exist():
     assert options("loss") == sorted(
         [
-            *("mse", "l1", "huber", "smooth_l1", "charbonnier"),
+            *("mse", "l1", "huber", "smooth_l1", "charbonnier", "quantile"),
             *("cross_entropy", "bce", "kl_div", "hinge", "focal", "poly1", "asymmetric"),
             *("dice", "tversky", "dice_ce", "triplet", "contrastive", "infonce", "supcon"),
             *("dice_ce_terms", "dice_ce_ramp", "dice_ce_uncertainty", "dice_ce_dwa"),
@@ -133,6 +134,7 @@ def test_every_loss_runs_with_a_matching_experiment(compose_train, loss, experim
         **{name: {"pos", "neg"} for name in ("contrastive", "infonce", "supcon", "asymmetric")},
         "vae": {"recon", "kl"},
         "multitask": {"digit", "ink"},
+        "quantile": {"q10", "q50", "q90"},
     }
     assert logged == expected.get(loss, {job.model.criterion.name})
 

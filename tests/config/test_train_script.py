@@ -5,9 +5,15 @@ from __future__ import annotations
 import json
 
 import pytest
+import torch
 import yaml
 from conftest import TRAIN, run_python
+from hydra.utils import instantiate
+from omegaconf import OmegaConf
+from sklearn.metrics import mean_pinball_loss, r2_score
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from lossplug.demo.models import Regressor
 
 
 def scalars(run_dir):
@@ -72,6 +78,43 @@ def test_sweep_runs_each_choice_with_the_overrides(tmp_path):
         assert len(logged["val/loss"]) == 2
         assert json.loads((run_dir / "metrics.json").read_text())["val/loss"] > 0
     assert "focal" in yaml.safe_load((tmp_path / "1" / ".hydra" / "overrides.yaml").read_text())[0]
+
+
+def test_a_quantile_regression_predicts_and_logs_each_level(tmp_path):
+    result = run_python(
+        TRAIN,
+        "experiment=regression",
+        "loss=quantile",
+        "loss.quantiles=[0.1,0.5,0.9]",
+        "trainer.max_epochs=4",
+        "trainer.enable_progress_bar=false",
+        "test=false",
+        f"hydra.run.dir={tmp_path}",
+        cwd=tmp_path,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    model = Regressor.load_from_checkpoint(tmp_path / "checkpoints" / "last.ckpt").eval()
+    assert model.head.out_features == 3 and model.point_column == 1  # r2 scores q50
+    data = instantiate(OmegaConf.load(tmp_path / "config_resolved.yaml").data)
+    data.setup()
+    inputs, target = data.splits["val"].tensors
+    with torch.no_grad():
+        pred = model(inputs)
+    assert pred.shape == (len(target), 3)
+    # the last epoch's logged means are scikit-learn's over the whole validation split
+    for k, (level, name) in enumerate(((0.1, "q10"), (0.5, "q50"), (0.9, "q90"))):
+        expected = mean_pinball_loss(target.numpy(), pred[:, k].numpy(), alpha=level)
+        assert metrics[f"val/loss/{name}"] == pytest.approx(expected, rel=1e-4)
+    expected = sum(metrics[f"val/loss/{name}"] for name in ("q10", "q50", "q90")) / 3
+    assert metrics["val/loss"] == pytest.approx(expected, rel=1e-5)
+    assert metrics["val/r2"] == pytest.approx(r2_score(target.numpy(), pred[:, 1].numpy()), 1e-4)
+    assert metrics["val/r2"] > 0.2  # it learned
+    # the columns order the targets as their levels say: fewer below q10 than q50 than q90
+    below = (target.unsqueeze(1) < pred).float().mean(0).tolist()
+    assert below[0] < below[1] < below[2]
+    assert {"train/loss/q10", "train/loss/q50", "train/loss/q90"} <= set(scalars(tmp_path))
 
 
 def test_a_typo_on_the_command_line_names_the_valid_options(tmp_path):

@@ -39,6 +39,10 @@ def _loss_cases() -> dict[str, tuple[Callable[..., torch.Tensor], tuple[torch.Te
         "huber": (partial(LF.huber, delta=0.5), (logits, binary)),
         "smooth_l1": (partial(LF.smooth_l1, beta=0.5), (logits, binary)),
         "charbonnier": (partial(LF.charbonnier, subtract_eps=True), (logits, binary)),
+        "quantile": (
+            partial(LF.quantile_loss, quantiles=[0.1, 0.5, 0.9]),
+            (logits.movedim(1, -1), binary[:, 0]),
+        ),
         "cross_entropy": (partial(LF.cross_entropy, label_smoothing=0.1), (logits, labels)),
         "bce": (LF.bce, (logits, binary)),
         "kl_div": (LF.kl_div, (logits.log_softmax(1), logits.softmax(1).flip(0))),

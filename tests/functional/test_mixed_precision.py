@@ -76,6 +76,12 @@ def _regression(scale: float, generator: torch.Generator) -> tuple[Tensor, Tenso
     return pred, torch.randn(256, 8, generator=generator)
 
 
+def _quantiles(scale: float, generator: torch.Generator) -> tuple[Tensor, Tensor]:
+    """Three columns (one per quantile level) for each of 256 x 8 targets."""
+    pred = torch.randn(256, 8, 3, generator=generator) * scale
+    return pred, torch.randn(256, 8, generator=generator)
+
+
 def _soft_target(make: Inputs) -> Inputs:
     """``make``'s scores, with a softmax target of random scores instead of its labels."""
 
@@ -163,6 +169,7 @@ CASES = {
     "huber": Case(_built("huber", delta=0.5), _regression),
     "smooth_l1": Case(_built("smooth_l1", beta=0.5), _regression),
     "charbonnier": Case(_built("charbonnier", subtract_eps=True), _regression),
+    "quantile": Case(_built("quantile", quantiles=[0.1, 0.5, 0.9]), _quantiles),
     "poly1_multiclass": Case(_built("poly1", mode="multiclass", gamma=0.5), SEGMENTATION),
     "poly1_multilabel": Case(
         _built("poly1", mode="multilabel", epsilon=-1.0, gamma=2.0), MULTILABEL
@@ -198,7 +205,8 @@ RUNS = [
 
 #: the names users type (DESIGN.md); each must have a case here.
 CATALOGUE = (
-    *("mse", "l1", "huber", "smooth_l1", "charbonnier", "cross_entropy", "bce", "kl_div"),
+    *("mse", "l1", "huber", "smooth_l1", "charbonnier", "quantile"),
+    *("cross_entropy", "bce", "kl_div"),
     *("hinge", "focal", "poly1", "asymmetric"),
     *("dice", "tversky", "triplet", "contrastive", "infonce", "supcon", "dice_ce"),
     *("generalized_dice", "lovasz_softmax", "lovasz_hinge"),

@@ -7,7 +7,8 @@ Over drawn shapes, class counts, options and values, every loss is
 - **non-negative**: every loss here is, mathematically (Poly-1 for epsilon >= -1 without alpha),
   so the only slack is float32 rounding (:data:`ROUNDING`);
 - **zero at a perfect prediction** where the math says so: the regression losses at
-  ``pred == target`` (Charbonnier with ``subtract_eps=True``); BCE, Dice, generalized Dice,
+  ``pred == target`` (Charbonnier with ``subtract_eps=True``; the quantile loss with every
+  level's column equal to the target); BCE, Dice, generalized Dice,
   Tversky and Lovász-softmax with ``input="probs"`` at the target itself (one-hot
   probabilities for class indices); Lovász hinge when every logit clears the margin 1; KL at
   ``pred = log_softmax(z)``, ``target = softmax(z)``; hinge when every score clears the
@@ -110,6 +111,30 @@ def _regression(name: str, option: str | None = None, **fixed: object) -> Family
     def perfect(data: st.DataObject) -> Drawn:
         target = _floats(data, shape(data), -1e3, 1e3)
         return loss(data), target.clone(), target
+
+    return Family(draw, perfect)
+
+
+def _quantile_family() -> Family:
+    """1 to 4 increasing levels; ``pred`` ``(n, *spatial, Q)``, ``target`` ``(n, *spatial)``."""
+
+    def loss(data: st.DataObject) -> LossModule:
+        levels = data.draw(
+            st.lists(st.floats(0.001, 0.999), min_size=1, max_size=4, unique=True), label="levels"
+        )
+        return build_loss("quantile", quantiles=sorted(levels), reduction=_reduction(data))
+
+    def draw(data: st.DataObject) -> Drawn:
+        criterion = loss(data)
+        items = (_size(data, 1, 5, "n"), *_spatial(data))
+        pred = _floats(data, (*items, len(criterion.quantiles)), -1e3, 1e3)
+        return criterion, pred, _floats(data, items, -1e3, 1e3)
+
+    def perfect(data: st.DataObject) -> Drawn:
+        criterion = loss(data)
+        target = _floats(data, (_size(data, 1, 5, "n"), *_spatial(data)), -1e3, 1e3)
+        pred = target.unsqueeze(-1).expand(*target.shape, len(criterion.quantiles))
+        return criterion, pred.clone(), target
 
     return Family(draw, perfect)
 
@@ -454,6 +479,7 @@ FAMILIES = {
     "huber": _regression("huber", "delta"),
     "smooth_l1": _regression("smooth_l1", "beta"),
     "charbonnier": _regression("charbonnier", "eps", subtract_eps=True),
+    "quantile": _quantile_family(),
     "cross_entropy": Family(_cross_entropy, None),
     "bce": Family(_bce, _bce_perfect),
     "kl_div": Family(_kl_div, _kl_div_perfect),
@@ -553,6 +579,7 @@ EMPTY_BATCHES = [
     ("focal", {"mode": "multiclass"}, *_empty_index_batch(2)),
     ("poly1", {"mode": "multiclass", "gamma": 2.0}, *_empty_index_batch(2)),
     ("charbonnier", {"subtract_eps": True}, torch.zeros(0, 3), torch.zeros(0, 3)),
+    ("quantile", {"quantiles": [0.2, 0.7]}, torch.zeros(0, 4, 2), torch.zeros(0, 4)),
     ("asymmetric", {"ignore_index": -1}, torch.zeros(0, 3), torch.zeros(0, 3)),
     *_empty_overlap_cases("dice"),
     *_empty_overlap_cases("tversky"),

@@ -11,7 +11,7 @@ import lossplug
 CATALOGUE = [
     "asymmetric", "bce", "charbonnier", "contrastive", "cross_entropy", "dice", "focal",
     "generalized_dice", "hinge", "huber", "infonce", "kl_div", "l1", "lovasz_hinge",
-    "lovasz_softmax", "mse", "poly1", "smooth_l1", "supcon", "triplet", "tversky",
+    "lovasz_softmax", "mse", "poly1", "quantile", "smooth_l1", "supcon", "triplet", "tversky",
 ]  # fmt: skip
 
 
@@ -45,6 +45,7 @@ CASES = {
     "huber": Case({"delta": 0.7}, _randn(4, 3), _ramp(-2, 2, 4, 3)),
     "smooth_l1": Case({"beta": 0.5}, _randn(4, 3), _ramp(-2, 2, 4, 3)),
     "charbonnier": Case({"eps": 0.1}, _randn(4, 3), _ramp(-2, 2, 4, 3)),
+    "quantile": Case({"quantiles": [0.05, 0.5, 0.8]}, _randn(4, 2, 3), _ramp(-2, 2, 4, 2)),
     "cross_entropy": Case(
         {"label_smoothing": 0.1}, _randn(6, 5), lambda: _classes(6, 5), takes_logits=True
     ),
@@ -144,12 +145,14 @@ def test_gradcheck_float64(name):
 
 
 @pytest.mark.parametrize("name", CATALOGUE)
-def test_components_add_up_to_the_loss(name):
+def test_the_total_of_the_components_is_the_loss(name):
     loss = lossplug.build_loss(name, **CASES[name].options)
     pred, target = _inputs(name)
     components = loss.components(pred, target)
     assert components and all(isinstance(key, str) for key in components)
-    torch.testing.assert_close(sum(components.values()), loss(pred, target))
+    torch.testing.assert_close(loss.total(components), loss(pred, target))
+    if type(loss).weighted_terms is lossplug.LossModule.weighted_terms:  # each weighs 1
+        torch.testing.assert_close(sum(components.values()), loss(pred, target))
 
 
 @pytest.mark.parametrize("name", CATALOGUE)

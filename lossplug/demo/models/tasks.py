@@ -9,6 +9,7 @@ validation and test as ``{stage}/{metric_name}``. Every task takes the mixin's o
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from decimal import Decimal
 from typing import Any, ClassVar
 
 import lightning.pytorch as pl
@@ -20,6 +21,7 @@ from torchmetrics.classification import MulticlassAccuracy, MulticlassJaccardInd
 from lossplug._validation import check_choice
 from lossplug.demo.models.knn import KNNAccuracy
 from lossplug.demo.models.nets import MLP, TinyUNet
+from lossplug.losses import QuantileLoss
 from lossplug.mixin import LossPlugMixin
 
 TARGET_FORMATS = ("index", "one_hot")
@@ -181,6 +183,10 @@ class Segmenter(_ClassScoreTask):
 class Regressor(_DemoTask):
     """An MLP regressor of one target; logs the coefficient of determination as ``{stage}/r2``.
 
+    With a :class:`~lossplug.losses.QuantileLoss` it predicts one column per quantile level,
+    ``(N, Q)``, and ``r2`` scores the column of the level nearest the median (0.5 itself when
+    it is among the levels; the lower of two levels equally near): a model's point forecast.
+
     Args:
         loss: the loss (config or object), see :class:`~lossplug.LossPlugMixin`.
         optimizer: the optimizer (config or factory).
@@ -216,13 +222,31 @@ class Regressor(_DemoTask):
             on_nonfinite=on_nonfinite,
             normalize_loss=normalize_loss,
         )
+        levels = self.criterion.quantiles if isinstance(self.criterion, QuantileLoss) else ()
+        #: the column ``r2`` scores, or ``None`` for a single output ``(N,)``
+        self.point_column = median_column(levels) if levels else None
         self.backbone = MLP(in_features, hidden, dropout)
-        self.head = nn.Linear(self.backbone.out_features, 1)
+        self.head = nn.Linear(self.backbone.out_features, len(levels) or 1)
         self.track(R2Score)
 
     def forward(self, inputs: Tensor) -> Tensor:
-        """Predictions ``(N,)``."""
-        return self.head(self.backbone(inputs)).squeeze(-1)
+        """Predictions ``(N,)``, or ``(N, Q)`` for a quantile loss's ``Q`` levels."""
+        output = self.head(self.backbone(inputs))
+        return output.squeeze(-1) if self.point_column is None else output
+
+    def update_metrics(self, stage: str, output: Tensor, target: Tensor) -> None:
+        """``r2`` of the predictions, or of the column nearest the median."""
+        point = output if self.point_column is None else output[:, self.point_column]
+        super().update_metrics(stage, point, target)
+
+
+def median_column(levels: Sequence[float]) -> int:
+    """The index of the level nearest 0.5.
+
+    Of two levels equally near as written (0.3 and 0.7), the lower one's.
+    """
+    distances = [abs(Decimal(str(level)) - Decimal("0.5")) for level in levels]
+    return min(range(len(levels)), key=lambda k: (distances[k], levels[k]))
 
 
 class Embedder(_DemoTask):
