@@ -36,10 +36,9 @@ from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
 
 from benchmarks.benchkit import machine_info, write_results
-from benchmarks.performance_page import DOCS
+from benchmarks.performance_page import write_fragment
 from lossplug.losses import ContrastiveLoss, CrossEntropyLoss, LossModule
 from lossplug.normalize import GlobalNormalizer
-from lossplug.report.tables import markdown_table
 
 ACCUMULATE, BATCH, IGNORE, CLASSES = 4, 64, -100, 10
 LOSSES = {
@@ -142,9 +141,7 @@ def main() -> None:
     )
     write_results(args.out, "bench_normalize", payload, title, header, rows)
     if not args.quick:
-        machine = payload["machine"]
-        page = f"{title}; {machine['cpu']}, torch {machine['torch']}.\n\n"
-        (DOCS / "normalize.md").write_text(page + markdown_table(header, rows) + "\n")
+        write_fragment("normalize", title, payload["machine"], header, rows)
 
 
 def free_port() -> int:

@@ -150,6 +150,32 @@ def page(payload: Payload, source: str, today: datetime.date) -> str:
     return "\n\n".join(parts) + "\n"
 
 
+def write_fragment(
+    name: str,
+    title: str,
+    machine: Mapping[str, Any],
+    header: Sequence[str],
+    rows: Sequence[Sequence[object]],
+) -> Path:
+    """Write a benchmark's table as the docs fragment ``DOCS/{name}.md`` a page includes.
+
+    Args:
+        name: the fragment's file name without ``.md``.
+        title: what the table measures (one sentence, no final full stop).
+        machine: the run's ``machine_info``: its CPU and torch version are named.
+        header: the column names.
+        rows: the table's rows.
+
+    Returns:
+        The path written.
+    """
+    path = DOCS / f"{name}.md"
+    path.write_text(
+        f"{title}; {machine['cpu']}, torch {machine['torch']}.\n\n{markdown_table(header, rows)}\n"
+    )
+    return path
+
+
 def write_page(source: Path, out: Path = DOCS) -> tuple[Path, Path]:
     """Write the table page and the plot for the JSON file ``source`` into ``out``.
 

@@ -383,6 +383,16 @@ class LossPlugMixin:
             return loaders[dataloader_idx] if dataloader_idx < len(loaders) else None
         return loaders
 
+    def _first_name(self, criterion: LossModule) -> str:
+        """The first name ``criterion`` is registered under (one criterion may have several)."""
+        return next(name for name, known in self._criteria.items() if known is criterion)
+
+    def _set_progress(self) -> None:
+        """Move every criterion's weights to the current epoch and step (each criterion once)."""
+        for name, criterion in self._criteria.items():
+            if self._first_name(criterion) == name:
+                criterion.set_progress(self.current_epoch, self.global_step)
+
     def _current_stage(self) -> str:
         """The stage the trainer is running."""
         trainer = self.trainer
@@ -567,7 +577,7 @@ class LossPlugMixin:
             for term, value in means.items():
                 key = f"{stage}/{name}/{term}{suffix}"
                 self._log_own(key, value, prog_bar=stage == "train", **options)
-            if stage == "train" and name == LOSS:
+            if stage == "train" and self._first_name(criterion) == name:
                 criterion.end_epoch(means)
         if self.nonfinite.skips and stage == "train":  # the same count on every process
             self._log_own("train/nonfinite_skipped", float(self.nonfinite.skipped_steps), **options)
@@ -607,7 +617,7 @@ class LossPlugMixin:
     def on_validation_epoch_start(self) -> None:
         """Validate with the weights of the current epoch and step (also after a resume)."""
         self._start_epoch("val")
-        self.criterion.set_progress(self.current_epoch, self.global_step)
+        self._set_progress()
 
     def on_test_epoch_start(self) -> None:
         """Start the epoch's bookkeeping; chart the test stage too."""
@@ -617,7 +627,7 @@ class LossPlugMixin:
     def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
         """Move scheduled loss weights to the current epoch and step; note the batch."""
         self._start_batch("train", batch, batch_idx, 0)
-        self.criterion.set_progress(self.current_epoch, self.global_step)
+        self._set_progress()
 
     def on_validation_batch_start(
         self, batch: Any, batch_idx: int, dataloader_idx: int = 0

@@ -87,8 +87,9 @@ class GlobalNormalizer:
         check_choice("LossPlugMixin", "normalize_loss", normalize_loss, NORMALIZE)
         self.normalize_loss = normalize_loss
         #: whether the backpropagated loss is scaled (a ``GradScaler``, ``precision="16-mixed"``);
-        #: the buffers of a loss of several count groups would then hold scaled gradients that
-        #: the scaler neither unscales nor checks, so such a loss is refused.
+        #: the buffers of a loss of several count groups are taken from the unscaled loss (so
+        #: small float16 gradients underflow there) and the scaler never checks them for
+        #: overflow, so such a loss is refused.
         self.loss_scaling = False
         self._counts: Tensor | None = None  # each group's count over the step so far
         self._buffers: Tensor | None = None  # (groups - 1, parameters' elements)
@@ -136,8 +137,9 @@ class GlobalNormalizer:
         if self.loss_scaling:
             raise ValueError(
                 f"LossPlugMixin: normalize_loss='global' keeps the gradients of "
-                f"{criterion.name}'s count groups {list(groups)} apart from .grad, which a "
-                "GradScaler (precision='16-mixed') neither unscales nor checks for overflow. "
+                f"{criterion.name}'s count groups {list(groups)} apart from .grad, without "
+                "the loss scaling of precision='16-mixed' (float16 gradients underflow there) "
+                "and out of its GradScaler's overflow check. "
                 "Fix: precision='bf16-mixed' or '32-true', or normalize_loss='batch'"
             )
         terms = criterion.weighted_terms(components)

@@ -304,7 +304,7 @@ class CompositeLoss(MultiTermLoss):
                 representation a weighting needs (the terms not computed by
                 :meth:`components` or :meth:`measured_components` first).
         """
-        if self.learned is not None and torch.is_grad_enabled():
+        if self.learned is not None and self.learned.observes and torch.is_grad_enabled():
             self._observe(components)
         total = super().total(components)
         regularizer = self.learned.regularizer() if self.learned is not None else None

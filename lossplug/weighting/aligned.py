@@ -126,6 +126,7 @@ class AlignedMTL(LearnedWeighting):
     """
 
     name = "aligned_mtl"
+    observes = True
     needs_shared = True
 
     lambdas: Tensor
@@ -223,7 +224,10 @@ def shared_gram(owner: str, values: Tensor, shared: Tensor) -> Tensor:
 
 
 def aligned_factors(gram: Tensor) -> Tensor:
-    r"""Aligned-MTL's factors :math:`\lambda = B \mathbf 1` from a Gram matrix (no host sync).
+    r"""Aligned-MTL's factors :math:`\lambda = B \mathbf 1` from a Gram matrix.
+
+    No value is read on the host here, but ``torch.linalg.eigh`` itself synchronises a CUDA
+    device with the host (as torch's documentation says): one sync per training micro-batch.
 
     Args:
         gram: the :math:`K \times K` Gram matrix of the terms' gradients, float32 or float64.

@@ -19,6 +19,8 @@ class LearnedWeighting(nn.Module):
     """
 
     name: ClassVar[str]
+    #: whether :meth:`observe` uses each training batch (its factors are the batch's own).
+    observes: ClassVar[bool] = False
     #: whether :meth:`observe` needs the shared representation (``CompositeLoss(shared=...)``).
     needs_shared: ClassVar[bool] = False
 

@@ -99,6 +99,7 @@ class FAMOWeighting(LearnedWeighting):
     """
 
     name = "famo"
+    observes = True
 
     logits: Tensor
     exp_avg: Tensor

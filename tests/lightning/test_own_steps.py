@@ -326,3 +326,32 @@ def test_a_callback_may_log_lossplug_s_key_from_another_hook():
     trainer = quiet_trainer(callbacks=[LogsValLossLater()])
     trainer.fit(Classifier(), loader(TRAIN, 16), loader(VAL, 16))
     assert trainer.callback_metrics["val/loss"].item() == 5.0
+
+
+class WithAuxiliary(Classifier):
+    """The mixin's criterion plus a registered composite with a step schedule and DWA."""
+
+    def __init__(self) -> None:
+        super().__init__(lr=0.1)
+        ramp = {"schedule": "linear", "initial": 0.0, "final": 1.0, "end": 4, "unit": "step"}
+        self.aux = self.register_criterion(
+            "aux",
+            lossplug.CompositeLoss(
+                {"ce": "cross_entropy", "focal": "focal"}, weights={"ce": ramp}, weighting="dwa"
+            ),
+        )
+
+    def training_step(self, batch, batch_idx):
+        x, y = batch
+        scores = self(x)
+        return self.compute_loss(scores, y) + self.compute_loss(scores, y, name="aux")
+
+
+def test_a_registered_criterion_follows_its_schedule_and_adapts_each_epoch():
+    model = WithAuxiliary()
+    trainer = quiet_trainer(max_epochs=3)
+    trainer.fit(model, loader(TRAIN, 16))  # 5 steps an epoch
+    assert trainer.global_step == 15
+    assert model.aux.term_weights.tolist() == [1.0, 1.0]  # the ramp ended at step 4
+    assert model.aux.learned.epochs_seen.item() == 3  # DWA saw every training epoch
+    assert not torch.equal(model.aux.learned.lambdas, torch.ones(2))  # from the third epoch on
