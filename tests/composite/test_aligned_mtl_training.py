@@ -192,7 +192,7 @@ def test_weighting_and_shared_compose_from_the_command_line(compose_train):
         (
             ("loss.weighting=aligned_mlt",),
             "composite: option 'weighting' must be one of 'fixed', 'uncertainty', 'dwa', "
-            "'aligned_mtl', got 'aligned_mlt'",
+            "'famo', 'aligned_mtl', got 'aligned_mlt'",
         ),
         (("loss.weighting=aligned_mtl", "loss.shared=[1]"), "option 'shared' must be a key"),
     ],
