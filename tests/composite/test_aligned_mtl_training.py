@@ -1,4 +1,4 @@
-"""Aligned-MTL in training: 2-process DDP, logging with gradient diagnostics, bf16, the configs.
+"""Aligned-MTL in training: 2-process DDP, logging with diagnostics, 16-bit, the configs.
 
 References come from tests/helpers/multitask_cases.py: one process replaying the run with
 ``torch.nn.functional`` and numpy's SVD, never lossplug's weighting.
@@ -17,6 +17,7 @@ from conftest import JOBS, run_python
 from ddp_cpu import sampler_indices
 from hydra.errors import InstantiationException
 from lightning.pytorch.loggers import TensorBoardLogger
+from lightning.pytorch.plugins import MixedPrecision
 from multitask_cases import (
     TERMS,
     TwoHeads,
@@ -128,25 +129,34 @@ class FirstWeights(L.Callback):
         self.weights = module.criterion.learned.factors().clone()
 
 
+def precision_options(precision: str) -> dict[str, object]:
+    """The Trainer options of a precision; 16-mixed on CPU with its GradScaler, as on a GPU."""
+    if precision == "16-mixed":
+        return {"plugins": [MixedPrecision("16-mixed", "cpu", scaler=torch.amp.GradScaler("cpu"))]}
+    return {"precision": precision}
+
+
 @pytest.mark.parametrize("accumulate", [1, 2])
-def test_bf16_mixed_gives_finite_weights_close_to_float32(accumulate):
+def test_mixed_precision_gives_finite_weights_close_to_float32(accumulate):
     found = {}
-    for precision in ("32-true", "bf16-mixed"):
+    for precision in ("32-true", "bf16-mixed", "16-mixed"):
         record = FirstWeights()
         trainer = L.Trainer(
             accelerator="cpu",
             max_steps=1,
-            precision=precision,
             accumulate_grad_batches=accumulate,
             logger=False,
             enable_checkpointing=False,
             enable_progress_bar=False,
             callbacks=[record],
+            **precision_options(precision),
         )
         trainer.fit(TwoHeads(data=dataset(12, torch.float32)))
         found[precision] = record.weights
-    assert found["bf16-mixed"].dtype == torch.float32 and torch.isfinite(found["bf16-mixed"]).all()
-    torch.testing.assert_close(found["bf16-mixed"], found["32-true"], rtol=0.05, atol=0.0)
+    for precision in ("bf16-mixed", "16-mixed"):
+        weights = found[precision]
+        assert weights.dtype == torch.float32 and torch.isfinite(weights).all(), precision
+        torch.testing.assert_close(weights, found["32-true"], rtol=0.05, atol=0.0)
     assert found["32-true"] != pytest.approx([1.0, 1.0], abs=0.1)
 
 
