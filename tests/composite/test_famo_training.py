@@ -9,6 +9,7 @@ import lightning as L
 import pytest
 import torch
 from conftest import JOBS, famo_by_hand, run_python
+from exact_modules import TwoColumns
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from lightning.pytorch.loggers import TensorBoardLogger
 from tensorboard.backend.event_processing.event_accumulator import SCALARS, EventAccumulator
@@ -33,7 +34,7 @@ def one_thread(monkeypatch):
     torch.set_num_threads(threads)
 
 
-class TwoHeads(LossPlugMixin, L.LightningModule):
+class TwoHeads(TwoColumns, LossPlugMixin, L.LightningModule):
     """A linear model with two heads: an MSE term and an L1 term on targets of other scales."""
 
     def __init__(self) -> None:
@@ -51,12 +52,7 @@ class TwoHeads(LossPlugMixin, L.LightningModule):
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         self.forwards += 1
-        out = self.net(x)
-        return out[:, 0], out[:, 1]
-
-    def split_batch(self, batch):
-        x, y = batch
-        return x, (y[:, 0], y[:, 1])
+        return super().forward(x)
 
     def training_step(self, batch, batch_idx: int) -> torch.Tensor:
         loss = super().training_step(batch, batch_idx)

@@ -52,3 +52,16 @@ def cross_entropy_over(model: nn.Module, data: TensorDataset) -> float:
 
 def loader(data: TensorDataset, batch_size: int, **options) -> DataLoader:
     return DataLoader(data, batch_size=batch_size, **options)
+
+
+class TwoColumns:
+    """A mixin: a ``net`` of two output columns gives two predictions, and a batch ``(x, y)``
+    of two target columns two targets (routed to a composite's terms by index)."""
+
+    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        out = self.net(x)
+        return out[:, 0], out[:, 1]
+
+    def split_batch(self, batch: tuple[Tensor, Tensor]) -> tuple[Tensor, tuple[Tensor, Tensor]]:
+        x, y = batch
+        return x, (y[:, 0], y[:, 1])

@@ -19,6 +19,7 @@ from pathlib import Path
 import lightning as L
 import torch
 from ddp_cpu import counting_collectives, two_rank_cpu_trainer
+from exact_modules import TwoColumns
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
@@ -34,7 +35,7 @@ def make_data() -> TensorDataset:
     return TensorDataset(x, y)
 
 
-class Job(LossPlugMixin, L.LightningModule):
+class Job(TwoColumns, LossPlugMixin, L.LightningModule):
     def __init__(self, lr: float, decay: float) -> None:
         loss = CompositeLoss(
             {"mse": MSELoss(), "l1": L1Loss()},
@@ -45,14 +46,6 @@ class Job(LossPlugMixin, L.LightningModule):
         super().__init__(loss=loss, optimizer=_sgd)
         self.net = nn.Linear(4, 2)
         self.records: list[dict[str, object]] = []
-
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        out = self.net(x)
-        return out[:, 0], out[:, 1]
-
-    def split_batch(self, batch):
-        x, y = batch
-        return x, (y[:, 0], y[:, 1])
 
     def training_step(self, batch, batch_idx: int) -> torch.Tensor:
         calls: list[str] = []

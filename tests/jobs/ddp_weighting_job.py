@@ -20,6 +20,7 @@ from pathlib import Path
 import lightning as L
 import torch
 from ddp_cpu import two_rank_cpu_trainer
+from exact_modules import TwoColumns
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
@@ -41,7 +42,7 @@ def make_data(sharding: str) -> TensorDataset:
     return TensorDataset(x, y)
 
 
-class Job(LossPlugMixin, L.LightningModule):
+class Job(TwoColumns, LossPlugMixin, L.LightningModule):
     def __init__(self, sharding: str) -> None:
         loss = CompositeLoss(
             {"mse": MSELoss(), "l1": L1Loss()},
@@ -54,14 +55,6 @@ class Job(LossPlugMixin, L.LightningModule):
         self.local_sums = torch.zeros(2, dtype=torch.float64)
         self.local_count = 0
         self.records: list[dict[str, list[float]]] = []
-
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        out = self.net(x)
-        return out[:, 0], out[:, 1]
-
-    def split_batch(self, batch):
-        x, y = batch
-        return x, (y[:, 0], y[:, 1])
 
     def training_step(self, batch, batch_idx: int) -> torch.Tensor:
         x, y = batch
