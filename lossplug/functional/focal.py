@@ -53,7 +53,11 @@ from lossplug._validation import (
 )
 from lossplug.functional._reduce import reduce_loss
 from lossplug.kernels.class_softmax import takes_large_path
-from lossplug.kernels.cross_entropy import cross_entropy_kernel, cross_entropy_kernel_applies
+from lossplug.kernels.cross_entropy import (
+    NO_IGNORED_TARGET,
+    cross_entropy_kernel,
+    cross_entropy_kernel_applies,
+)
 from lossplug.kernels.dispatch import applies
 from lossplug.kernels.sigmoid_focal import sigmoid_focal_kernel
 from lossplug.kernels.target_cross_entropy import target_cross_entropy_kernel
@@ -103,7 +107,7 @@ def focal_elements(
     ignore_index: int | None,
     reduction: str = "mean",
     *,
-    poly: bool = False,
+    poly: float | None = None,
 ) -> tuple[Tensor, Tensor | None, Tensor | None]:
     r"""Check the inputs and options of a focal loss; its unreduced terms.
 
@@ -116,12 +120,13 @@ def focal_elements(
         alpha: class balancing, as :func:`focal` takes it.
         ignore_index: target value left out.
         reduction: checked only; the caller reduces.
-        poly: also return :math:`(1 - p_t)^{\gamma + 1}`, Poly-1's term.
+        poly: Poly-1's :math:`\varepsilon`, to also return its term
+            :math:`\varepsilon (1 - p_t)^{\gamma + 1}`; ``None``: no such term.
 
     Returns:
         The element-wise focal loss (0 at ignored elements once masked), the mask of kept
         elements (``None`` without ``ignore_index``), and the Poly-1 term (``None`` unless
-        ``poly``).
+        ``poly`` is given).
     """
     check_reduction(name, reduction)
     check_choice(name, "mode", mode, FOCAL_MODES)
@@ -143,7 +148,7 @@ def _sigmoid_focal(
     gamma: float,
     alpha: float | Tensor | list[float] | None,
     ignore_index: int | None,
-    poly: bool,
+    poly: float | None,
 ) -> tuple[Tensor, Tensor | None, Tensor | None]:
     """Element-wise binary focal loss, the mask of kept elements and the Poly-1 term."""
     check_same_shape(name, logits, target, mode)
@@ -155,9 +160,9 @@ def _sigmoid_focal(
     check_unit_interval(name, "target", target, f"{mode} labels")
     alpha_t = _sigmoid_alpha(name, alpha, mode, logits, target)
     poly_term = None
-    if poly:  # 1 - p_t = y (1 - p) + (1 - y) p, without cancellation
+    if poly is not None:  # 1 - p_t = y (1 - p) + (1 - y) p, without cancellation
         not_pt = target * torch.sigmoid(-logits) + (1.0 - target) * torch.sigmoid(logits)
-        poly_term = not_pt ** (gamma + 1.0)
+        poly_term = poly * not_pt ** (gamma + 1.0)
     if not target.requires_grad and applies("sigmoid_focal", logits):
         return sigmoid_focal_kernel(logits, target, gamma, alpha_t), kept, poly_term
     loss = sigmoid_focal_terms(logits, target, gamma)
@@ -207,7 +212,7 @@ def _multiclass_focal(
     gamma: float,
     alpha: float | Tensor | list[float] | None,
     ignore_index: int | None,
-    poly: bool,
+    poly: float | None,
 ) -> tuple[Tensor, Tensor | None, Tensor | None]:
     """Per-position softmax focal loss, the mask of kept positions and the Poly-1 term."""
     kept = None
@@ -215,7 +220,7 @@ def _multiclass_focal(
         kept = target != ignore_index
         target = torch.where(kept, target, 0)
     cross_entropy = _position_cross_entropy(logits, target.long())  # -log p_t
-    poly_term = _modulating_factor(cross_entropy, gamma + 1.0) if poly else None
+    poly_term = None if poly is None else _modulating_factor(cross_entropy, gamma + 1.0, poly)
     loss = cross_entropy
     if gamma != 0.0:
         loss = loss * _modulating_factor(cross_entropy, gamma)
@@ -235,8 +240,8 @@ def _position_cross_entropy(logits: Tensor, labels: Tensor) -> Tensor:
     if takes_large_path(flat) and applies("target_cross_entropy", flat):
         return target_cross_entropy_kernel(flat, labels.flatten(1)).view(labels.shape)
     if cross_entropy_kernel_applies(logits):
-        return cross_entropy_kernel(logits, labels, None, -1, "none")
-    return F.cross_entropy(logits, labels, reduction="none")
+        return cross_entropy_kernel(logits, labels, None, None, "none")
+    return F.cross_entropy(logits, labels, ignore_index=NO_IGNORED_TARGET, reduction="none")
 
 
 def _per_class_alpha(name: str, alpha: Tensor | list[float], logits: Tensor) -> Tensor:
@@ -257,17 +262,21 @@ def _per_class_alpha(name: str, alpha: Tensor | list[float], logits: Tensor) -> 
     return weights
 
 
-def _modulating_factor(cross_entropy: Tensor, gamma: float) -> Tensor:
-    r""":math:`(1 - p_t)^\gamma` from :math:`-\log p_t`, with a finite gradient for any gamma.
+def _modulating_factor(cross_entropy: Tensor, gamma: float, scale: float = 1.0) -> Tensor:
+    r""":math:`s (1 - p_t)^\gamma` from :math:`-\log p_t`, with a finite gradient for any gamma.
 
     :math:`1 - p_t = -\operatorname{expm1}(\log p_t)` is exact to rounding, also where
     :math:`p_t` is within an ulp of 1. For :math:`\gamma \ge 1` the power's derivative is
     finite everywhere. For :math:`\gamma < 1` it is infinite at :math:`p_t = 1`, so the power is
     taken in log space, :math:`\exp(\gamma \log(1 - p_t))`, with :math:`\log p_t` clamped
     just below 0: a probability that rounds to 1 gives a tiny factor with a finite gradient.
+    At :math:`\gamma = 1` the scale :math:`s` takes the place of the sign change.
     """
-    if gamma >= 1.0:
-        not_pt = -torch.expm1(-cross_entropy)
-        return not_pt if gamma == 1.0 else not_pt**gamma
-    clamped = cross_entropy.clamp(min=torch.finfo(cross_entropy.dtype).tiny)
-    return torch.exp(gamma * torch.log(-torch.expm1(-clamped)))
+    if gamma == 1.0:
+        return torch.expm1(-cross_entropy) * -scale
+    if gamma > 1.0:
+        factor = (-torch.expm1(-cross_entropy)) ** gamma
+    else:
+        clamped = cross_entropy.clamp(min=torch.finfo(cross_entropy.dtype).tiny)
+        factor = torch.exp(gamma * torch.log(-torch.expm1(-clamped)))
+    return factor if scale == 1.0 else factor * scale

@@ -43,7 +43,8 @@ def poly1(
 ) -> Tensor:
     r"""Poly-1 loss from logits: the base loss plus :math:`\varepsilon (1 - p_t)^{\gamma + 1}`.
 
-    See the module docstring for the formula; the sum of :func:`poly1_components`.
+    See the module docstring for the formula; the sum of :func:`poly1_components`, reduced
+    once (the mean of the element-wise sums).
 
     Args:
         pred: logits. ``"multiclass"``: ``(N, C, ...)``, softmax over ``C``; ``"binary"``: any
@@ -66,17 +67,10 @@ def poly1(
         >>> poly1(torch.zeros(2, 4), torch.tensor([0, 3]), epsilon=1.0)  # log 4 + 3/4
         tensor(2.1363)
     """
-    base, poly = poly1_components(
-        pred,
-        target,
-        mode=mode,
-        epsilon=epsilon,
-        gamma=gamma,
-        alpha=alpha,
-        ignore_index=ignore_index,
-        reduction=reduction,
-    ).values()
-    return base + poly
+    base, kept, poly = _poly1_elements(
+        pred, target, mode, epsilon, gamma, alpha, ignore_index, reduction
+    )
+    return reduce_loss(base + poly, reduction, kept)
 
 
 def poly1_components(
@@ -98,15 +92,35 @@ def poly1_components(
         each reduced as ``reduction`` says (means over the same kept elements, so they add up
         to :func:`poly1`).
     """
-    name = "poly1"
-    epsilon = check_number(name, "epsilon", epsilon, minimum=-1.0)
-    base, kept, poly = focal_elements(
-        name, pred, target, mode, gamma, alpha, ignore_index, reduction, poly=True
+    base, kept, poly = _poly1_elements(
+        pred, target, mode, epsilon, gamma, alpha, ignore_index, reduction
     )
     return {
         poly1_base_name(gamma): reduce_loss(base, reduction, kept),
-        "poly": reduce_loss(epsilon * poly, reduction, kept),
+        "poly": reduce_loss(poly, reduction, kept),
     }
+
+
+def _poly1_elements(
+    pred: Tensor,
+    target: Tensor,
+    mode: str,
+    epsilon: float,
+    gamma: float,
+    alpha: float | Tensor | list[float] | None,
+    ignore_index: int | None,
+    reduction: str,
+) -> tuple[Tensor, Tensor | None, Tensor | None]:
+    r"""The element-wise base loss, the kept mask and :math:`\varepsilon (1 - p_t)^{\gamma + 1}`.
+
+    Options and inputs are checked here (:func:`~lossplug.functional.focal.focal_elements`,
+    which returns the term, a tensor, since ``poly`` is given).
+    """
+    name = "poly1"
+    epsilon = check_number(name, "epsilon", epsilon, minimum=-1.0)
+    return focal_elements(
+        name, pred, target, mode, gamma, alpha, ignore_index, reduction, poly=epsilon
+    )
 
 
 def poly1_base_name(gamma: float) -> str:

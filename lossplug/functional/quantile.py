@@ -38,6 +38,7 @@ from torch import Tensor
 
 from lossplug._precision import at_least_float32
 from lossplug._validation import check_floating, check_number, check_reduction
+from lossplug.functional._reduce import reduce_loss
 
 NAME = "quantile"
 
@@ -66,11 +67,7 @@ def quantile_loss(
     """
     check_reduction(NAME, reduction)
     loss = pinball_elements(pred, target, check_quantiles(NAME, quantiles))
-    if reduction == "none":
-        return loss
-    if reduction == "sum" or loss.numel() == 0:  # torch's mean over nothing is NaN
-        return loss.sum()
-    return loss.mean()
+    return reduce_loss(loss, reduction)
 
 
 def quantile_components(

@@ -39,7 +39,7 @@ def cross_entropy_kernel(
     logits: Tensor,
     target: Tensor,
     weight: Tensor | None,
-    ignore_index: int,
+    ignore_index: int | None,
     reduction: str,
 ) -> Tensor:
     """Torch's cross-entropy without label smoothing: the mean, the sum, or each position's.
@@ -48,7 +48,9 @@ def cross_entropy_kernel(
         logits: ``(N, C, *)`` floating tensor.
         target: ``(N, *)`` int64 class indices, or ``ignore_index``.
         weight: optional ``(C,)`` class weights that need no gradient, logits' dtype.
-        ignore_index: the target value that is skipped (its loss is 0).
+        ignore_index: the target value that is skipped (its loss is 0); ``None`` where the
+            caller has no such value (every target a class index): the backward pass then
+            looks for none.
         reduction: ``"mean"`` (torch's: the sum over the kept targets' weight, NaN where that
             is 0), ``"sum"`` or ``"none"`` (one loss per position, shaped like ``target``).
 
@@ -89,7 +91,8 @@ class _CrossEntropy(torch.autograd.Function):
         reduction: str,
     ) -> Tensor:
         log_probs = logits.log_softmax(1)
-        loss, kept_weight = _nll_loss(log_probs, target, weight, ignore_index, reduction)
+        skipped = NO_IGNORED_TARGET if ignore_index is None else ignore_index
+        loss, kept_weight = _nll_loss(log_probs, target, weight, skipped, reduction)
         ctx.ignore_index, ctx.reduction = ignore_index, reduction
         ctx.save_for_backward(logits, target, weight, kept_weight)
         # not saved: the first backward pass writes the gradient into it (see ``backward``)
@@ -146,14 +149,21 @@ def _nll_loss(
 
 
 def _kept(
-    target: Tensor, weight: Tensor | None, kept_weight: Tensor, ignore_index: int, reduction: str
+    target: Tensor,
+    weight: Tensor | None,
+    kept_weight: Tensor,
+    ignore_index: int | None,
+    reduction: str,
 ) -> Tensor | None:
     """Where ``target`` is not ``ignore_index``; ``None`` where every target is kept.
 
-    Without class weights, a summed loss whose kept weight is the number of targets kept
-    every one of them: then no pass over the targets is made. The weight is compared on the
-    host, which on the CPU (the kernel's only device) synchronises nothing.
+    Without ``ignore_index``, or without class weights for a summed loss whose kept weight is
+    the number of targets, every target was kept: then no pass over the targets is made. The
+    weight is compared on the host, which on the CPU (the kernel's only device) synchronises
+    nothing.
     """
+    if ignore_index is None:
+        return None
     # up to 2 / eps = 2 ** (mantissa bits + 1) a floating total holds every count exactly
     exact = target.numel() <= 2 / torch.finfo(kept_weight.dtype).eps
     if weight is None and reduction != "none" and exact and kept_weight.item() == target.numel():
@@ -161,6 +171,11 @@ def _kept(
     kept = target != ignore_index
     return None if not wrapped_by_torch_func(kept) and bool(kept.all()) else kept
 
+
+#: The ``ignore_index`` to hand torch's NLL kernels where no target is to be skipped: no
+#: class index equals it, so they refuse every index outside ``[0, C)`` (-1 and torch's
+#: default -100 included).
+NO_IGNORED_TARGET = torch.iinfo(torch.int64).min
 
 #: The reductions as ATen's NLL kernels number them.
 _REDUCTION_CODES = {"none": 0, "mean": 1, "sum": 2}

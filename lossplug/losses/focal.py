@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import TypeVar
+
 from torch import Tensor
 
 from lossplug._validation import check_choice, check_number, check_weight_tensor
 from lossplug.functional.focal import FOCAL_MODES, focal
-from lossplug.functional.poly import poly1_base_name, poly1_components
+from lossplug.functional.poly import poly1, poly1_base_name, poly1_components
 from lossplug.losses.base import LossModule, kept_count
 from lossplug.losses.mode import AUTO, Mode
 from lossplug.registry import register_loss
+
+Result = TypeVar("Result")
 
 
 @register_loss("focal")
@@ -72,9 +77,18 @@ class FocalLoss(LossModule):
 
     def forward(self, pred: Tensor, target: Tensor) -> Tensor:
         """The loss of logits against labels (binary/multilabel) or class indices."""
+        return self._call_functional(focal, pred, target)
+
+    def _call_functional(
+        self, loss: Callable[..., Result], pred: Tensor, target: Tensor, **options: float
+    ) -> Result:
+        """``loss`` (a functional) of the batch at this module's options and ``options``.
+
+        ``mode`` is decided (:meth:`settle`) from the batch first.
+        """
         self.settle(pred, target)
         alpha = self.alpha if self.alpha is not None else self.alpha_per_class
-        return focal(
+        return loss(
             pred,
             target,
             mode=self.mode,
@@ -82,6 +96,7 @@ class FocalLoss(LossModule):
             alpha=alpha,
             ignore_index=self.ignore_index,
             reduction=self.reduction,
+            **options,
         )
 
     def measured_components(
@@ -138,19 +153,8 @@ class Poly1Loss(FocalLoss):
 
     def components(self, pred: Tensor, target: Tensor) -> dict[str, Tensor]:
         """The base loss and the Poly-1 term of logits against labels or class indices."""
-        self.settle(pred, target)
-        alpha = self.alpha if self.alpha is not None else self.alpha_per_class
-        return poly1_components(
-            pred,
-            target,
-            mode=self.mode,
-            epsilon=self.epsilon,
-            gamma=self.gamma,
-            alpha=alpha,
-            ignore_index=self.ignore_index,
-            reduction=self.reduction,
-        )
+        return self._call_functional(poly1_components, pred, target, epsilon=self.epsilon)
 
     def forward(self, pred: Tensor, target: Tensor) -> Tensor:
-        """The total of the two terms."""
-        return self.total(self.components(pred, target))
+        """The sum of the two terms, reduced once (:func:`lossplug.functional.poly1`)."""
+        return self._call_functional(poly1, pred, target, epsilon=self.epsilon)

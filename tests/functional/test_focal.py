@@ -163,3 +163,13 @@ def test_module_matches_functional_and_alpha_options():
 def test_bad_input_names_loss_and_argument(call, match):
     with pytest.raises((ValueError, TypeError), match=match):
         call()
+
+
+@pytest.mark.parametrize("loss", [F.focal, F.poly1])
+@pytest.mark.parametrize("bad", [-1, -100, 4])
+def test_a_class_index_out_of_range_is_refused_without_ignore_index(loss, bad, kernel_mode):
+    # -1 and torch's default ignore_index -100 too: the multiclass forms skip no target
+    logits = torch.randn(6, 4, dtype=torch.float64, requires_grad=True)
+    target = torch.tensor([0, 1, bad, 3, 2, 1])
+    with pytest.raises(ValueError, match=rf"class index {bad} in 'target' is out of range"):
+        loss(logits, target, mode="multiclass").backward()

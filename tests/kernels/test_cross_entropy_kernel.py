@@ -57,6 +57,27 @@ def test_values_are_torchs_and_gradients_match_for_any_incoming_gradient(
     torch.testing.assert_close(ours[1], torchs[1])
 
 
+@pytest.mark.parametrize("shape", SHAPES, ids=lambda s: f"{len(s)}d")
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+def test_without_ignore_index_every_target_counts(shape, reduction):
+    logits, target = inputs(shape)
+    target = target.clamp_min(0)  # class indices only
+    incoming_shape = target.shape if reduction == "none" else ()
+    incoming = torch.randn(incoming_shape, generator=seeded(3), dtype=logits.dtype)
+    ours = value_and_grad(
+        lambda x: cross_entropy_kernel(x, target, None, None, reduction), logits, incoming
+    )
+    torchs = value_and_grad(
+        lambda x: TF.cross_entropy(x, target, reduction=reduction), logits, incoming
+    )
+    assert torch.equal(ours[0], torchs[0])
+    torch.testing.assert_close(ours[1], torchs[1])
+    for bad in (-1, -100):  # no value is skipped: torch's kernels refuse each
+        target.view(-1)[0] = bad
+        with pytest.raises((IndexError, RuntimeError), match=str(bad)):
+            cross_entropy_kernel(logits, target, None, None, reduction)
+
+
 def test_channels_last_logits_match_torch():
     logits, target = inputs((2, 3, 4, 5))
     logits = logits.detach().to(memory_format=torch.channels_last).requires_grad_()
