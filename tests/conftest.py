@@ -175,3 +175,13 @@ def kernel_mode(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch)
     else:
         kernels_from_any_size(monkeypatch)
     return request.param
+
+
+@pytest.fixture
+def one_thread(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Tiny tensors on a shared machine: one thread (here and in subprocesses) is fastest."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    yield
+    torch.set_num_threads(threads)

@@ -22,14 +22,7 @@ from lossplug.weighting import FAMOWeighting
 DDP_JOB = JOBS / "ddp_weighting_job.py"
 
 
-@pytest.fixture(autouse=True)
-def one_thread(monkeypatch):
-    """Tiny tensors on a shared machine: one thread (here and in subprocesses) is fastest."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    monkeypatch.setenv("OMP_NUM_THREADS", "1")
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 # -- resume ---------------------------------------------------------------------------------

@@ -24,14 +24,7 @@ LR = 0.1  # FAMO's learning rate here: the logits move visibly within a few step
 DECAY = 0.01
 
 
-@pytest.fixture(autouse=True)
-def one_thread(monkeypatch):
-    """Tiny tensors on a shared machine: one thread (here and in subprocesses) is fastest."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    monkeypatch.setenv("OMP_NUM_THREADS", "1")
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 class TwoHeads(TwoColumns, LossPlugMixin, L.LightningModule):
