@@ -78,6 +78,7 @@ def rows(quick: bool) -> list[Row]:
     out = [
         Row("cross_entropy", "cross_entropy", classification, LF.cross_entropy),
         Row("cross_entropy", "focal multiclass", classification, focal("multiclass")),
+        Row("poly1_cross_entropy", "poly1", classification, lambda p, t: LF.poly1(p, t)),
         Row("multiclass_hinge", "hinge", classification, lambda p, t: LF.hinge(p, t, "multiclass")),
         Row("linear_in_target", "bce", classification, LF.bce, target="binary"),
         Row("linear_in_target", "kl_div", classification, LF.kl_div, target="probs"),

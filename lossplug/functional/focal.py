@@ -59,6 +59,10 @@ from lossplug.kernels.cross_entropy import (
     cross_entropy_kernel_applies,
 )
 from lossplug.kernels.dispatch import applies
+from lossplug.kernels.poly1_cross_entropy import (
+    poly1_cross_entropy_kernel,
+    poly1_cross_entropy_kernel_applies,
+)
 from lossplug.kernels.sigmoid_focal import sigmoid_focal_kernel
 from lossplug.kernels.target_cross_entropy import target_cross_entropy_kernel
 
@@ -219,8 +223,11 @@ def _multiclass_focal(
     if ignore_index is not None:
         kept = target != ignore_index
         target = torch.where(kept, target, 0)
-    cross_entropy = _position_cross_entropy(logits, target.long())  # -log p_t
-    poly_term = None if poly is None else _modulating_factor(cross_entropy, gamma + 1.0, poly)
+    if poly is not None and gamma == 0.0:  # Poly-1 cross-entropy: both terms at once
+        cross_entropy, poly_term = _poly1_cross_entropy(logits, target.long(), poly)
+    else:
+        cross_entropy = _position_cross_entropy(logits, target.long())  # -log p_t
+        poly_term = None if poly is None else _modulating_factor(cross_entropy, gamma + 1.0, poly)
     loss = cross_entropy
     if gamma != 0.0:
         loss = loss * _modulating_factor(cross_entropy, gamma)
@@ -242,6 +249,17 @@ def _position_cross_entropy(logits: Tensor, labels: Tensor) -> Tensor:
     if cross_entropy_kernel_applies(logits):
         return cross_entropy_kernel(logits, labels, None, None, "none")
     return F.cross_entropy(logits, labels, ignore_index=NO_IGNORED_TARGET, reduction="none")
+
+
+def _poly1_cross_entropy(logits: Tensor, labels: Tensor, epsilon: float) -> tuple[Tensor, Tensor]:
+    r"""Each position's :math:`-\log p_t` and :math:`\varepsilon (1 - p_t)`: a kernel's or plain."""
+    flat = logits.flatten(2) if logits.ndim > 2 else logits
+    if not takes_large_path(flat) and poly1_cross_entropy_kernel_applies(flat):
+        flat_labels = labels.reshape(flat.shape[0], *flat.shape[2:])
+        cross_entropy, poly = poly1_cross_entropy_kernel(flat, flat_labels, epsilon)
+        return cross_entropy.view(labels.shape), poly.view(labels.shape)
+    cross_entropy = _position_cross_entropy(logits, labels)
+    return cross_entropy, _modulating_factor(cross_entropy, 1.0, epsilon)
 
 
 def _per_class_alpha(name: str, alpha: Tensor | list[float], logits: Tensor) -> Tensor:

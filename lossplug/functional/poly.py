@@ -20,6 +20,8 @@ without ``alpha``: :math:`-\log p_t \ge 1 - p_t`.
 The base term is :func:`lossplug.functional.focal`'s, with its modes, ``ignore_index``,
 precision and kernels; :math:`1 - p_t` is formed without cancellation
 (:math:`-\operatorname{expm1}(\log p_t)`, or :math:`y\,\sigma(-z) + (1 - y)\,\sigma(z)`).
+Poly-1 cross-entropy of large logits on the CPU takes both terms from
+:mod:`lossplug.kernels.poly1_cross_entropy` where :func:`lossplug.kernels.applies` allows.
 """
 
 from __future__ import annotations

@@ -41,6 +41,7 @@ class Threshold:
 #: Sizes are the logits' elements.
 THRESHOLDS: Final[dict[str, Threshold]] = {
     "cross_entropy": Threshold(2**17, ("cpu",)),
+    "poly1_cross_entropy": Threshold(2**17, ("cpu",)),
     "softmax_statistics": Threshold(0, ("cpu", "cuda")),
     "sigmoid_focal": Threshold(0, ("cpu", "cuda")),
     "multiclass_hinge": Threshold(0, ("cpu", "cuda")),

@@ -25,6 +25,7 @@ Loss = Callable[[Tensor, Tensor], Tensor]
 #: kernel name -> (loss, target maker, the autograd node's name when the kernel ran)
 CASES: dict[str, tuple[Loss, str, str]] = {
     "cross_entropy": (LF.cross_entropy, "index", "_CrossEntropyBackward"),
+    "poly1_cross_entropy": (LF.poly1, "index", "_Poly1CrossEntropyBackward"),
     "multiclass_hinge": (
         lambda x, y: LF.hinge(x, y, mode="multiclass", squared=True),
         "index",
@@ -50,6 +51,16 @@ EXTRA_LOSSES: dict[str, tuple[Loss, str, str]] = {
         lambda x, y: LF.focal(x, y, mode="multiclass", gamma=1.5, ignore_index=0),
         "index",
         "cross_entropy",
+    ),
+    "poly1_alpha_ignore_index": (
+        lambda x, y: LF.poly1(x, y, epsilon=2.0, alpha=[0.5, 1.0, 2.0, 0.1], ignore_index=0),
+        "index",
+        "poly1_cross_entropy",
+    ),
+    "poly1_components": (
+        lambda x, y: sum(LF.poly1_components(x, y, epsilon=-0.5, reduction="sum").values()),
+        "index",
+        "poly1_cross_entropy",
     ),
     "bce_none": (lambda x, y: LF.bce(x, y, reduction="none").sum(), "binary", "linear_in_target"),
     "kl_div": (LF.kl_div, "probs", "linear_in_target"),
