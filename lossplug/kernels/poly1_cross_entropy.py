@@ -67,7 +67,7 @@ def poly1_cross_entropy_kernel_applies(logits: Tensor) -> bool:
 
 
 class _Poly1CrossEntropy(torch.autograd.Function):
-    # ``forward`` takes ``ctx`` itself, as :class:`~lossplug.kernels.cross_entropy` explains
+    # ``forward`` takes ``ctx`` itself, for the reason :mod:`lossplug.kernels.cross_entropy` gives
 
     @staticmethod
     def forward(ctx: Any, logits: Tensor, labels: Tensor, epsilon: float) -> tuple[Tensor, Tensor]:
@@ -79,7 +79,7 @@ class _Poly1CrossEntropy(torch.autograd.Function):
         p_y_minus_1 = torch.expm1(cross_entropy.neg())
         ctx.epsilon = epsilon
         ctx.save_for_backward(logits, labels, p_y_minus_1, total)
-        # not saved: the first backward pass writes the gradient into them
+        # not saved: the first backward pass writes the gradient into it
         ctx.exps = exps
         return cross_entropy, p_y_minus_1.mul(-epsilon)
 
