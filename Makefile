@@ -25,8 +25,9 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 train: install
 	$(PY) scripts/train.py
 
+# two workers (pytest-xdist), each test file on one: its module's fixtures start once
 test: install
-	$(PY) -m pytest
+	$(PY) -m pytest -n 2 --dist loadfile
 
 test-fast: install
 	$(PY) -m pytest -m "not slow"
