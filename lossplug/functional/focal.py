@@ -223,10 +223,14 @@ def _multiclass_focal(
     if ignore_index is not None:
         kept = target != ignore_index
         target = torch.where(kept, target, 0)
+    labels = target.long()
+    terms = None
     if poly is not None and gamma == 0.0:  # Poly-1 cross-entropy: both terms at once
-        cross_entropy, poly_term = _poly1_cross_entropy(logits, target.long(), poly)
+        terms = _poly1_kernel_terms(logits, labels, poly)
+    if terms is not None:
+        cross_entropy, poly_term = terms
     else:
-        cross_entropy = _position_cross_entropy(logits, target.long())  # -log p_t
+        cross_entropy = _position_cross_entropy(logits, labels)  # -log p_t
         poly_term = None if poly is None else _modulating_factor(cross_entropy, gamma + 1.0, poly)
     loss = cross_entropy
     if gamma != 0.0:
@@ -251,15 +255,19 @@ def _position_cross_entropy(logits: Tensor, labels: Tensor) -> Tensor:
     return F.cross_entropy(logits, labels, ignore_index=NO_IGNORED_TARGET, reduction="none")
 
 
-def _poly1_cross_entropy(logits: Tensor, labels: Tensor, epsilon: float) -> tuple[Tensor, Tensor]:
-    r"""Each position's :math:`-\log p_t` and :math:`\varepsilon (1 - p_t)`: a kernel's or plain."""
+def _poly1_kernel_terms(
+    logits: Tensor, labels: Tensor, epsilon: float
+) -> tuple[Tensor, Tensor] | None:
+    r"""Each position's :math:`-\log p_t` and :math:`\varepsilon (1 - p_t)` from the Poly-1 kernel.
+
+    ``None`` where the kernel does not run (then the plain terms are the caller's).
+    """
     flat = logits.flatten(2) if logits.ndim > 2 else logits
-    if not takes_large_path(flat) and poly1_cross_entropy_kernel_applies(flat):
-        flat_labels = labels.reshape(flat.shape[0], *flat.shape[2:])
-        cross_entropy, poly = poly1_cross_entropy_kernel(flat, flat_labels, epsilon)
-        return cross_entropy.view(labels.shape), poly.view(labels.shape)
-    cross_entropy = _position_cross_entropy(logits, labels)
-    return cross_entropy, _modulating_factor(cross_entropy, 1.0, epsilon)
+    if takes_large_path(flat) or not poly1_cross_entropy_kernel_applies(flat):
+        return None
+    flat_labels = labels.reshape(flat.shape[0], *flat.shape[2:])
+    cross_entropy, poly = poly1_cross_entropy_kernel(flat, flat_labels, epsilon)
+    return cross_entropy.view(labels.shape), poly.view(labels.shape)
 
 
 def _per_class_alpha(name: str, alpha: Tensor | list[float], logits: Tensor) -> Tensor:

@@ -11,6 +11,7 @@ import pytest
 import torch
 import torch.nn.functional as TF
 
+import lossplug
 from benchmarks.benchkit import loss_step_peak_memory
 from lossplug import functional as LF
 from lossplug.kernels.poly1_cross_entropy import poly1_cross_entropy_kernel
@@ -136,3 +137,11 @@ def test_poly1_holds_one_logits_sized_buffer_where_torchs_formula_holds_three():
     )
     assert ours < 1.1 * logits_bytes
     assert paper > 2.9 * logits_bytes
+
+
+@pytest.mark.parametrize("bad", [-1, -100, 1000])
+def test_a_label_out_of_range_is_refused_on_the_kernel_with_value_checks_off(bad):
+    logits, labels = inputs((256, 1000), dtype=torch.float32)  # from the kernel's threshold
+    labels[5] = bad
+    with lossplug.value_checks(False), pytest.raises(ValueError, match=f"class index {bad}"):
+        LF.poly1_components(logits, labels)
